@@ -1,0 +1,88 @@
+"""Image conversion and resizing shared by the predictor, the backbones and the app."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .errors import InputError
+
+
+def as_rgb_uint8(image) -> np.ndarray:
+    """Convert an image to a contiguous RGB ``uint8`` array of shape (H, W, 3).
+
+    Parameters
+    ----------
+    image : numpy.ndarray or PIL.Image.Image
+        (H, W) grayscale, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA. Integer arrays are
+        scaled by their dtype's range (so 16-bit images work), float arrays are taken to lie in
+        [0, 1], bool arrays map to 0 / 255. RGBA is composited over white.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 array (H, W, 3).
+
+    Raises
+    ------
+    InputError
+        Not an image, an empty image, or one of fewer than 2 x 2 pixels.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            image = np.asarray(image)
+        else:
+            image = np.asarray(image.convert("RGBA") if "A" in image.mode else image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"expected an image (numpy array or PIL image), got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise InputError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise InputError(f"the image is too small ({image.shape[1]} x {image.shape[0]} pixels); need at least 2 x 2")
+
+    if image.dtype == np.bool_:
+        image = image.astype(np.uint8) * 255
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise InputError("the image contains NaN or infinite values")
+        image = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    elif np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
+        top = np.iinfo(image.dtype).max if image.max(initial=0) > 255 else 255
+        if image.dtype.itemsize >= 2 and image.max(initial=0) > 255:
+            top = 65535 if image.max() <= 65535 else np.iinfo(image.dtype).max
+        image = np.clip(np.rint(image.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise InputError(f"unsupported image dtype {image.dtype}")
+
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        rgb = image[:, :, :3].astype(np.float32)
+        image = np.rint(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB uint8 image to ``size = (width, height)``.
+
+    Shrinking uses area averaging (PIL's box filter, as OpenCV's INTER_AREA), enlarging uses
+    bicubic interpolation.
+    """
+    width, height = int(size[0]), int(size[1])
+    if (width, height) == (image.shape[1], image.shape[0]):
+        return image
+    shrink = width <= image.shape[1] and height <= image.shape[0]
+    resample = Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(image).resize((width, height), resample))
+
+
+def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) of the working copy: the image scaled so its longest side <= max_side."""
+    longest = max(height, width)
+    if longest <= max_side:
+        return height, width
+    scale = max_side / longest
+    return max(2, round(height * scale)), max(2, round(width * scale))
