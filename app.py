@@ -258,7 +258,8 @@ def build_demo(options: Options) -> gr.Blocks:
                 temperature = gr.Slider(0.1, 2.0, value=config.temperature, step=0.05, label="Temperature τ")
                 rho = gr.Slider(0.05, 0.95, value=config.rho, step=0.05, label="Relative probability threshold ρ")
                 flood_fill = gr.Checkbox(value=config.flood_fill, label="Flood fill")
-                resolution = gr.Dropdown(RESOLUTIONS, value=options.attention_resolution,
+                resolution = gr.Dropdown(sorted({*RESOLUTIONS, options.attention_resolution}),
+                                         value=options.attention_resolution,
                                          label="Attention resolution R")
             gr.Markdown("Changing the **resolution** or the **temperature** recomputes the attention (as long "
                         "as a new image takes); ρ and flood fill recompute only the Markov-maps.")
