@@ -48,7 +48,12 @@ live_sessions = LiveSessions()
 
 
 # ---------------------------------------------------------------------------- GPU work
-@spaces.GPU(duration=120)
+def _gpu_seconds(session: Session, method: str, *args) -> int:
+    """GPU time to book on ZeroGPU: a new image or new settings run the backbone, a click does not."""
+    return 120 if method in ("set_image", "update_settings") else 30
+
+
+@spaces.GPU(duration=_gpu_seconds)
 def _on_gpu(session: Session, method: str, *args):
     """Run ``session.<method>(*args)`` where the GPU is (a ZeroGPU worker on Spaces).
 

@@ -454,7 +454,8 @@ class Session:
             raise
 
     def reset(self) -> None:
-        """Forget every click (the image and its attention stay)."""
+        """Forget every click and its cached Markov-map (the image and its operator stay)."""
+        self._require_image().clear_cache()
         self.clicks, self.threshold, self.click_seconds = [], None, None
 
     def override_threshold(self, threshold: float | None) -> Prediction:
