@@ -5,7 +5,7 @@ photo (the colour-affinity backbone when it is importable, else an equivalent in
 the Markov iteration runs as many steps as it does in the app. Usage::
 
     python benchmarks/bench_core.py                    # R = 32 and 64, image 480 x 640
-    python benchmarks/bench_core.py --resolutions 64 --operator-dtype float32 --jbu-stride 1
+    python benchmarks/bench_core.py --preset fast      # fp16 operator, strided upsampling
 """
 
 from __future__ import annotations
@@ -81,14 +81,15 @@ def main(argv=None) -> None:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--operator-dtype", default=M2N2Config.operator_dtype, choices=["float32", "float16"])
-    parser.add_argument("--jbu-stride", type=int, default=M2N2Config.jbu_stride)
+    parser.add_argument("--preset", choices=["faithful", "fast"], default="faithful",
+                        help="faithful: the paper's numerics (default config); fast: M2N2Config.fast()")
     args = parser.parse_args(argv)
-    config = M2N2Config(operator_dtype=args.operator_dtype, jbu_stride=args.jbu_stride)
+    config = M2N2Config.fast() if args.preset == "fast" else M2N2Config()
     results = [bench(r, *args.size, args.repeats, config) for r in args.resolutions]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"torch_threads": torch.get_num_threads(), "operator_dtype": args.operator_dtype,
-                      "jbu_stride": args.jbu_stride, "results": results, "peak_rss_mib": peak_mib}, indent=2))
+    print(json.dumps({"preset": args.preset, "torch_threads": torch.get_num_threads(),
+                      "operator_dtype": config.operator_dtype, "jbu_stride": config.jbu_stride,
+                      "results": results, "peak_rss_mib": peak_mib}, indent=2))
 
 
 if __name__ == "__main__":
