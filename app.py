@@ -26,7 +26,7 @@ EXAMPLES = sorted(str(path) for path in (Path(__file__).parent / "examples").glo
 RESOLUTIONS = [32, 48, 64, 96, 128]
 SESSION_TTL_S = 3600
 FOREGROUND, BACKGROUND = "Foreground (green)", "Background (red)"
-CSS = "#status {min-height: 2.5em} #heatmap img, #scores img {object-fit: contain}"
+CSS = "#status {min-height: 2.5em}"  # the line keeps its height while it changes
 
 
 @dataclass(frozen=True)
@@ -159,9 +159,11 @@ class Handlers:
         return _run(session, "click", float(x), float(y), 1 if mode == FOREGROUND else 0, request=request)
 
     def undo(self, session: Session | None, request: gr.Request = None):
+        """Remove the latest click."""
         return _run(session, "undo", request=request)
 
     def reset(self, session: Session | None):
+        """Remove every click (no GPU work: the image and its operator stay)."""
         if session is None or not session.has_image:
             return _rejected(session, "There is nothing to reset yet.")
         session.reset()
@@ -204,14 +206,18 @@ class Handlers:
                 gr.DownloadButton(value=None, interactive=False), gr.Slider(value=0.5, interactive=False),
                 gr.Button(interactive=False), self.new_session().status())
 
-    def segment(self, image_path: str, points: str):
-        """Stateless API: an image file and a JSON list of points -> mask PNG and a summary."""
+    def segment(self, image: str, points: str):
+        """Stateless API: an image file and a JSON list of points -> mask PNG and a summary.
+
+        ``points`` is a JSON list of ``[x, y, label]`` or ``{"x", "y", "label"}`` in original
+        pixels (x column, y row; label 1 foreground, 0 background).
+        """
         try:
-            image = read_image(image_path)
+            array = read_image(image)
             xy, labels = parse_points(points)
         except M2N2Error as error:
             raise gr.Error(str(error)) from None
-        prediction, description, error = _segment_on_gpu(self.options, image, xy, labels)
+        prediction, description, error = _segment_on_gpu(self.options, array, xy, labels)
         if error is not None:
             raise gr.Error(error)
         return prediction.mask.astype("uint8") * 255, summarize(prediction, description)

@@ -43,7 +43,7 @@ def square_file(tmp_path):
 def test_segment_endpoint_returns_mask_png_and_summary(client, square_file):
     path, truth = square_file
     x, y = centre_of(truth)
-    mask_file, summary = client.predict(handle_file(path), json.dumps([[x, y, 1], [3, 3, 0]]),
+    mask_file, summary = client.predict(image=handle_file(path), points=json.dumps([[x, y, 1], [3, 3, 0]]),
                                         api_name="/segment")
     mask = Image.open(mask_file)
     assert mask.mode == "L" and mask.size == (80, 60)
