@@ -1,0 +1,96 @@
+"""Speed and memory of the M2N2 core: operator preparation and the cost of one more click.
+
+Prints JSON with medians over repeats. The attention is a colour/position affinity of a real
+photo (the colour-affinity backbone when it is importable, else an equivalent inline one), so
+the Markov iteration runs as many steps as it does in the app. Usage::
+
+    python benchmarks/bench_core.py                    # R = 32 and 64, image 480 x 640
+    python benchmarks/bench_core.py --preset fast      # fp16 operator, strided upsampling
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from m2n2 import M2N2Config, M2N2Predictor  # noqa: E402
+from m2n2.image import resize_rgb  # noqa: E402
+
+
+def example_image(height: int, width: int) -> np.ndarray:
+    """scikit-image's public-domain astronaut photo at the requested size."""
+    from skimage import data
+    return resize_rgb(data.astronaut(), (width, height))
+
+
+def affinity_attention(image: np.ndarray, resolution: int) -> torch.Tensor:
+    """Attention for the benchmark: the colour backbone if present, else Lab/position affinity."""
+    try:
+        from m2n2.backbones import load
+        return load("color", resolution=resolution).extract(image)
+    except ImportError:
+        from skimage.color import rgb2lab
+        small = resize_rgb(image, (resolution, resolution))
+        lab = torch.tensor(rgb2lab(small).reshape(-1, 3), dtype=torch.float32)
+        yy, xx = torch.meshgrid(torch.arange(resolution.__float__()), torch.arange(resolution.__float__()),
+                                indexing="ij")
+        pos = torch.stack([yy.flatten(), xx.flatten()], 1)
+        logits = -torch.cdist(lab, lab) ** 2 / (2 * 10.0 ** 2) - torch.cdist(pos, pos) ** 2 / (2 * 8.0 ** 2)
+        return torch.softmax(logits, dim=1).reshape(resolution, resolution, resolution, resolution)
+
+
+def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Config) -> dict:
+    image = example_image(height, width)
+    attention = affinity_attention(image, resolution)
+    points = [(0.45 * width, 0.35 * height), (0.30 * width, 0.70 * height),
+              (0.85 * width, 0.15 * height), (0.55 * width, 0.55 * height)]
+    labels = [1, 1, 0, 1]
+
+    predictor = M2N2Predictor(config=config)
+    prepare, clicks, stages = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.set_attention(image, attention)
+        prepare.append(time.perf_counter() - start)
+        predictor.predict(points[:3], labels[:3])  # three earlier clicks, cached
+        start = time.perf_counter()
+        out = predictor.predict(points, labels)  # the new, fourth click
+        clicks.append(time.perf_counter() - start)
+        stages.append(out.timings)
+    return {
+        "resolution": resolution,
+        "image": [height, width],
+        "prepare_s": statistics.median(prepare),
+        "click_s": statistics.median(clicks),
+        "click_stages_s": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
+        "operator_mib": predictor.operator.nbytes / 2 ** 20,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--preset", choices=["faithful", "fast"], default="faithful",
+                        help="faithful: the paper's numerics (default config); fast: M2N2Config.fast()")
+    args = parser.parse_args(argv)
+    config = M2N2Config.fast() if args.preset == "fast" else M2N2Config()
+    results = [bench(r, *args.size, args.repeats, config) for r in args.resolutions]
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"preset": args.preset, "torch_threads": torch.get_num_threads(),
+                      "operator_dtype": config.operator_dtype, "jbu_stride": config.jbu_stride,
+                      "results": results, "peak_rss_mib": peak_mib}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Truncated nearest-neighbour merge of per-point Markov-maps into one mask."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_MIN_THRESHOLD = 1e-7  # a threshold of 0 would divide by zero; it keeps the seed's plateau
+
+
+def merge_maps(maps: np.ndarray, thresholds: np.ndarray, labels: np.ndarray,
+               pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combine the points' maps: each pixel takes the label of its nearest point, if close enough.
+
+    ``d_k = M_k / lambda_k``; the nearest point is ``k* = argmin_k d_k(p)``; a pixel is foreground
+    iff ``label[k*] == 1`` and ``d_{k*}(p) <= 1``. Every prompt pixel takes its own label.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        (K, H, W) Markov-maps.
+    thresholds : numpy.ndarray
+        (K,) each map's threshold lambda_k.
+    labels : numpy.ndarray
+        (K,) 1 for foreground points, 0 for background points.
+    pixels : numpy.ndarray
+        (K, 2) integer (row, column) of each prompt pixel.
+
+    Returns
+    -------
+    mask : numpy.ndarray
+        (H, W) bool.
+    distance : numpy.ndarray
+        (H, W) float32 ``min_k d_k``.
+    nearest : numpy.ndarray
+        (H, W) int index k*.
+    """
+    scaled = maps / np.maximum(np.asarray(thresholds, dtype=np.float64), _MIN_THRESHOLD)[:, None, None]
+    nearest = np.argmin(scaled, axis=0)
+    distance = np.take_along_axis(scaled, nearest[None], axis=0)[0]
+    labels = np.asarray(labels).astype(bool)
+    mask = labels[nearest] & (distance <= 1.0)
+    for (row, col), label in zip(pixels, labels):
+        mask[row, col] = label
+    return mask, distance.astype(np.float32), nearest

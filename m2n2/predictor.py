@@ -1,0 +1,419 @@
+"""M2N2Predictor: pay the per-image cost once in ``set_image``, then segment every click cheaply."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import M2N2Config
+from .errors import InputError, NotReadyError
+from .floodfill import flood_fill
+from .image import as_rgb_uint8, resize_rgb, working_size
+from .markov import markov_map, start_states
+from .merge import merge_maps
+from .operator import TransitionOperator, prepare_operator
+from .threshold import ThresholdCurves, score_thresholds, threshold_curves
+from .upsample import joint_bilateral_upsample
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_MAX_CACHED_MAPS = 64
+
+
+@dataclass
+class PointResult:
+    """Everything M2N2 computed for one prompt point.
+
+    Attributes
+    ----------
+    xy : tuple of float
+        The point (x, y) in original image pixels.
+    label : int
+        1 foreground, 0 background.
+    markov_map : numpy.ndarray
+        (h, w) float32 final Markov-map in [0, 1] at the working size (0 at the point).
+    thresholds, score, score_prior, score_edge, score_pos, score_neg : numpy.ndarray
+        (T,) candidate thresholds and, for each, the total and the four component scores.
+    threshold : float
+        The threshold used: the adaptive choice, or the override.
+    threshold_index : int
+        Index of the adaptive choice in ``thresholds``.
+    overridden : bool
+        Whether ``threshold`` came from the caller.
+    """
+
+    xy: tuple[float, float]
+    label: int
+    markov_map: np.ndarray
+    thresholds: np.ndarray
+    score: np.ndarray
+    score_prior: np.ndarray
+    score_edge: np.ndarray
+    score_pos: np.ndarray
+    score_neg: np.ndarray
+    threshold: float
+    threshold_index: int
+    overridden: bool
+
+
+@dataclass
+class Prediction:
+    """The result of one ``predict`` call, as plain arrays.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        (H, W) bool at the original image size.
+    points : list of PointResult
+        One per prompt point, in order.
+    distance : numpy.ndarray
+        (h, w) float32 merged nearest-neighbour distance ``min_k M_k / lambda_k`` (working size).
+    nearest : numpy.ndarray
+        (h, w) int index of the nearest point.
+    timings : dict
+        Seconds spent in each stage of this call.
+    """
+
+    mask: np.ndarray
+    points: list[PointResult]
+    distance: np.ndarray
+    nearest: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _CachedMap:
+    markov_map: np.ndarray
+    curves: ThresholdCurves
+
+
+class M2N2Predictor:
+    """Interactive segmentation with M2N2, in the shape of ``SamPredictor``.
+
+    Parameters
+    ----------
+    backbone : Backbone, optional
+        Attention source used by :meth:`set_image` (see :mod:`m2n2.backbones`). Not needed when
+        the attention is given with :meth:`set_attention`.
+    config : M2N2Config, optional
+        Hyperparameters; the paper's by default.
+    device : str or torch.device, optional
+        Where the operator and the Markov iteration live; the backbone's device by default
+        (else the CPU).
+
+    Examples
+    --------
+    >>> predictor = M2N2Predictor(load("color"))          # doctest: +SKIP
+    >>> predictor.set_image(image)                        # doctest: +SKIP
+    >>> predictor.predict([(120, 80)], [1]).mask          # doctest: +SKIP
+    """
+
+    def __init__(self, backbone=None, config: M2N2Config | None = None, device=None):
+        self.backbone = backbone
+        self.config = config or M2N2Config()
+        if device is None:
+            device = getattr(backbone, "device", None) or "cpu"
+        self.device = torch.device(device)
+        self._operator: TransitionOperator | None = None
+        self._original: np.ndarray | None = None
+        self._image: np.ndarray | None = None
+        self._guide: torch.Tensor | None = None
+        self._attention: torch.Tensor | None = None  # kept only when the caller gave it
+        self._maps: OrderedDict[tuple[int, int], _CachedMap] = OrderedDict()
+        self.image_timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ per image
+    def set_image(self, image) -> None:
+        """Compute the image's attention with the backbone and prepare the operator.
+
+        Parameters
+        ----------
+        image : numpy.ndarray or PIL.Image.Image
+            Any image :func:`m2n2.image.as_rgb_uint8` accepts.
+        """
+        if self.backbone is None:
+            raise NotReadyError("this predictor has no backbone: use set_attention(), or pass a backbone")
+        original, work = self._working_copy(image)
+        start = time.perf_counter()
+        attention = self.backbone.extract(work)
+        elapsed = time.perf_counter() - start
+        attention = self._validated_attention(attention)
+        self._prepare(original, work, attention, owned=True)
+        self.image_timings = {"attention": elapsed, **self.image_timings}
+
+    def set_attention(self, image, attention) -> None:
+        """Use a given attention tensor for an image (tests, caching, per-user app state).
+
+        Parameters
+        ----------
+        image : numpy.ndarray or PIL.Image.Image
+            The image the attention belongs to.
+        attention : torch.Tensor or numpy.ndarray
+            (R, R, R, R) non-negative, finite, each [i, j] slice with a positive sum (slices
+            are renormalised to sum 1).
+        """
+        original, work = self._working_copy(image)
+        attention = self._validated_attention(attention)
+        self._prepare(original, work, attention, owned=False)
+
+    def _working_copy(self, image) -> tuple[np.ndarray, np.ndarray]:
+        original = as_rgb_uint8(image)
+        height, width = working_size(*original.shape[:2], self.config.max_side)
+        return original, resize_rgb(original, (width, height))
+
+    @staticmethod
+    def _validated_attention(attention) -> torch.Tensor:
+        if isinstance(attention, np.ndarray):
+            attention = torch.from_numpy(attention)
+        if not isinstance(attention, torch.Tensor):
+            raise InputError(f"attention must be a torch.Tensor or numpy array, got {type(attention).__name__}")
+        shape = tuple(attention.shape)
+        if len(shape) != 4 or len(set(shape)) != 1 or shape[0] < 2:
+            raise InputError(f"attention must have shape (R, R, R, R) with R >= 2, got {shape}")
+        if not attention.is_floating_point():
+            raise InputError(f"attention must be floating point, got {attention.dtype}")
+        n = shape[0] * shape[1]
+        row_sums = attention.reshape(n, n).sum(dim=1, dtype=torch.float32)
+        if not bool(torch.isfinite(row_sums).all()):  # NaN and inf survive a sum (entries are <= 1)
+            raise InputError("attention contains NaN or infinite values")
+        if float(attention.amin()) < 0:
+            raise InputError("attention contains negative values")
+        if bool((row_sums <= 0).any()):
+            raise InputError("attention has an all-zero row (a cell that attends to nothing)")
+        return attention
+
+    def _prepare(self, original: np.ndarray, work: np.ndarray, attention: torch.Tensor, owned: bool) -> None:
+        start = time.perf_counter()
+        n = attention.shape[0] * attention.shape[1]
+        flat = attention.reshape(n, n).to(device=self.device, dtype=torch.float32)
+        private = owned or flat.data_ptr() != attention.data_ptr()
+        row_sums = flat.sum(dim=1, keepdim=True)
+        # Never write into the caller's tensor; our own copy is reused in place to save memory.
+        flat = flat.div_(row_sums) if private else flat / row_sums
+        operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
+                                    dtype=_DTYPES[self.config.operator_dtype], inplace=True)
+        elapsed = time.perf_counter() - start
+        # Only now, after everything that can fail, replace the state.
+        self._operator = operator
+        self._original, self._image = original, work
+        self._guide = torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
+        self._attention = None if owned else attention
+        self._maps.clear()
+        self.image_timings = {"operator": elapsed}
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_ready(self) -> bool:
+        """Whether an image (and its operator) is set."""
+        return self._operator is not None
+
+    @property
+    def image(self) -> np.ndarray:
+        """The working copy (h, w, 3) uint8 that M2N2 segments."""
+        self._require_ready()
+        return self._image
+
+    @property
+    def original_image(self) -> np.ndarray:
+        """The image as given (converted to RGB uint8), at its original size."""
+        self._require_ready()
+        return self._original
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(H, W) of the image as given."""
+        self._require_ready()
+        return self._original.shape[:2]
+
+    @property
+    def resolution(self) -> int:
+        """R of the current attention."""
+        self._require_ready()
+        return self._operator.resolution
+
+    @property
+    def operator(self) -> TransitionOperator:
+        """The prepared transition operator of the current image."""
+        self._require_ready()
+        return self._operator
+
+    @property
+    def cached_points(self) -> int:
+        """How many points' Markov-maps are cached for the current image."""
+        return len(self._maps)
+
+    def to(self, device=None, dtype=None) -> "M2N2Predictor":
+        """Move (and/or cast) the operator, e.g. to fp16 on the CPU between app calls."""
+        if device is not None:
+            self.device = torch.device(device)
+        if self._operator is not None:
+            self._operator = self._operator.to(device=self.device, dtype=dtype)
+            self._guide = self._guide.to(self.device)
+        return self
+
+    def clear_cache(self) -> None:
+        """Forget the cached Markov-maps (they are recomputed on demand)."""
+        self._maps.clear()
+
+    def set_config(self, config: M2N2Config) -> None:
+        """Change settings, recomputing only what they invalidate.
+
+        Score switches and the area prior keep every cached map; Markov, upsampling and flood
+        fill settings drop the maps; temperature, IPF and operator dtype re-prepare the operator
+        (from the attention given to :meth:`set_attention`, or by running the backbone again).
+        """
+        old, self.config = self.config, config
+        if not self.is_ready:
+            return
+        if old.max_side != config.max_side or old.operator_fields != config.operator_fields:
+            try:
+                if self._attention is not None:
+                    self.set_attention(self._original, self._attention)
+                else:
+                    self.set_image(self._original)
+            except Exception:
+                self.config = old
+                raise
+        elif (old.rho, old.max_steps, old.sigma_spatial, old.sigma_range, old.flood_fill, old.jbu_stride) != \
+                (config.rho, config.max_steps, config.sigma_spatial, config.sigma_range, config.flood_fill, config.jbu_stride):
+            self._maps.clear()
+
+    def _require_ready(self) -> None:
+        if self._operator is None:
+            raise NotReadyError("no image is set: call set_image() or set_attention() first")
+
+    # ------------------------------------------------------------------ per click
+    def predict(self, points, labels, threshold: float | None = None) -> Prediction:
+        """Segment the current image from prompt points.
+
+        Parameters
+        ----------
+        points : array-like
+            (K, 2) points as (x, y) = (column, row) in original image pixels, 0 <= x < W and
+            0 <= y < H (fractional coordinates are rounded to the nearest pixel).
+        labels : array-like
+            (K,) 1 (or True) for foreground, 0 (or False) for background.
+        threshold : float, optional
+            Override the adaptive threshold of the last point (a value in [0, 1]).
+
+        Returns
+        -------
+        Prediction
+        """
+        self._require_ready()
+        points, labels = self._validated_prompts(points, labels, threshold)
+        timings = {"markov": 0.0, "upsample": 0.0, "flood_fill": 0.0, "curves": 0.0}
+        start = time.perf_counter()
+        pixels = self._working_pixels(points)
+        keys = [tuple(p) for p in pixels]
+
+        missing = list(dict.fromkeys(k for k in keys if k not in self._maps))
+        if missing:
+            self._compute_maps(missing, timings)
+        for key in keys:
+            self._maps.move_to_end(key)
+        while len(self._maps) > max(_MAX_CACHED_MAPS, len(keys)):
+            self._maps.popitem(last=False)
+
+        t0 = time.perf_counter()
+        maps = [self._maps[k].markov_map for k in keys]
+        values = np.array([[m[r, c] for (r, c) in pixels] for m in maps])  # values[k, j] = M_k(p_j)
+        results = []
+        for k, key in enumerate(keys):
+            same = labels == labels[k]
+            scores = score_thresholds(self._maps[key].curves, values[k, same], values[k, ~same], self.config)
+            chosen, overridden = scores.threshold, False
+            if threshold is not None and k == len(keys) - 1:
+                chosen, overridden = float(threshold), True
+            results.append(PointResult(
+                xy=(float(points[k, 0]), float(points[k, 1])), label=int(labels[k]), markov_map=maps[k],
+                thresholds=scores.thresholds, score=scores.score, score_prior=scores.score_prior,
+                score_edge=scores.score_edge, score_pos=scores.score_pos, score_neg=scores.score_neg,
+                threshold=chosen, threshold_index=scores.index, overridden=overridden))
+        timings["scores"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        mask, distance, nearest = merge_maps(np.stack(maps), np.array([r.threshold for r in results]),
+                                             labels, pixels)
+        mask = self._to_original_size(mask, points, labels)
+        timings["merge"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - start
+        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings)
+
+    def _validated_prompts(self, points, labels, threshold):
+        try:
+            points = np.asarray(points, dtype=np.float64)
+            labels = np.asarray(labels)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"points must be numbers (x, y) and labels 0/1: {error}") from None
+        if points.size == 0:
+            raise InputError("at least one prompt point is needed")
+        points = points.reshape(-1, 2) if points.ndim == 1 and points.size == 2 else points
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise InputError(f"points must have shape (K, 2) as (x, y), got {points.shape}")
+        if labels.ndim != 1 or len(labels) != len(points):
+            raise InputError(f"got {len(points)} points but {labels.size} labels; give one label per point")
+        if labels.dtype == np.bool_:
+            labels = labels.astype(np.int64)
+        if not np.isin(labels, (0, 1)).all():
+            raise InputError(f"labels must be 1 (foreground) or 0 (background), got {sorted(set(labels.tolist()))}")
+        if not np.isfinite(points).all():
+            raise InputError("points contain NaN or infinite coordinates")
+        height, width = self._original.shape[:2]
+        outside = (points[:, 0] < 0) | (points[:, 0] >= width) | (points[:, 1] < 0) | (points[:, 1] >= height)
+        if outside.any():
+            x, y = points[np.argmax(outside)]
+            raise InputError(f"point ({x:g}, {y:g}) lies outside the {width} x {height} image")
+        if threshold is not None and not (np.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise InputError(f"threshold must lie in [0, 1], got {threshold}")
+        return points, labels.astype(np.int64)
+
+    def _working_pixels(self, points: np.ndarray) -> np.ndarray:
+        """Integer (row, column) of each point in the working copy."""
+        height, width = self._original.shape[:2]
+        h, w = self._image.shape[:2]
+        cols = np.clip(np.rint((points[:, 0] + 0.5) * w / width - 0.5), 0, w - 1)
+        rows = np.clip(np.rint((points[:, 1] + 0.5) * h / height - 0.5), 0, h - 1)
+        return np.stack([rows, cols], axis=1).astype(np.int64)
+
+    def _compute_maps(self, keys: list[tuple[int, int]], timings: dict[str, float]) -> None:
+        config, operator = self.config, self._operator
+        h, w = self._image.shape[:2]
+        t0 = time.perf_counter()
+        xy = np.array([[col, row] for row, col in keys], dtype=np.float64)
+        starts = start_states(xy, (h, w), operator.resolution)
+        steps = markov_map(operator, starts, rho=config.rho, max_steps=config.max_steps)
+        steps = steps.reshape(len(keys), operator.resolution, operator.resolution)
+        timings["markov"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        upsampled = joint_bilateral_upsample(steps, self._guide, config.sigma_spatial, config.sigma_range,
+                                             stride=config.jbu_stride or None).cpu().numpy()
+        timings["upsample"] += time.perf_counter() - t0
+
+        for key, up in zip(keys, upsampled):
+            t0 = time.perf_counter()
+            final = up / max(float(up.max()), 1e-12)
+            if config.flood_fill:
+                final = flood_fill(final, key)
+                final = final / max(float(final.max()), 1e-12)
+            final = final.astype(np.float32)
+            timings["flood_fill"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self._maps[key] = _CachedMap(final, threshold_curves(final))
+            timings["curves"] += time.perf_counter() - t0
+
+    def _to_original_size(self, mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        height, width = self._original.shape[:2]
+        if mask.shape == (height, width):
+            return mask
+        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
+        mask = np.asarray(resized) >= 128
+        rows = np.clip(np.rint(points[:, 1]).astype(int), 0, height - 1)
+        cols = np.clip(np.rint(points[:, 0]).astype(int), 0, width - 1)
+        mask[rows, cols] = labels.astype(bool)
+        return mask

@@ -1,0 +1,54 @@
+"""Synthetic images and attention tensors with a known answer, shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def region_attention(labels: np.ndarray, leak: float = 0.01) -> torch.Tensor:
+    """Block-structured attention: a cell attends to cells of its own region, ``leak`` elsewhere.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (R, R) integer region of every attention cell.
+    """
+    flat = labels.ravel()
+    weights = np.where(flat[:, None] == flat[None, :], 1.0, leak)
+    weights /= weights.sum(axis=1, keepdims=True)
+    r = labels.shape[0]
+    return torch.tensor(weights.reshape(r, r, r, r), dtype=torch.float32)
+
+
+def three_regions(height: int = 64, width: int = 96, resolution: int = 16):
+    """An image of three vertical colour bands (left 1/4, middle 1/2, right 1/4) and its attention.
+
+    Returns
+    -------
+    image : (H, W, 3) uint8
+    attention : (R, R, R, R) tensor
+    truth : (H, W) int region of every pixel (0 left, 1 middle, 2 right)
+    """
+    cols = np.arange(width)
+    truth_row = np.where(cols < width // 4, 0, np.where(cols < 3 * width // 4, 1, 2))
+    truth = np.repeat(truth_row[None], height, axis=0)
+    colours = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220]], dtype=np.uint8)
+    image = colours[truth]
+    cell_cols = (np.arange(resolution) + 0.5) * width / resolution
+    cell_row = np.where(cell_cols < width // 4, 0, np.where(cell_cols < 3 * width // 4, 1, 2))
+    labels = np.repeat(cell_row[None], resolution, axis=0)
+    return image, region_attention(labels), truth
+
+
+def random_attention(resolution: int, seed: int = 0, sharpness: float = 6.0) -> torch.Tensor:
+    """A random, row-stochastic attention tensor with some contrast."""
+    generator = torch.Generator().manual_seed(seed)
+    n = resolution * resolution
+    logits = torch.randn(n, n, generator=generator) * sharpness / 3
+    return torch.softmax(logits, dim=1).reshape(resolution, resolution, resolution, resolution)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from m2n2.markov import markov_map, start_states
+from m2n2.operator import prepare_operator
+from synthetic import random_attention, region_attention
+
+
+def plain_markov_map(p: torch.Tensor, start: torch.Tensor, rho: float, max_steps: int) -> torch.Tensor:
+    """Direct transcription of the definition, one cell at a time, no early stop."""
+    v = start.double().clone()
+    times = torch.full_like(v, float(max_steps))
+    crossed = v > rho
+    times[crossed] = 0
+    for i in range(max_steps):
+        prev = v
+        v = v @ p.double()
+        v = v / v.max()
+        for cell in range(len(v)):
+            if not crossed[cell] and v[cell] > rho:
+                delta = (1 - rho) if i == 0 else (v[cell] - prev[cell])
+                times[cell] = i + 1 - (v[cell] - rho) / delta
+                crossed[cell] = True
+    return times
+
+
+def test_start_state_is_bilinear_and_max_normalised():
+    s = start_states(np.array([[0.0, 0.0], [50.0, 50.0]]), (101, 101), 5).reshape(2, 5, 5)
+    assert s[0, 0, 0] == 1 and s[0].sum() == 1  # a corner point sits on one cell
+    # (50, 50) in a 101 x 101 image -> grid (1.98, 1.98): mostly cell (2, 2), a little of (1, *)
+    assert s[1].max() == 1 and s[1, 2, 2] == 1
+    assert 0 < s[1, 1, 1] < s[1, 1, 2] < 1
+
+
+def test_matches_plain_definition_on_random_operator():
+    operator = prepare_operator(random_attention(6, seed=4), 0.65, 100)
+    start = start_states(np.array([[13.0, 27.0]]), (60, 60), 6)[0]
+    fast = markov_map(operator, start, rho=0.3, max_steps=200)
+    plain = plain_markov_map(operator.matrix(), start, 0.3, 200)
+    torch.testing.assert_close(fast.double(), plain, rtol=1e-4, atol=1e-3)
+
+
+def test_batched_start_states_equal_single_runs():
+    operator = prepare_operator(random_attention(8, seed=5), 0.65, 100)
+    starts = start_states(np.array([[3.0, 4.0], [60.0, 10.0], [30.0, 70.0]]), (80, 80), 8)
+    batched = markov_map(operator, starts)
+    for k in range(3):
+        torch.testing.assert_close(batched[k], markov_map(operator, starts[k]))
+
+
+def test_zero_at_start_cell_and_growing_away_on_block_attention():
+    r = 12
+    labels = np.zeros((r, r), int)
+    labels[:, r // 2:] = 1
+    operator = prepare_operator(region_attention(labels), 0.65, 200)
+    start = start_states(np.array([[0.0, 0.0]]), (r, r), r)[0]  # exactly cell (0, 0)
+    times = markov_map(operator, start).reshape(r, r)
+    assert times[0, 0] == 0
+    same, other = times[:, : r // 2], times[:, r // 2:]
+    assert same.max() < other.min()  # the own region is reached first
+    assert other.min() > 1
+
+
+def test_unreached_cells_get_max_steps_and_early_stop_changes_nothing():
+    r = 6
+    labels = np.zeros((r, r), int)
+    labels[:, 3:] = 1
+    attention = region_attention(labels, leak=0.0)  # two disconnected regions
+    operator = prepare_operator(attention, 0.65, 50)
+    start = start_states(np.array([[0.0, 0.0]]), (r, r), r)[0]
+    times = markov_map(operator, start, max_steps=40).reshape(r, r)
+    assert torch.all(times[:, 3:] == 40)
+    assert torch.all(times[:, :3] < 40)

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from m2n2.operator import apply_temperature, prepare_operator, sinkhorn_scaling
+from synthetic import random_attention
+
+
+def plain_ipf(matrix: torch.Tensor, iterations: int) -> torch.Tensor:
+    """The obviously-correct form: rewrite the matrix, columns then rows, every iteration."""
+    matrix = matrix.double().clone()
+    for _ in range(iterations):
+        matrix /= matrix.sum(dim=0, keepdim=True)
+        matrix /= matrix.sum(dim=1, keepdim=True)
+    return matrix
+
+
+def test_temperature_equals_softmax_of_log_over_tau():
+    a = random_attention(6).reshape(36, 36)
+    expected = torch.softmax(torch.log(a.double()) / 0.65, dim=1)
+    torch.testing.assert_close(apply_temperature(a, 0.65).double(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_temperature_below_one_sharpens_rows():
+    a = random_attention(6).reshape(36, 36)
+    sharp = apply_temperature(a, 0.5)
+    assert torch.all(sharp.max(dim=1).values > a.max(dim=1).values)
+    torch.testing.assert_close(sharp.sum(dim=1), torch.ones(36))
+
+
+def test_ipf_output_is_doubly_stochastic():
+    operator = prepare_operator(random_attention(12, seed=1), 0.65, 200)
+    p = operator.matrix()
+    assert (p.sum(dim=0) - 1).abs().max() < 1e-3
+    assert (p.sum(dim=1) - 1).abs().max() < 1e-3
+    assert p.min() >= 0
+
+
+@pytest.mark.parametrize("iterations", [1, 3, 25])
+def test_scaling_vectors_match_the_matrix_rewriting_ipf(iterations):
+    # Large blocks (_IPF_BLOCK rows) are exercised by R = 20 (N = 400 > 256).
+    k = apply_temperature(random_attention(20, seed=2).reshape(400, 400), 0.65)
+    r, c = sinkhorn_scaling(k, iterations)
+    fast = k.double() * r.double()[:, None] * c.double()[None, :]
+    torch.testing.assert_close(fast, plain_ipf(k, iterations), rtol=1e-4, atol=1e-9)
+
+
+def test_fp16_storage_stays_close_to_fp32():
+    attention = random_attention(10, seed=3)
+    p32 = prepare_operator(attention, 0.65, 200).matrix()
+    p16 = prepare_operator(attention, 0.65, 200, dtype=torch.float16).matrix()
+    assert ((p16 - p32).abs().max() / p32.abs().max()) < 2e-3
+
+
+def test_operator_to_changes_storage_but_not_the_matrix():
+    operator = prepare_operator(random_attention(8), 0.65, 50)
+    half = operator.to(dtype=torch.float16)
+    assert half.dtype == torch.float16 and half.nbytes == operator.nbytes // 2
+    torch.testing.assert_close(half.to(dtype=torch.float32).matrix(), operator.matrix(), rtol=2e-3, atol=1e-6)
+    assert operator.to() is operator

@@ -1,0 +1,177 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from m2n2 import InputError, M2N2Config, M2N2Predictor, NotReadyError
+from m2n2.merge import merge_maps
+from synthetic import iou, random_attention, three_regions
+
+
+@pytest.fixture
+def scene():
+    return three_regions()
+
+
+@pytest.fixture
+def predictor(scene):
+    image, attention, _ = scene
+    p = M2N2Predictor()
+    p.set_attention(image, attention)
+    return p
+
+
+def test_one_positive_click_finds_its_region(predictor, scene):
+    _, _, truth = scene
+    out = predictor.predict([(10, 30)], [1])  # inside the left band (1/4 of the image)
+    assert out.mask.shape == truth.shape and out.mask.dtype == bool
+    assert iou(out.mask, truth == 0) >= 0.95
+
+
+def test_negative_click_removes_a_wrongly_included_region(scene):
+    image, attention, truth = scene
+    p = M2N2Predictor(config=M2N2Config(area_prior=0.8))  # let the first click overshoot
+    p.set_attention(image, attention)
+    first = p.predict([(10, 30)], [1], threshold=1.0).mask  # everything
+    assert first[truth == 2].mean() > 0.9
+    second = p.predict([(10, 30), (90, 30)], [1, 0]).mask
+    assert second[truth == 2].mean() < 0.05
+    assert second[truth == 0].mean() > 0.9
+
+
+def test_prediction_fields(predictor, scene):
+    out = predictor.predict([(10, 30), (90, 5)], [1, 0])
+    assert len(out.points) == 2
+    for point in out.points:
+        assert point.markov_map.shape == scene[0].shape[:2]
+        assert point.markov_map.min() == 0 and point.markov_map.max() == pytest.approx(1)
+        t = len(point.thresholds)
+        for curve in (point.score, point.score_prior, point.score_edge, point.score_pos, point.score_neg):
+            assert curve.shape == (t,)
+        assert point.threshold == point.thresholds[point.threshold_index]
+    assert out.distance.shape == out.nearest.shape == scene[0].shape[:2]
+    assert {"markov", "upsample", "flood_fill", "scores", "merge", "total"} <= set(out.timings)
+    assert out.points[0].markov_map[30, 10] == 0  # the map is 0 at its own point
+
+
+def test_threshold_override_is_monotone(predictor):
+    masks = [predictor.predict([(10, 30)], [1], threshold=t).mask for t in np.linspace(0, 1, 8)]
+    for smaller, larger in zip(masks, masks[1:]):
+        assert np.all(larger[smaller])  # positive point: a larger threshold only adds pixels
+    assert masks[-1].sum() > masks[0].sum()
+    neg = [predictor.predict([(10, 30), (50, 30)], [1, 0], threshold=t).mask for t in (0.1, 0.5, 0.9)]
+    assert np.all(neg[0][neg[1]]) and np.all(neg[1][neg[2]])  # negative point: only removes
+
+
+def test_cached_results_equal_a_fresh_predictor(scene):
+    image, attention, _ = scene
+    clicks = [((10, 30), 1), ((50, 10), 0), ((15, 50), 1), ((85, 60), 0)]
+    cached = M2N2Predictor()
+    cached.set_attention(image, attention)
+    for k in range(1, len(clicks) + 1):
+        pts, labels = zip(*clicks[:k])
+        out = cached.predict(list(pts), list(labels))
+        fresh = M2N2Predictor()
+        fresh.set_attention(image, attention)
+        ref = fresh.predict(list(pts), list(labels))
+        np.testing.assert_array_equal(out.mask, ref.mask)
+        np.testing.assert_array_equal(out.distance, ref.distance)
+    assert cached.cached_points == len(clicks)
+    again = cached.predict([p for p, _ in clicks], [l for _, l in clicks])
+    np.testing.assert_array_equal(again.mask, out.mask)
+
+
+def test_large_images_work_on_a_capped_copy_and_return_full_size(scene):
+    image, attention, truth = scene
+    big = np.asarray(Image.fromarray(image).resize((960, 640), Image.Resampling.NEAREST))
+    big_truth = np.repeat(np.repeat(truth, 10, axis=0), 10, axis=1)
+    p = M2N2Predictor(config=M2N2Config(max_side=200))
+    p.set_attention(big, attention)
+    assert max(p.image.shape[:2]) == 200 and p.original_size == (640, 960)
+    out = p.predict([(100, 300)], [1])
+    assert out.mask.shape == (640, 960)
+    assert iou(out.mask, big_truth == 0) >= 0.95
+
+
+def test_last_pixel_row_and_column_are_valid_points(predictor, scene):
+    h, w = scene[0].shape[:2]
+    assert predictor.predict([(w - 1, h - 1)], [1]).mask[h - 1, w - 1]
+
+
+def test_image_formats_are_converted(scene):
+    image, attention, truth = scene
+    gray16 = (image.mean(axis=2) * 257).astype(np.uint16)
+    rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+    for variant in (gray16, rgba, Image.fromarray(image)):
+        p = M2N2Predictor()
+        p.set_attention(variant, attention)
+        assert p.image.shape == image.shape and p.image.dtype == np.uint8
+
+
+def test_set_config_keeps_maps_for_score_changes_and_drops_them_otherwise(predictor):
+    predictor.predict([(10, 30)], [1])
+    predictor.set_config(predictor.config.replace(use_edge=False))
+    assert predictor.cached_points == 1
+    predictor.set_config(predictor.config.replace(rho=0.5))
+    assert predictor.cached_points == 0
+    before = predictor.operator.matrix()
+    predictor.set_config(predictor.config.replace(temperature=1.0))
+    assert not torch.allclose(before, predictor.operator.matrix())
+    predictor.predict([(10, 30)], [1])
+
+
+def test_set_attention_does_not_modify_the_callers_tensor(scene):
+    image, attention, _ = scene
+    copy = attention.clone()
+    M2N2Predictor().set_attention(image, attention)
+    assert torch.equal(copy, attention)
+
+
+def test_merge_gives_prompt_pixels_their_own_label():
+    maps = np.ones((2, 4, 4))
+    maps[0, 0, 0] = maps[1, 3, 3] = 0
+    mask, distance, nearest = merge_maps(maps, np.array([0.5, 0.5]), np.array([1, 0]), np.array([[0, 0], [3, 3]]))
+    assert mask[0, 0] and not mask[3, 3] and mask.sum() == 1
+    assert nearest[3, 3] == 1 and distance[0, 0] == 0
+
+
+BAD_CALLS = [
+    ("no points", lambda p: p.predict([], []), "at least one"),
+    ("outside", lambda p: p.predict([(96, 10)], [1]), "outside"),
+    ("negative coordinate", lambda p: p.predict([(-1, 10)], [1]), "outside"),
+    ("label count", lambda p: p.predict([(10, 10), (20, 20)], [1]), "labels"),
+    ("label value", lambda p: p.predict([(10, 10)], [2]), "labels"),
+    ("nan point", lambda p: p.predict([(np.nan, 10)], [1]), "NaN"),
+    ("bad shape", lambda p: p.predict([(1, 2, 3)], [1]), "shape"),
+    ("threshold", lambda p: p.predict([(10, 10)], [1], threshold=1.5), "threshold"),
+    ("attention shape", lambda p: p.set_attention(np.zeros((8, 8, 3), np.uint8), torch.ones(4, 4, 4, 5)), "shape"),
+    ("negative attention", lambda p: p.set_attention(np.zeros((8, 8, 3), np.uint8), -random_attention(4)), "negative"),
+    ("nan attention", lambda p: p.set_attention(np.zeros((8, 8, 3), np.uint8), random_attention(4) * np.nan), "NaN"),
+    ("zero row", lambda p: p.set_attention(np.zeros((8, 8, 3), np.uint8), torch.zeros(4, 4, 4, 4)), "zero"),
+    ("empty image", lambda p: p.set_attention(np.zeros((0, 0, 3), np.uint8), random_attention(4)), "small"),
+    ("one pixel", lambda p: p.set_attention(np.zeros((1, 1, 3), np.uint8), random_attention(4)), "small"),
+    ("not an image", lambda p: p.set_attention("cat.png", random_attention(4)), "image"),
+    ("no backbone", lambda p: p.set_image(np.zeros((8, 8, 3), np.uint8)), "backbone"),
+]
+
+
+@pytest.mark.parametrize("name,call,message", BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
+def test_bad_input_raises_clearly_and_keeps_state(predictor, name, call, message):
+    before = predictor.predict([(10, 30)], [1]).mask
+    with pytest.raises((InputError, NotReadyError), match=message):
+        call(predictor)
+    np.testing.assert_array_equal(predictor.predict([(10, 30)], [1]).mask, before)
+
+
+def test_predict_before_set_image():
+    with pytest.raises(NotReadyError, match="set_image"):
+        M2N2Predictor().predict([(1, 1)], [1])
+
+
+
+def test_fast_preset_still_segments_the_synthetic_scene(scene):
+    image, attention, truth = scene
+    p = M2N2Predictor(config=M2N2Config.fast())
+    p.set_attention(image, attention)
+    assert p.operator.dtype == torch.float16
+    assert iou(p.predict([(10, 30)], [1]).mask, truth == 0) >= 0.95
