@@ -84,20 +84,26 @@ class _Capture:
     def add(self, name: str, weight: float, query: torch.Tensor, key: torch.Tensor,
             scale: float) -> None:
         """Accumulate the probabilities of ``query`` / ``key`` of shape (B, heads, N, d)."""
-        batch, heads, tokens, _ = query.shape
+        batch, heads, tokens, dim = query.shape
         if self.buffer.shape[0] != tokens:
             raise RuntimeError(f"{name}: {tokens} tokens, expected {self.buffer.shape[0]}")
-        key_t = key.float().transpose(-1, -2)
-        rows = max(1, self.chunk_bytes // (batch * heads * tokens * 4))
+        maps = batch * heads
+        query = query.reshape(maps, tokens, dim).float()
+        key_t = key.reshape(maps, tokens, dim).float().transpose(1, 2)
+        rows = min(tokens, max(1, self.chunk_bytes // (maps * tokens * 4)))
+        # One work array for every chunk; all steps below write into it in place, so the
+        # chunk is the only heads x rows x N array that ever exists.
+        work = torch.empty(maps * rows * tokens, dtype=torch.float32, device=query.device)
         for start in range(0, tokens, rows):
-            logits = torch.matmul(query[:, :, start:start + rows].float(), key_t)
-            # An in-place softmax keeps one chunk-sized array alive instead of two.
+            stop = min(start + rows, tokens)
+            logits = work[: maps * (stop - start) * tokens].view(maps, stop - start, tokens)
+            torch.bmm(query[:, start:stop], key_t, out=logits)
             logits.mul_(scale)
             logits.sub_(logits.amax(dim=-1, keepdim=True))
             logits.exp_()
             logits.div_(logits.sum(dim=-1, keepdim=True))
-            self.buffer[start:start + rows].add_(logits.sum(dim=(0, 1)),
-                                                 alpha=weight / (batch * heads))
+            for probabilities in logits:
+                self.buffer[start:stop].add_(probabilities, alpha=weight / maps)
         self.calls.append(name)
 
 
