@@ -249,13 +249,13 @@ def _load(model: str, device: torch.device, dtype: torch.dtype) -> _LoadedModel:
     if _looks_like_path(model):
         folder = Path(model).expanduser()
         if not folder.is_dir():
-            raise SD2Unavailable(f"model folder {folder} does not exist",
+            raise SD2Unavailable(f"Stable Diffusion 2 model folder {folder} does not exist",
                                  f"Tried the local folder {folder.resolve()}. " + _fix_hint())
         try:
             parts = _load_components(str(folder), True, dtype)
         except Exception as error:
             raise SD2Unavailable(
-                f"model folder {folder} is incomplete or broken",
+                f"Stable Diffusion 2 model folder {folder} is incomplete or broken",
                 f"Loading {folder.resolve()} failed: {type(error).__name__}: {error}. "
                 + _fix_hint()) from error
     else:
@@ -265,10 +265,11 @@ def _load(model: str, device: torch.device, dtype: torch.dtype) -> _LoadedModel:
         try:
             parts = _load_components(model, True, dtype)
         except Exception as cache_error:
-            problem = None if not offline else "HF_HUB_OFFLINE is set, so the Hub was not asked"
-            if problem is None:
-                problem = _probe_hub(model)
+            if offline:
+                problem = "HF_HUB_OFFLINE is set, so the Hub was not asked"
+            else:
                 tried.append("the Hub")
+                problem = _probe_hub(model)
             if problem is not None:
                 summary = (f"Stable Diffusion 2 weights not available offline ({model})"
                            if offline or "unreachable" in problem
@@ -281,7 +282,7 @@ def _load(model: str, device: torch.device, dtype: torch.dtype) -> _LoadedModel:
                 parts = _load_components(model, False, dtype)
             except Exception as error:
                 raise SD2Unavailable(
-                    f"downloading {model} failed",
+                    f"downloading Stable Diffusion 2 ({model}) failed",
                     f"Tried the cache and the Hub for {model}: {type(error).__name__}: {error}. "
                     + _fix_hint()) from error
 
