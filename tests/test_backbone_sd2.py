@@ -22,6 +22,16 @@ from tiny_sd2 import build_tiny_sd2  # noqa: E402
 FAST_FAILURE_S = 5.0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The tiny model's operations are too small to gain from threads, and on a busy machine
+    # OpenMP's spin-waiting made this file take 92 s with 2 threads against 9 s with 1.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     return build_tiny_sd2(tmp_path_factory.mktemp("tiny-sd2"))

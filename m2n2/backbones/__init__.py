@@ -79,4 +79,5 @@ def _check(options: dict, known: set[str], kind: str) -> None:
                          f"known: {', '.join(sorted(known))}")
 
 
-__all__ = ["Backbone", "BackboneUnavailable", "ColorAffinityBackbone", "KINDS", "SD2Backbone", "load"]
+__all__ = ["Backbone", "BackboneUnavailable", "ColorAffinityBackbone", "KINDS", "SD2Backbone",
+           "load"]

@@ -84,20 +84,26 @@ class _Capture:
     def add(self, name: str, weight: float, query: torch.Tensor, key: torch.Tensor,
             scale: float) -> None:
         """Accumulate the probabilities of ``query`` / ``key`` of shape (B, heads, N, d)."""
-        batch, heads, tokens, _ = query.shape
+        batch, heads, tokens, dim = query.shape
         if self.buffer.shape[0] != tokens:
             raise RuntimeError(f"{name}: {tokens} tokens, expected {self.buffer.shape[0]}")
-        key_t = key.float().transpose(-1, -2)
-        rows = max(1, self.chunk_bytes // (batch * heads * tokens * 4))
+        maps = batch * heads
+        query = query.reshape(maps, tokens, dim).float()
+        key_t = key.reshape(maps, tokens, dim).float().transpose(1, 2)
+        rows = min(tokens, max(1, self.chunk_bytes // (maps * tokens * 4)))
+        # One work array for every chunk; all steps below write into it in place, so the
+        # chunk is the only heads x rows x N array that ever exists.
+        work = torch.empty(maps * rows * tokens, dtype=torch.float32, device=query.device)
         for start in range(0, tokens, rows):
-            logits = torch.matmul(query[:, :, start:start + rows].float(), key_t)
-            # An in-place softmax keeps one chunk-sized array alive instead of two.
+            stop = min(start + rows, tokens)
+            logits = work[: maps * (stop - start) * tokens].view(maps, stop - start, tokens)
+            torch.bmm(query[:, start:stop], key_t, out=logits)
             logits.mul_(scale)
             logits.sub_(logits.amax(dim=-1, keepdim=True))
             logits.exp_()
             logits.div_(logits.sum(dim=-1, keepdim=True))
-            self.buffer[start:start + rows].add_(logits.sum(dim=(0, 1)),
-                                                 alpha=weight / (batch * heads))
+            for probabilities in logits:
+                self.buffer[start:stop].add_(probabilities, alpha=weight / maps)
         self.calls.append(name)
 
 
@@ -243,13 +249,13 @@ def _load(model: str, device: torch.device, dtype: torch.dtype) -> _LoadedModel:
     if _looks_like_path(model):
         folder = Path(model).expanduser()
         if not folder.is_dir():
-            raise SD2Unavailable(f"model folder {folder} does not exist",
+            raise SD2Unavailable(f"Stable Diffusion 2 model folder {folder} does not exist",
                                  f"Tried the local folder {folder.resolve()}. " + _fix_hint())
         try:
             parts = _load_components(str(folder), True, dtype)
         except Exception as error:
             raise SD2Unavailable(
-                f"model folder {folder} is incomplete or broken",
+                f"Stable Diffusion 2 model folder {folder} is incomplete or broken",
                 f"Loading {folder.resolve()} failed: {type(error).__name__}: {error}. "
                 + _fix_hint()) from error
     else:
@@ -259,10 +265,11 @@ def _load(model: str, device: torch.device, dtype: torch.dtype) -> _LoadedModel:
         try:
             parts = _load_components(model, True, dtype)
         except Exception as cache_error:
-            problem = None if not offline else "HF_HUB_OFFLINE is set, so the Hub was not asked"
-            if problem is None:
-                problem = _probe_hub(model)
+            if offline:
+                problem = "HF_HUB_OFFLINE is set, so the Hub was not asked"
+            else:
                 tried.append("the Hub")
+                problem = _probe_hub(model)
             if problem is not None:
                 summary = (f"Stable Diffusion 2 weights not available offline ({model})"
                            if offline or "unreachable" in problem
@@ -275,7 +282,7 @@ def _load(model: str, device: torch.device, dtype: torch.dtype) -> _LoadedModel:
                 parts = _load_components(model, False, dtype)
             except Exception as error:
                 raise SD2Unavailable(
-                    f"downloading {model} failed",
+                    f"downloading Stable Diffusion 2 ({model}) failed",
                     f"Tried the cache and the Hub for {model}: {type(error).__name__}: {error}. "
                     + _fix_hint()) from error
 
