@@ -157,7 +157,6 @@ class CaptureProcessor:
 class _LoadedModel:
     """One loaded SD2 model, shared by every backbone (and user) of the process."""
 
-    source: str
     device: torch.device
     dtype: torch.dtype
     vae: object
@@ -210,8 +209,9 @@ def _probe_hub(model: str) -> str | None:
     except RepositoryNotFoundError:
         return f"{model} does not exist on the Hub (or is private)"
     except Exception as error:  # connection, DNS, timeout, proxy, HTTP 5xx
+        first_line = (str(error).splitlines() or [""])[0]
         return (f"the Hub ({constants.ENDPOINT}) is unreachable: "
-                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+                f"{type(error).__name__}: {first_line}")
     return None
 
 
@@ -298,7 +298,7 @@ def _load(model: str, device: torch.device, dtype: torch.dtype) -> _LoadedModel:
     unet.set_attn_processor(processors)
     vae.to(device).eval()
     unet.to(device).eval()
-    return _LoadedModel(model, device, dtype, vae, unet, embedding.to(device, dtype), capture)
+    return _LoadedModel(device, dtype, vae, unet, embedding.to(device, dtype), capture)
 
 
 def load_model(model: str, device: torch.device, dtype: torch.dtype) -> tuple[str, str, str]:
