@@ -1,0 +1,62 @@
+"""Integration: the app served on 127.0.0.1, its stateless /segment endpoint called with gradio_client."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from test_session import FakeBackbone, centre_of, iou, square_image
+
+import app
+from m2n2.session import register_backbones
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    register_backbones(app.BACKBONE_KEY, FakeBackbone)
+    demo = app.build_demo(app.Options(backbone="color", resolution=16))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def square_file(tmp_path):
+    image, truth = square_image()
+    path = tmp_path / "square.png"
+    Image.fromarray(image).save(path)
+    return str(path), truth
+
+
+def test_segment_endpoint_returns_mask_png_and_summary(client, square_file):
+    path, truth = square_file
+    x, y = centre_of(truth)
+    mask_file, summary = client.predict(handle_file(path), json.dumps([[x, y, 1], [3, 3, 0]]),
+                                        api_name="/segment")
+    mask = Image.open(mask_file)
+    assert mask.mode == "L" and mask.size == (80, 60)
+    assert iou(np.asarray(mask) > 127, truth) > 0.8
+    assert summary["mask_fraction"] == pytest.approx((np.asarray(mask) > 127).mean(), abs=1e-6)
+    assert [p["label"] for p in summary["points"]] == [1, 0]
+    assert summary["backbone"].startswith("fake backbone")
+
+
+def test_segment_endpoint_reports_bad_input(client, square_file):
+    with pytest.raises(AppError, match="label 0 or 1"):
+        client.predict(handle_file(square_file[0]), "[[1, 2, 9]]", api_name="/segment")
+
+
+def test_only_the_stateless_endpoint_is_public(client):
+    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/segment"]

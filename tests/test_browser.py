@@ -1,0 +1,174 @@
+"""End to end: Debian's chromium, driven by Playwright, uses the app like a person would.
+
+The app runs in a subprocess (colour backbone, R = 32) on a free 127.0.0.1 port. The test loads
+an example, clicks on the object, checks that the mask, the Markov-map heatmap and the score
+curve appear and that the mask covers neither nothing nor everything, checks that a second
+browser (another user) sees none of it, then undoes and resets. It saves docs/screenshot.png.
+
+Without chromium the test is skipped, unless ``M2N2_REQUIRE_BROWSER`` is set (as CI does), in
+which case a missing browser fails it.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+HOW_TO_ENABLE = ("install Debian's chromium (`sudo apt-get install chromium`, or point M2N2_CHROMIUM at a "
+                 "chromium binary) and the playwright Python package; CI sets M2N2_REQUIRE_BROWSER=1 so that a "
+                 "missing browser fails instead of skipping")
+TIMEOUT_MS = 180_000
+
+
+def chromium_path() -> str | None:
+    candidate = os.environ.get("M2N2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return candidate if candidate and os.access(candidate, os.X_OK) else None
+
+
+def require_browser():
+    """The chromium binary and Playwright's sync API, or skip/fail as the environment asks."""
+    required = bool(os.environ.get("M2N2_REQUIRE_BROWSER"))
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    binary = chromium_path()
+    if binary is None or sync_playwright is None:
+        missing = "chromium" if binary is None else "the playwright package"
+        if required:
+            pytest.fail(f"M2N2_REQUIRE_BROWSER is set but {missing} is missing: {HOW_TO_ENABLE}")
+        pytest.skip(f"browser test skipped, {missing} is missing: {HOW_TO_ENABLE}")
+    return binary, sync_playwright
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``python app.py --backbone color`` on a free port; yields its URL, kills it afterwards."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "app.py", "--backbone", "color", "--resolution", "32",
+                                    "--server-name", "127.0.0.1", "--port", str(port)],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the app exited with code {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer within 180 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def open_app(browser, url):
+    page = browser.new_page(viewport={"width": 1500, "height": 1050})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url, timeout=TIMEOUT_MS)
+    page.locator("#examples button").first.wait_for()
+    return page
+
+
+def load_example(page, name: str):
+    """Click the example whose thumbnail shows ``name`` and wait until it is prepared."""
+    page.locator(f"#examples button:has(img[src*='{name}'])").click()
+    status = page.locator("#status")
+    status.filter(has_text="0 clicks").wait_for()
+    page.locator("#canvas img").first.wait_for()
+
+
+def click_image(page, fx: float, fy: float):
+    """Click at a fraction (fx, fy) of the displayed image (object-fit: contain aware)."""
+    image = page.locator("#canvas img").first
+    box = image.bounding_box()
+    natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    scale = min(box["width"] / natural[0], box["height"] / natural[1])
+    left = (box["width"] - natural[0] * scale) / 2
+    top = (box["height"] - natural[1] * scale) / 2
+    image.click(position={"x": left + fx * natural[0] * scale, "y": top + fy * natural[1] * scale})
+
+
+def clicks_shown(page, count: int):
+    word = "click" if count == 1 else "clicks"
+    page.locator("#status").filter(has_text=re.compile(rf"\b{count} {word}\b")).wait_for()
+
+
+def mask_percent(page) -> float:
+    match = re.search(r"mask ([\d.]+) % of the image", page.locator("#status").inner_text())
+    assert match, page.locator("#status").inner_text()
+    return float(match.group(1))
+
+
+def test_click_undo_reset_in_a_real_browser(server):
+    binary, sync_playwright = require_browser()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
+            page = open_app(browser, server)
+            load_example(page, "astronaut")
+            before = page.locator("#canvas img").first.get_attribute("src")
+
+            click_image(page, 0.30, 0.85)                       # the orange suit
+            clicks_shown(page, 1)
+            assert 0.5 < mask_percent(page) < 95.0
+            page.locator("#heatmap img").first.wait_for()
+            page.locator("#scores img").first.wait_for()
+            assert page.locator("#canvas img").first.get_attribute("src") != before
+            assert page.locator("#download-mask").is_enabled()
+            assert "R = 32" in page.locator("#status").inner_text()
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # Another user in another browser sees none of this and keeps their own clicks.
+            other = open_app(browser, server)
+            load_example(other, "coffee")
+            click_image(other, 0.5, 0.5)
+            clicks_shown(other, 1)
+            clicks_shown(page, 1)
+            assert "1 click" in page.locator("#status").inner_text()
+
+            click_image(page, 0.05, 0.05)                        # a second click (foreground)
+            clicks_shown(page, 2)
+            page.locator("#undo").click()
+            clicks_shown(page, 1)
+            page.locator("#reset").click()
+            clicks_shown(page, 0)
+            page.locator("#heatmap img").first.wait_for(state="detached")
+            assert not page.locator("#download-mask").is_enabled()
+            clicks_shown(other, 1)
+        finally:
+            browser.close()
