@@ -286,3 +286,11 @@ def test_cli_keeps_results_on_ctrl_c(tmp_path, capsys, monkeypatch):
 def test_cli_bad_dataset_path_is_a_clear_error(tmp_path, capsys):
     assert cli.main([str(tmp_path / "missing"), "--method", "grabcut"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_backbone_options_reach_the_backbone_with_their_types():
+    args = cli.parse_args(["data", "--resolution", "8", "--backbone-option", "sigma_color=12.5",
+                           "--backbone-option", "sigma_position=1"])
+    backbone = cli.backbone_factory(args)()
+    assert backbone.resolution == 8
+    assert backbone.sigma_color == 12.5 and backbone.sigma_position == 1.0

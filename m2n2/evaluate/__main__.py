@@ -97,6 +97,16 @@ def choose_samples(samples: list[Sample], limit: int | None, seed: int) -> list[
     return [samples[i] for i in sorted(picked)]
 
 
+def option_value(text: str):
+    """A ``--backbone-option`` value as int or float when it reads as one, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def backbone_factory(args: argparse.Namespace):
     """A function that loads the backbone the arguments name (called only if M2N2 runs)."""
     options = {}
@@ -104,7 +114,7 @@ def backbone_factory(args: argparse.Namespace):
         key, equals, value = item.partition("=")
         if not equals:
             raise M2N2Error(f"--backbone-option {item!r} is not of the form KEY=VALUE")
-        options[key] = value
+        options[key.strip()] = option_value(value.strip())
     if args.resolution is not None:
         options["resolution"] = args.resolution
 
