@@ -294,3 +294,5 @@ def test_backbone_options_reach_the_backbone_with_their_types():
     backbone = cli.backbone_factory(args)()
     assert backbone.resolution == 8
     assert backbone.sigma_color == 12.5 and backbone.sigma_position == 1.0
+    methods = build_methods(["m2n2"], cli.backbone_factory(args))
+    assert "8" in cli.describe_backbone(methods) and cli.describe_backbone(methods[:0]) is None

@@ -26,7 +26,7 @@ import numpy as np
 from ..config import M2N2Config
 from ..errors import M2N2Error
 from .datasets import MASK_MODES, Sample, open_dataset
-from .methods import ABLATIONS, build_methods
+from .methods import ABLATIONS, M2N2Method, build_methods
 from .protocol import MAX_CLICKS, THRESHOLDS, InstanceResult, simulate
 from .report import markdown_table, plot_miou, results_json, summarize, write_json
 
@@ -127,6 +127,14 @@ def backbone_factory(args: argparse.Namespace):
     return load
 
 
+def describe_backbone(methods) -> str | None:
+    """The M2N2 backbone's one-line description (name, R, device), or None without M2N2."""
+    for method in methods:
+        if isinstance(method, M2N2Method):
+            return method.predictor.backbone.description
+    return None
+
+
 def evaluate_sample(methods, sample: Sample, max_clicks: int) -> tuple[dict, dict]:
     """Every method on every object of one image.
 
@@ -186,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     json_path, plot_path = out / "results.json", out / "miou.png"
     settings = {"dataset": str(args.dataset), "methods": {m.name: spec for m, spec in zip(methods, specs)},
-                "backbone": args.backbone, "resolution": args.resolution, "fast": args.fast, "max_clicks": args.max_clicks,
+                "backbone": args.backbone, "resolution": args.resolution, "fast": args.fast,
+                "backbone_description": describe_backbone(methods), "max_clicks": args.max_clicks,
                 "thresholds": args.thresholds, "limit": args.limit, "seed": args.seed,
                 "images": [s.name for s in samples]}
     results: dict[str, dict[str, InstanceResult]] = {m.name: {} for m in methods}
