@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"default: {' '.join(DEFAULT_METHODS)}")
     parser.add_argument("--ablations", action="store_true",
                         help="also run M2N2 without each score and without flood fill (the paper's ablations)")
-    parser.add_argument("--backbone", default="color", help="attention backbone of M2N2: color, sd2 or auto")
+    parser.add_argument("--backbone", default="color", choices=("color", "sd2", "auto"),
+                        help="attention backbone of M2N2 (auto: SD2 if its weights load, else color)")
     parser.add_argument("--resolution", type=int, help="attention resolution R (default: the backbone's)")
     parser.add_argument("--fast", action="store_true",
                         help="start M2N2 from M2N2Config.fast() (fp16 operator, strided upsampling) instead "
