@@ -36,12 +36,18 @@ class Options:
     backbone: str = "auto"
     model: str | None = None
     resolution: int | None = None
+    max_side: int = 1024
     concurrency: int = 1
 
     @property
     def attention_resolution(self) -> int:
         """R: as given, else 128 (the paper's) with a GPU and 64 on a CPU."""
         return self.resolution or (128 if torch.cuda.is_available() else 64)
+
+    @property
+    def config(self) -> M2N2Config:
+        """Settings of new sessions and of the API: the paper's, with the working-copy cap."""
+        return M2N2Config(max_side=self.max_side)
 
 
 live_sessions = LiveSessions()
@@ -72,7 +78,7 @@ def _segment_on_gpu(options: Options, image, points, labels):
     """Stateless segmentation on the GPU; returns ``(prediction, backbone description, error)``."""
     backbone = get_backbone(BACKBONE_KEY, options.attention_resolution)
     try:
-        return segment_once(backbone, M2N2Config(), image, points, labels), backbone.description, None
+        return segment_once(backbone, options.config, image, points, labels), backbone.description, None
     except M2N2Error as error:
         return None, backbone.description, str(error)
 
@@ -123,7 +129,7 @@ class Handlers:
 
     def new_session(self) -> Session:
         """An empty session (no image yet)."""
-        return Session(BACKBONE_KEY, self.options.attention_resolution)
+        return Session(BACKBONE_KEY, self.options.attention_resolution, self.options.config)
 
     def set_image(self, image, session: Session | None, request: gr.Request = None, progress=gr.Progress()):
         """A new image (a path, or an upload's raw payload): attention, operator, no clicks."""
@@ -226,7 +232,7 @@ def _release_state(session: Session | None) -> None:
 def build_demo(options: Options) -> gr.Blocks:
     """The Gradio app. Register the backbone first (see :func:`register`)."""
     handlers = Handlers(options)
-    config = M2N2Config()
+    config = options.config
     with gr.Blocks(title="M2N2 Studio", delete_cache=(3600, 3600)) as demo:
         image = gr.Image(label="Image: click to segment (mask in blue)", type="filepath", image_mode=None,
                          sources=["upload", "clipboard"], interactive=True, elem_id="canvas", render=False)
@@ -310,6 +316,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="Stable Diffusion 2 model id or local directory")
     parser.add_argument("--resolution", type=int, default=None, choices=RESOLUTIONS,
                         help="attention resolution R (default: 128 with a GPU, 64 on a CPU)")
+    parser.add_argument("--max-side", type=int, default=1024,
+                        help="longer images are segmented at a copy this long (masks stay full size)")
     parser.add_argument("--server-name", default=None, help="address to listen on, e.g. 0.0.0.0 (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
@@ -320,7 +328,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     options = Options(backbone=args.backbone, model=args.model, resolution=args.resolution,
-                      concurrency=args.concurrency)
+                      max_side=args.max_side, concurrency=args.concurrency)
     register(options)
     build_demo(options).launch(server_name=args.server_name, server_port=args.port, share=args.share,
                                show_error=True, css=CSS, footer_links=["api", "gradio"])

@@ -478,8 +478,7 @@ class Session:
         """One line for the app: backbone and where it runs, timings, mask coverage, memory."""
         if not is_backbone_loaded(self.backbone_key, self.resolution):
             return f"The model loads with the first image (attention resolution R = {self.resolution})."
-        backbone = self.backbone
-        parts = [backbone.description + (f" (fallback: {backbone.reason})" if backbone.reason else "")]
+        parts = [self.backbone.description]
         if self.image_seconds is not None:
             parts.append(f"image {self.image_seconds:.2f} s")
         if self.click_seconds is not None:

@@ -4,19 +4,19 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
-from test_session import FakeBackbone, centre_of, iou, square_image
+from test_session import CountingBackbone, centre_of, iou, square_image
 
 import app
 from m2n2.session import Session, register_backbones
 
-OPTIONS = app.Options(backbone="color", resolution=16)
+OPTIONS = app.Options(backbone="color", resolution=16, max_side=256)
 # The outputs of every UI handler, in order.
 STATE, IMAGE, HEATMAP, SCORES, MASK, CUTOUT, SLIDER, AUTOMATIC, STATUS = range(9)
 
 
 @pytest.fixture
 def handlers():
-    register_backbones(app.BACKBONE_KEY, FakeBackbone)
+    register_backbones(app.BACKBONE_KEY, CountingBackbone)
     return app.Handlers(OPTIONS)
 
 
@@ -55,7 +55,7 @@ def test_upload_prepares_the_image_and_shows_it(handlers, square_file):
     assert out[IMAGE].shape == (60, 80, 3)
     assert out[HEATMAP] is None and out[SCORES] is None
     assert not out[MASK].interactive and not out[SLIDER].interactive
-    assert "fake backbone, R = 16" in out[STATUS] and "image" in out[STATUS]
+    assert "colour-affinity fallback (no Stable Diffusion), R = 16" in out[STATUS] and "image" in out[STATUS]
 
 
 def test_click_before_an_image_warns_and_changes_nothing(handlers):
@@ -155,15 +155,15 @@ def test_gray_rgba_and_16_bit_uploads_just_work(handlers, tmp_path, mode, make):
 
 
 def test_huge_image_is_shown_small_and_downloaded_full_size(handlers, tmp_path):
-    image, truth = square_image(600, 2400)
+    image, truth = square_image(300, 1200)                              # 4.7 x the 256-pixel cap
     path = tmp_path / "wide.png"
     Image.fromarray(image).save(path)
     out = handlers.set_image(str(path), None)
-    assert out[IMAGE].shape == (256, 1024, 3)
+    assert out[IMAGE].shape == (64, 256, 3)
     x, y = centre_of(truth)
-    clicked = handlers.click(out[STATE], app.FOREGROUND, select(x * 1024 / 2400, y * 256 / 600))
+    clicked = handlers.click(out[STATE], app.FOREGROUND, select(x * 256 / 1200, y * 64 / 300))
     mask = read_download(clicked[MASK])
-    assert mask.shape == (600, 2400) and iou(mask > 0, truth) > 0.7
+    assert mask.shape == (300, 1200) and iou(mask > 0, truth) > 0.7
 
 
 def test_click_on_the_last_pixel_row(handlers, loaded):
@@ -173,7 +173,7 @@ def test_click_on_the_last_pixel_row(handlers, loaded):
 
 def test_example_loads(handlers):
     out = handlers.load_example(app.EXAMPLES.index(next(p for p in app.EXAMPLES if "chelsea" in p)), None)
-    assert out[IMAGE].shape == (300, 451, 3) and out[STATE].has_image
+    assert out[IMAGE].shape == (170, 256, 3) and out[STATE].has_image            # 451 x 300, capped at 256
 
 
 def test_examples_are_four_or_more_shipped_photos():
@@ -228,6 +228,7 @@ def test_the_demo_builds_with_one_public_api_endpoint(handlers):
 
 def test_command_line_flags():
     args = app.parse_args(["--share", "--server-name", "0.0.0.0", "--port", "7000", "--backbone", "sd2",
-                           "--model", "/models/sd2", "--resolution", "64"])
-    assert (args.share, args.server_name, args.port, args.backbone, args.model, args.resolution) == \
-        (True, "0.0.0.0", 7000, "sd2", "/models/sd2", 64)
+                           "--model", "/models/sd2", "--resolution", "64", "--max-side", "512"])
+    assert (args.share, args.server_name, args.port, args.backbone, args.model, args.resolution, args.max_side) == \
+        (True, "0.0.0.0", 7000, "sd2", "/models/sd2", 64, 512)
+    assert app.parse_args([]).resolution is None and app.Options().config.max_side == 1024

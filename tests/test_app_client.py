@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from test_session import FakeBackbone, centre_of, iou, square_image
+from test_session import CountingBackbone, centre_of, iou, square_image
 
 import app
 from m2n2.session import register_backbones
@@ -22,7 +22,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def client():
-    register_backbones(app.BACKBONE_KEY, FakeBackbone)
+    register_backbones(app.BACKBONE_KEY, CountingBackbone)
     demo = app.build_demo(app.Options(backbone="color", resolution=16))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -50,7 +50,7 @@ def test_segment_endpoint_returns_mask_png_and_summary(client, square_file):
     assert iou(np.asarray(mask) > 127, truth) > 0.8
     assert summary["mask_fraction"] == pytest.approx((np.asarray(mask) > 127).mean(), abs=1e-6)
     assert [p["label"] for p in summary["points"]] == [1, 0]
-    assert summary["backbone"].startswith("fake backbone")
+    assert summary["backbone"].startswith("colour-affinity fallback")
 
 
 def test_segment_endpoint_reports_bad_input(client, square_file):
