@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from m2n2 import M2N2Config  # noqa: E402
 from m2n2.image import resize_rgb  # noqa: E402
 from m2n2.session import Session, register_backbones  # noqa: E402
 
@@ -58,7 +59,7 @@ def measure(resolution: int, size: int, clicks: int) -> dict:
     from skimage import data
     image = resize_rgb(data.astronaut(), (size, size))
     register_backbones("bench", backbone_factory)
-    session = Session("bench", resolution)
+    session = Session("bench", resolution, M2N2Config.fast())  # the app's settings
     start = time.perf_counter()
     session.set_image(image)
     rows = [{"clicks": 0, "seconds": round(time.perf_counter() - start, 2),

@@ -142,7 +142,7 @@ def test_click_undo_reset_in_a_real_browser(server):
             load_example(page, "astronaut")
             before = page.locator("#canvas img").first.get_attribute("src")
 
-            click_image(page, 0.30, 0.85)                       # the orange suit
+            click_image(page, 0.30, 0.85)                       # the space suit
             clicks_shown(page, 1)
             assert 0.5 < mask_percent(page) < 95.0
             page.locator("#heatmap img").first.wait_for()
@@ -150,6 +150,10 @@ def test_click_undo_reset_in_a_real_browser(server):
             assert page.locator("#canvas img").first.get_attribute("src") != before
             assert page.locator("#download-mask").is_enabled()
             assert "R = 32" in page.locator("#status").inner_text()
+            canvas, heatmap, scores = (page.locator(f"#{name}").bounding_box()
+                                       for name in ("canvas", "heatmap", "scores"))
+            assert canvas["x"] + canvas["width"] <= heatmap["x"] < scores["x"]         # side by side
+            assert abs(canvas["y"] - heatmap["y"]) < 5 and abs(canvas["y"] - scores["y"]) < 5
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -170,5 +174,11 @@ def test_click_undo_reset_in_a_real_browser(server):
             page.locator("#heatmap img").first.wait_for(state="detached")
             assert not page.locator("#download-mask").is_enabled()
             clicks_shown(other, 1)
+
+            page.set_viewport_size({"width": 600, "height": 1000})                   # a phone: stacked
+            page.wait_for_function("""() => {
+                const top = id => document.getElementById(id).getBoundingClientRect();
+                return top('heatmap').top >= top('canvas').bottom && top('scores').top >= top('heatmap').bottom;
+            }""")
         finally:
             browser.close()
