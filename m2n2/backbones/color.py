@@ -1,9 +1,9 @@
-"""The colour-affinity fallback: training-free attention from the image itself (no Stable Diffusion).
+"""Colour-affinity fallback: a training-free stand-in for Stable Diffusion attention.
 
-Each of the R x R cells of the (area-)downscaled image attends to every other cell with a
-Gaussian weight of their CIE-Lab colour distance and their spatial distance; rows are normalised.
-It has none of SD2's semantics (an object of two colours is two objects to it), but it makes the
-app, the tests and the benchmarks work on any machine.
+It is NOT Stable Diffusion: each cell of the R x R downscaled image attends to the others with a
+Gaussian affinity of CIE-Lab colour and position, rows normalised. It runs anywhere in a fraction
+of a second, so the app and the benchmarks work without SD2 weights; its results are those of a
+colour model and must be labelled as such.
 """
 
 from __future__ import annotations
@@ -12,58 +12,66 @@ import numpy as np
 import torch
 from skimage.color import rgb2lab
 
+from ..errors import InputError
 from ..image import as_rgb_uint8, resize_rgb
-
-_ROW_CHUNK = 2048
 
 
 class ColorAffinityBackbone:
-    """Gaussian colour/position affinities between attention cells.
+    """Gaussian colour-and-position affinities between the cells of the downscaled image.
+
+    ``w(p, q) = exp(-|lab_p - lab_q|^2 / (2 sigma_color^2) - |x_p - x_q|^2 / (2 sigma_position^2))``
+    with Lab in its usual units (L in [0, 100]) and positions as fractions of the image side, so
+    the same settings mean the same thing at every R. Each row is then divided by its sum.
 
     Parameters
     ----------
     resolution : int
-        R (the attention grid is R x R).
+        R. Default 64.
     sigma_color : float
-        Gaussian sigma on CIE-Lab distance (Lab units; L spans 0-100).
+        Colour bandwidth in CIE-Lab units (provisional default; to be tuned on GrabCut).
     sigma_position : float
-        Gaussian sigma on cell distance, as a fraction of R (so results do not depend on R).
-    device : str or torch.device
-        Where to compute.
+        Spatial bandwidth as a fraction of the image side (provisional default).
+    device : str or torch.device, optional
+        Where the affinities are computed; default CPU.
     """
 
     name = "colour-affinity fallback"
 
-    def __init__(self, resolution: int = 64, sigma_color: float = 10.0, sigma_position: float = 0.125,
-                 device="cpu"):
-        if resolution < 2:
-            raise ValueError("resolution must be >= 2")
+    def __init__(self, resolution: int = 64, sigma_color: float = 10.0,
+                 sigma_position: float = 0.1, device: str | torch.device | None = None):
+        if int(resolution) < 2:
+            raise InputError(f"resolution must be >= 2, got {resolution}")
+        if not (sigma_color > 0 and sigma_position > 0):
+            raise InputError("sigma_color and sigma_position must be > 0")
         self.resolution = int(resolution)
         self.sigma_color = float(sigma_color)
         self.sigma_position = float(sigma_position)
-        self.device = torch.device(device)
-        self.reason: str | None = None
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.reason = None
+        self.description = (f"colour-affinity fallback (no Stable Diffusion), "
+                            f"R = {self.resolution}, {self.device.type}")
 
-    @property
-    def description(self) -> str:
-        text = f"{self.name} (no Stable Diffusion), R = {self.resolution}, {self.device.type}"
-        return f"{text} ({self.reason})" if self.reason else text
+    def features(self, image) -> torch.Tensor:
+        """(N, 5) cell features scaled so that the affinity is ``exp(-|f_p - f_q|^2 / 2)``."""
+        r = self.resolution
+        rgb = resize_rgb(as_rgb_uint8(image), (r, r))
+        lab = rgb2lab(rgb).reshape(-1, 3) / self.sigma_color
+        rows, cols = np.mgrid[0:r, 0:r]
+        position = np.stack([rows.ravel(), cols.ravel()], axis=1) / (r * self.sigma_position)
+        features = np.concatenate([lab, position], axis=1)
+        # Centring keeps the fp32 expansion |a|^2 + |b|^2 - 2ab accurate.
+        features -= features.mean(axis=0)
+        return torch.from_numpy(features).to(self.device, torch.float32)
 
     def extract(self, image) -> torch.Tensor:
-        """(R, R, R, R) fp32 attention of an image; every [i, j] slice sums to 1."""
+        """Attention tensor (R, R, R, R), fp32 on the CPU, every [i, j] slice summing to 1."""
+        f = self.features(image)
+        squared = (f * f).sum(dim=1)
+        # Everything below works in place on the one N x N output: no N x N temporaries, so
+        # R = 128 (1 GiB output) needs no more memory than the output itself.
+        attention = torch.mm(f, f.T)
+        attention.mul_(-2.0).add_(squared[:, None]).add_(squared[None, :])
+        attention.clamp_(min=0.0).mul_(-0.5).exp_()
+        attention.div_(attention.sum(dim=1, keepdim=True))
         r = self.resolution
-        small = resize_rgb(as_rgb_uint8(image), (r, r))
-        lab = torch.tensor(rgb2lab(small).reshape(-1, 3), dtype=torch.float32, device=self.device)
-        ys, xs = torch.meshgrid(torch.arange(r, dtype=torch.float32, device=self.device),
-                                torch.arange(r, dtype=torch.float32, device=self.device), indexing="ij")
-        position = torch.stack([ys.flatten(), xs.flatten()], dim=1) / r
-        n = r * r
-        out = torch.empty((n, n), dtype=torch.float32, device=self.device)
-        inv_c = 1.0 / (2.0 * self.sigma_color ** 2)
-        inv_p = 1.0 / (2.0 * self.sigma_position ** 2)
-        for start in range(0, n, _ROW_CHUNK):
-            stop = start + _ROW_CHUNK
-            logits = torch.cdist(lab[start:stop], lab).square_().mul_(-inv_c)
-            logits.sub_(torch.cdist(position[start:stop], position).square_().mul_(inv_p))
-            out[start:stop] = torch.softmax(logits, dim=1)  # softmax = exp, then rows normalised
-        return out.reshape(r, r, r, r)
+        return attention.view(r, r, r, r).cpu()

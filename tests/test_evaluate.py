@@ -1,0 +1,298 @@
+"""The simulated user, the NoC metrics, the methods and the command line of m2n2.evaluate."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from m2n2.errors import InputError
+from m2n2.evaluate import __main__ as cli
+from m2n2.evaluate.methods import ABLATIONS, SharedBackbone, build_methods
+from m2n2.evaluate.protocol import MAX_CLICKS, clicks_to_reach, iou, next_click, reached, simulate
+from m2n2.evaluate.report import markdown_table, summarize
+
+
+class Oracle:
+    """Returns the ground truth whatever the clicks."""
+
+    name = "oracle"
+
+    def __init__(self, target):
+        self.target = target
+
+    def set_image(self, image):
+        pass
+
+    def predict(self, points, labels):
+        return self.target.copy()
+
+
+class Constant:
+    """Returns the same mask whatever the clicks, recording every call."""
+
+    name = "constant"
+
+    def __init__(self, mask):
+        self.mask = mask
+        self.calls = []
+
+    def set_image(self, image):
+        pass
+
+    def predict(self, points, labels):
+        self.calls.append((list(points), list(labels)))
+        return self.mask.copy()
+
+
+def rectangle(shape=(40, 50), box=(10, 8, 30, 28)):
+    """(H, W) bool with rows box[1]:box[3] and columns box[0]:box[2] on."""
+    mask = np.zeros(shape, dtype=bool)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def test_first_click_lands_inside_the_object_at_its_centre():
+    target = rectangle()
+    click = next_click(np.zeros_like(target), target)
+    assert click.positive
+    assert target[click.y, click.x]
+    # The farthest-from-border pixel of a 20 x 20 square is one of its four centre pixels.
+    assert 18 <= click.x <= 20 and 17 <= click.y <= 19
+
+
+def test_error_region_on_the_image_edge_is_padded():
+    target = np.zeros((20, 30), dtype=bool)
+    target[:, :6] = True  # a strip along the left edge: the edge counts as border
+    click = next_click(np.zeros_like(target), target)
+    assert click.x in (2, 3)
+
+
+def test_negative_click_when_the_false_positive_region_is_larger():
+    target = rectangle(box=(0, 0, 6, 6))
+    prediction = target | rectangle(box=(20, 10, 45, 35))
+    click = next_click(prediction, target)
+    assert not click.positive
+    assert prediction[click.y, click.x] and not target[click.y, click.x]
+
+
+def test_clicked_pixels_are_not_chosen_again():
+    target = rectangle()
+    first = next_click(np.zeros_like(target), target)
+    clicked = np.zeros_like(target)
+    clicked[first.y, first.x] = True
+    second = next_click(np.zeros_like(target), target, clicked=clicked)
+    assert (second.x, second.y) != (first.x, first.y) and target[second.y, second.x]
+
+
+def test_perfect_predictor_needs_one_click():
+    target = rectangle()
+    result = simulate(Oracle(target), target)
+    assert result.ious == [1.0] * MAX_CLICKS
+    assert len(result.clicks) == 1  # nothing left to correct after the first click
+    assert all(clicks_to_reach(result.ious, t) == 1 for t in (0.85, 0.9, 0.95))
+
+
+def test_predictor_that_never_changes_needs_twenty():
+    target = rectangle()
+    method = Constant(np.zeros_like(target))
+    result = simulate(method, target)
+    assert len(method.calls) == MAX_CLICKS and len(result.seconds) == MAX_CLICKS
+    assert clicks_to_reach(result.ious, 0.85) == MAX_CLICKS and not reached(result.ious, 0.85)
+    # Every click is a new pixel of the object, positive, and the method sees all of them.
+    points, labels = method.calls[-1]
+    assert len(set(points)) == MAX_CLICKS and labels == [1] * MAX_CLICKS
+    assert all(target[y, x] for x, y in points)
+
+
+def test_ignore_pixels_never_receive_clicks():
+    target = rectangle()
+    ignore = rectangle(box=(6, 4, 34, 32)) & ~target  # a 4-pixel band round the object
+    ignore |= rectangle(box=(0, 0, 50, 3))            # and a strip the prediction covers
+    for prediction in (np.zeros_like(target), np.ones_like(target)):
+        method = Constant(prediction)
+        simulate(method, target, ignore)
+        points, _ = method.calls[-1]
+        assert len(points) == MAX_CLICKS
+        assert not any(ignore[y, x] for x, y in points)
+
+
+def test_iou_leaves_ignore_pixels_out():
+    target = rectangle(box=(0, 0, 10, 10))
+    prediction = rectangle(box=(0, 0, 12, 10))
+    ignore = rectangle(box=(10, 0, 12, 10))
+    assert iou(prediction, target) == pytest.approx(100 / 120)
+    assert iou(prediction, target, ignore) == 1.0
+    assert iou(np.zeros_like(target), np.zeros_like(target)) == 1.0
+
+
+def test_clicks_to_reach_counts_the_first_click_over_the_threshold():
+    ious = [0.5, 0.86, 0.84, 0.91, 0.96]
+    assert clicks_to_reach(ious, 0.85) == 2
+    assert clicks_to_reach(ious, 0.90) == 4
+    assert clicks_to_reach(ious, 0.99) == 20 and not reached(ious, 0.99)
+    assert clicks_to_reach(ious, 0.95, max_clicks=4) == 4
+
+
+def test_summary_compares_only_objects_every_method_finished():
+    target = rectangle()
+    good = {key: simulate(Oracle(target), target) for key in ("a", "b")}
+    bad = {"a": simulate(Constant(np.zeros_like(target)), target)}
+    summary = summarize({"oracle": good, "constant": bad}, (0.85, 0.9), MAX_CLICKS,
+                        setup={"oracle": [0.5, 1.5]})
+    assert summary["oracle"]["instances"] == summary["constant"]["instances"] == 1
+    assert summary["oracle"]["noc"]["0.90"] == 1.0 and summary["constant"]["noc"]["0.90"] == 20.0
+    assert summary["constant"]["failed"]["0.85"] == 1 and summary["oracle"]["failed"]["0.85"] == 0
+    assert summary["oracle"]["seconds_per_image"] == 1.0
+    table = markdown_table(summary, (0.85, 0.9))
+    assert "NoC@85" in table and "| oracle | 1 | 1.00 | 1.00 | 0 | 0 |" in table
+    assert "| constant | 1 | 20.00 | 20.00 | 1 | 1 |" in table
+
+
+def test_method_specs():
+    methods = build_methods(["grabcut:iterations=2,name=gc2", "randomwalker:beta=90"])
+    assert [m.name for m in methods] == ["gc2", "randomwalker:beta=90"]
+    assert methods[0].iterations == 2 and methods[1].beta == 90.0
+    with pytest.raises(InputError, match="unknown option"):
+        build_methods(["grabcut:bogus=1"])
+    with pytest.raises(InputError, match="unknown method"):
+        build_methods(["watershed"])
+    with pytest.raises(InputError, match="share the name"):
+        build_methods(["grabcut", "grabcut"])
+    with pytest.raises(InputError, match="true or false"):
+        build_methods(["m2n2:flood_fill=maybe"], backbone_factory=lambda: None)
+
+
+def test_m2n2_variants_share_one_backbone_and_get_their_settings():
+    from m2n2.backbones import load
+
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return load("color", resolution=8)
+
+    methods = build_methods(["m2n2"] + list(ABLATIONS), backbone_factory=factory)
+    assert len(calls) == 1
+    assert len({id(m.predictor.backbone) for m in methods}) == 1
+    assert methods[2].name == "m2n2-no-edge" and not methods[2].config.use_edge
+    assert not methods[-1].config.flood_fill and methods[0].config.flood_fill
+
+
+def test_shared_backbone_extracts_once_per_image():
+    class Counting:
+        name, resolution = "counting", 4
+
+        def __init__(self):
+            self.calls = 0
+
+        def extract(self, image):
+            self.calls += 1
+            return image.sum()
+
+    inner = Counting()
+    shared = SharedBackbone(inner)
+    image = np.zeros((6, 6, 3), dtype=np.uint8)
+    assert shared.extract(image) == shared.extract(image.copy()) == 0
+    assert inner.calls == 1 and shared.resolution == 4
+    shared.extract(image + 1)
+    assert inner.calls == 2
+
+
+def blob_image(seed=0, shape=(48, 64)):
+    """A noisy dark background with a bright disk: (image, mask)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.ogrid[:shape[0], :shape[1]]
+    mask = (rows - 22) ** 2 + (cols - 30) ** 2 <= 12 ** 2
+    image = np.where(mask[..., None], 200, 40) + rng.integers(-15, 15, (*shape, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+@pytest.mark.parametrize("spec", ["grabcut", "randomwalker"])
+def test_baselines_segment_an_easy_object_from_one_click(spec):
+    pytest.importorskip("cv2")
+    image, mask = blob_image()
+    method = build_methods([spec])[0]
+    method.set_image(image)
+    prediction = method.predict([(30, 22)], [1])
+    assert prediction.shape == mask.shape and prediction.dtype == bool
+    assert iou(prediction, mask) > 0.9
+
+
+def write_dataset(root, count=3):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index in range(count):
+        image, mask = blob_image(index)
+        Image.fromarray(image).save(root / "images" / f"blob{index}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"blob{index}.png")
+    return root
+
+
+def test_cli_writes_table_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    data = write_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    status = cli.main([str(data), "--method", "grabcut", "--method", "randomwalker", "--max-clicks", "5",
+                       "--limit", "2", "--seed", "1", "--out", str(out), "--no-progress"])
+    assert status == 0
+    table = capsys.readouterr().out
+    assert "| grabcut | 2 |" in table and "| randomwalker | 2 |" in table
+    result = json.loads((out / "results.json").read_text())
+    assert len(result["settings"]["images"]) == 2
+    assert set(result["instances"]) == {"grabcut", "randomwalker"}
+    for per_instance in result["instances"].values():
+        assert len(per_instance) == 2
+        assert all(len(run["ious"]) == 5 and run["clicks"][0][2] == 1 for run in per_instance.values())
+    assert (out / "miou.png").stat().st_size > 1000
+
+
+def test_cli_skips_a_broken_image_and_reports_it(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    data = write_dataset(tmp_path / "data")
+    (data / "images" / "blob1.png").write_bytes(b"not a png")
+    status = cli.main([str(data), "--method", "grabcut", "--max-clicks", "3", "--out", str(tmp_path / "out"),
+                       "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "skipped blob1" in captured.err and "1 image(s) failed" in captured.out
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [f["image"] for f in result["failures"]] == ["blob1"]
+    assert sorted(result["instances"]["grabcut"]) == ["blob0", "blob2"]
+
+
+def test_cli_keeps_results_on_ctrl_c(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("cv2")
+    data = write_dataset(tmp_path / "data")
+    real = cli.evaluate_sample
+    seen = []
+
+    def interrupt_on_second(methods, sample, max_clicks):
+        seen.append(sample.name)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(methods, sample, max_clicks)
+
+    monkeypatch.setattr(cli, "evaluate_sample", interrupt_on_second)
+    status = cli.main([str(data), "--method", "grabcut", "--max-clicks", "3", "--out", str(tmp_path / "out"),
+                       "--no-progress"])
+    assert status == 130
+    assert "INTERRUPTED" in capsys.readouterr().out
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(result["instances"]["grabcut"]) == ["blob0"]
+
+
+def test_cli_bad_dataset_path_is_a_clear_error(tmp_path, capsys):
+    assert cli.main([str(tmp_path / "missing"), "--method", "grabcut"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_backbone_options_reach_the_backbone_with_their_types():
+    args = cli.parse_args(["data", "--resolution", "8", "--backbone-option", "sigma_color=12.5",
+                           "--backbone-option", "sigma_position=1"])
+    backbone = cli.backbone_factory(args)()
+    assert backbone.resolution == 8
+    assert backbone.sigma_color == 12.5 and backbone.sigma_position == 1.0
+    methods = build_methods(["m2n2"], cli.backbone_factory(args))
+    assert "8" in cli.describe_backbone(methods) and cli.describe_backbone(methods[:0]) is None
