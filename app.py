@@ -314,8 +314,8 @@ def build_demo(options: Options) -> gr.Blocks:
 
 def register(options: Options) -> None:
     """Register the backbone factory (the model loads on first use, once per process)."""
-    register_backbones(BACKBONE_KEY, lambda resolution: load(options.backbone, resolution=resolution,
-                                                             model=options.model))
+    extra = {"model": options.model} if options.model else {}
+    register_backbones(BACKBONE_KEY, lambda resolution: load(options.backbone, resolution=resolution, **extra))
     if os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU forks its GPU workers from this process: the model must be loaded before that.
         get_backbone(BACKBONE_KEY, options.attention_resolution)

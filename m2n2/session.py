@@ -3,7 +3,8 @@
 A :class:`Session` is what the Gradio app keeps in ``gr.State``. It is deliberately light to copy
 and to pickle (ZeroGPU sends it to a GPU worker process and back): it never holds the backbone,
 only the key under which the process-wide :func:`register_backbones` registry finds it, and its
-predictor's transition operator rests on the CPU in fp16 between calls.
+predictor's transition operator rests on the CPU between calls (in fp16 with the app's fast
+preset, :meth:`M2N2Config.fast`, which halves the memory a session holds).
 
 The registry exists because the backbone (Stable Diffusion 2: gigabytes of weights) is loaded
 once per process and shared by every user, while ``gr.State`` deep-copies its initial value for
@@ -34,8 +35,6 @@ from .image import as_rgb_uint8
 from .predictor import M2N2Predictor, Prediction
 from .viz import cutout, heatmap_figure, overlay, score_figure
 
-#: The operator's storage between calls (and on the CPU): fp16 halves the memory a session holds.
-RESTING_DTYPE = torch.float16
 #: Largest accepted upload in pixels (a decompression-bomb guard; larger images are refused).
 MAX_PIXELS = 100_000_000
 
@@ -350,7 +349,7 @@ class Session:
         start = time.perf_counter()
         with _borrowed(predictor, backbone):
             predictor.set_image(image)
-        predictor.to(device="cpu", dtype=RESTING_DTYPE)
+        predictor.to(device="cpu")
         self.predictor = predictor
         self.clicks, self.threshold = [], None
         self.image_seconds, self.click_seconds = time.perf_counter() - start, None
@@ -389,7 +388,7 @@ class Session:
                 try:
                     predictor.set_config(config)
                 finally:
-                    predictor.to(device="cpu", dtype=RESTING_DTYPE)
+                    predictor.to(device="cpu")
             if backbone is not None:
                 self.image_seconds = time.perf_counter() - start
             self.config = config
@@ -399,8 +398,8 @@ class Session:
     def predict(self) -> Prediction | None:
         """Segment with the current clicks and threshold override (None when there are no clicks).
 
-        The operator moves to the backbone's device for the call and back to the CPU in fp16
-        after it, whatever happens.
+        The operator moves to the backbone's device for the call and back to the CPU after it,
+        whatever happens.
         """
         predictor = self._require_image()
         if not self.clicks:
@@ -412,7 +411,7 @@ class Session:
             prediction = predictor.predict([(c.x, c.y) for c in self.clicks], [c.label for c in self.clicks],
                                            threshold=self.threshold)
         finally:
-            predictor.to(device="cpu", dtype=RESTING_DTYPE)
+            predictor.to(device="cpu")
         self.click_seconds = time.perf_counter() - start
         return prediction
 

@@ -7,7 +7,7 @@ from PIL import Image
 from test_session import CountingBackbone, centre_of, iou, square_image
 
 import app
-from m2n2.session import Session, register_backbones
+from m2n2.session import Session, get_backbone, is_backbone_loaded, register_backbones
 
 OPTIONS = app.Options(backbone="color", resolution=16, max_side=256)
 # The outputs of every UI handler, in order.
@@ -224,6 +224,13 @@ def test_the_demo_builds_with_one_public_api_endpoint(handlers):
     demo = app.build_demo(OPTIONS)
     named = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
     assert named == ["segment"]
+
+
+def test_register_loads_the_requested_backbone_lazily():
+    app.register(app.Options(backbone="color", resolution=16))
+    assert not is_backbone_loaded(app.BACKBONE_KEY, 16)
+    backbone = get_backbone(app.BACKBONE_KEY, 16)
+    assert backbone.resolution == 16 and "colour-affinity fallback" in backbone.description
 
 
 def test_command_line_flags():

@@ -103,11 +103,21 @@ def open_app(browser, url):
     return page
 
 
+def wait_status(page, pattern):
+    """Wait until the status line matches ``pattern``; on time-out, say what the page showed."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    try:
+        page.locator("#status").filter(has_text=pattern).wait_for()
+    except PlaywrightTimeout:
+        toasts = " | ".join(page.locator(".toast-body").all_inner_texts())
+        pytest.fail(f"status never matched {pattern!r}: it says {page.locator('#status').inner_text()!r}; "
+                    f"messages shown: {toasts or 'none'}")
+
+
 def load_example(page, name: str):
     """Click the example whose thumbnail shows ``name`` and wait until it is prepared."""
     page.locator(f"#examples button:has(img[src*='{name}'])").click()
-    status = page.locator("#status")
-    status.filter(has_text="0 clicks").wait_for()
+    wait_status(page, "0 clicks")
     page.locator("#canvas img").first.wait_for()
 
 
@@ -124,7 +134,7 @@ def click_image(page, fx: float, fy: float):
 
 def clicks_shown(page, count: int):
     word = "click" if count == 1 else "clicks"
-    page.locator("#status").filter(has_text=re.compile(rf"\b{count} {word}\b")).wait_for()
+    wait_status(page, re.compile(rf"\b{count} {word}\b"))
 
 
 def mask_percent(page) -> float:

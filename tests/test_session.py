@@ -14,6 +14,9 @@ from m2n2.session import (LiveSessions, Session, get_backbone, is_backbone_loade
                           register_backbones, segment_once, summarize, tensor_bytes)
 
 
+FAST = M2N2Config.fast()  # the app's settings
+
+
 class CountingBackbone:
     """The colour-affinity backbone, counting how often it runs."""
 
@@ -62,8 +65,9 @@ def backbones():
 
 @pytest.fixture
 def session(backbones):
+    """A session with the app's settings (the fast preset) and the square image."""
     image, _ = square_image()
-    s = Session("test", 16)
+    s = Session("test", 16, FAST)
     s.set_image(image)
     yield s
     s.close()
@@ -90,7 +94,7 @@ def test_unknown_backbone_key_is_a_clear_error():
 
 # ------------------------------------------------------------------ clicks
 def test_click_before_an_image_says_what_to_do(backbones):
-    s = Session("test", 16)
+    s = Session("test", 16, FAST)
     with pytest.raises(NotReadyError, match="upload an image or pick an example"):
         s.click(1, 1, 1)
     assert s.clicks == [] and not s.has_image
@@ -100,6 +104,13 @@ def test_operator_rests_on_the_cpu_in_fp16(session):
     assert session.predictor.operator.dtype == torch.float16
     assert session.predictor.operator.device.type == "cpu"
     assert session.predictor.backbone is None
+
+
+def test_faithful_settings_keep_the_fp32_operator(backbones):
+    s = Session("test", 16, M2N2Config())
+    s.set_image(square_image()[0])
+    s.click(10, 10, 1)
+    assert s.predictor.operator.dtype == torch.float32
 
 
 def test_foreground_click_finds_the_square(session):
@@ -181,7 +192,7 @@ def test_click_on_the_last_pixel_row_and_column(session):
 
 def test_huge_image_uses_a_working_copy_but_returns_full_size(backbones):
     image, truth = square_image(300, 400)
-    s = Session("test", 16, M2N2Config(max_side=100))
+    s = Session("test", 16, M2N2Config.fast(max_side=100))
     s.set_image(image)
     assert s.display_image.shape == (75, 100, 3)
     x, y = centre_of(truth)
@@ -203,7 +214,7 @@ def test_a_failed_new_image_keeps_the_old_one_and_its_clicks(session):
 
 def test_two_sessions_never_share_clicks(backbones):
     image, truth = square_image()
-    a, b = Session("test", 16), Session("test", 16)
+    a, b = Session("test", 16, FAST), Session("test", 16, FAST)
     a.set_image(image)
     b.set_image(image)
     a.click(*centre_of(truth), 1)
@@ -233,8 +244,8 @@ def test_resolution_change_recomputes_and_keeps_the_clicks(session, backbones):
 
 
 def test_settings_before_an_image_apply_to_the_next_one(backbones):
-    s = Session("test", 16)
-    assert s.update_settings(M2N2Config(rho=0.4), 8) is None
+    s = Session("test", 16, FAST)
+    assert s.update_settings(FAST.replace(rho=0.4), 8) is None
     s.set_image(square_image()[0])
     assert s.predictor.resolution == 8 and s.predictor.config.rho == 0.4
 
@@ -300,7 +311,7 @@ def test_live_sessions_end_frees_the_session(session):
 
 def test_live_sessions_hold_only_weak_references(backbones):
     live = LiveSessions()
-    live.track("tab", Session("test", 16))
+    live.track("tab", Session("test", 16, FAST))
     assert len(live) == 0 and not live.end("tab")
 
 
@@ -356,7 +367,7 @@ def test_parse_points_rejects_bad_input(text, match):
 def test_segment_once_and_summary(backbones):
     image, truth = square_image()
     backbone = get_backbone("test", 16)
-    prediction = segment_once(backbone, M2N2Config(), image, [centre_of(truth)], [1])
+    prediction = segment_once(backbone, FAST, image, [centre_of(truth)], [1])
     summary = summarize(prediction, backbone.description)
     assert iou(prediction.mask, truth) > 0.8
     assert summary["width"] == 80 and summary["height"] == 60
