@@ -89,3 +89,9 @@ def test_accepts_grayscale_float_and_rgba_images():
     for image in (gray, rgba):
         assert backbone.extract(image).shape == (8, 8, 8, 8)
     torch.testing.assert_close(backbone.extract(rgba), backbone.extract(rgba[:, :, :3]))
+
+
+def test_options_left_as_none_mean_the_defaults():
+    # The app passes model=None for every kind: that must not be an unknown option for "color".
+    backbone = load("color", resolution=8, model=None, device=None)
+    assert backbone.resolution == 8

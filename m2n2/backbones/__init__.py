@@ -47,6 +47,7 @@ def load(kind: str = "auto", **options) -> Backbone:
     InputError
         Unknown kind or option.
     """
+    options = {k: v for k, v in options.items() if v is not None}  # None means "the default"
     kind = str(kind).lower()
     if kind == "colour":
         kind = "color"
