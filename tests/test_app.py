@@ -20,14 +20,6 @@ def handlers():
     return app.Handlers(OPTIONS)
 
 
-@pytest.fixture
-def square_file(tmp_path):
-    image, truth = square_image()
-    path = tmp_path / "square.png"
-    Image.fromarray(image).save(path)
-    return str(path), truth
-
-
 def select(x, y):
     return gr.SelectData(None, {"index": [x, y], "value": None})
 

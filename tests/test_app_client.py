@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from test_session import CountingBackbone, centre_of, iou, square_image
+from test_session import CountingBackbone, centre_of, iou
 
 import app
 from m2n2.session import register_backbones
@@ -30,14 +30,6 @@ def client():
         yield Client(f"http://127.0.0.1:{port}/", verbose=False)
     finally:
         demo.close()
-
-
-@pytest.fixture
-def square_file(tmp_path):
-    image, truth = square_image()
-    path = tmp_path / "square.png"
-    Image.fromarray(image).save(path)
-    return str(path), truth
 
 
 def test_segment_endpoint_returns_mask_png_and_summary(client, square_file):
