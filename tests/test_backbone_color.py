@@ -71,8 +71,8 @@ def test_two_flat_regions_give_block_structured_attention():
 
 
 def test_parameters_and_description():
-    backbone = load("colour", resolution=12, sigma_color=5.0, sigma_position=0.2)
-    assert (backbone.resolution, backbone.sigma_color, backbone.sigma_position) == (12, 5.0, 0.2)
+    backbone = load("colour", resolution=12, sigma_color=8.5, sigma_position=0.35)
+    assert (backbone.resolution, backbone.sigma_color, backbone.sigma_position) == (12, 8.5, 0.35)
     assert backbone.name == "colour-affinity fallback"
     assert backbone.description == "colour-affinity fallback (no Stable Diffusion), R = 12, cpu"
     assert backbone.reason is None
