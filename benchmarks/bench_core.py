@@ -32,11 +32,17 @@ def example_image(height: int, width: int) -> np.ndarray:
     return resize_rgb(data.astronaut(), (width, height))
 
 
-def affinity_attention(image: np.ndarray, resolution: int) -> torch.Tensor:
-    """Attention for the benchmark: the colour backbone if present, else Lab/position affinity."""
+def affinity_attention(image: np.ndarray, resolution: int, sigma_color: float = 10.0,
+                       sigma_position: float = 0.1) -> torch.Tensor:
+    """Attention for the benchmark: the colour backbone if present, else Lab/position affinity.
+
+    The kernel is pinned (not the fallback's current defaults) so that numbers stay comparable
+    across commits: a sharper kernel mixes more slowly and makes the Markov stage longer.
+    """
     try:
         from m2n2.backbones import load
-        return load("color", resolution=resolution).extract(image)
+        return load("color", resolution=resolution, sigma_color=sigma_color,
+                    sigma_position=sigma_position).extract(image)
     except ImportError:
         from skimage.color import rgb2lab
         small = resize_rgb(image, (resolution, resolution))
@@ -48,9 +54,10 @@ def affinity_attention(image: np.ndarray, resolution: int) -> torch.Tensor:
         return torch.softmax(logits, dim=1).reshape(resolution, resolution, resolution, resolution)
 
 
-def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Config) -> dict:
+def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Config,
+          sigmas: tuple = (10.0, 0.1)) -> dict:
     image = example_image(height, width)
-    attention = affinity_attention(image, resolution)
+    attention = affinity_attention(image, resolution, *sigmas)
     points = [(0.45 * width, 0.35 * height), (0.30 * width, 0.70 * height),
               (0.85 * width, 0.15 * height), (0.55 * width, 0.55 * height)]
     labels = [1, 1, 0, 1]
@@ -83,12 +90,18 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--preset", choices=["faithful", "fast"], default="faithful",
                         help="faithful: the paper's numerics (default config); fast: M2N2Config.fast()")
+    parser.add_argument("--sigma-color", type=float, default=10.0,
+                        help="colour kernel of the benchmark's attention (Lab units)")
+    parser.add_argument("--sigma-position", type=float, default=0.1,
+                        help="spatial kernel of the benchmark's attention (fraction of the side)")
     args = parser.parse_args(argv)
     config = M2N2Config.fast() if args.preset == "fast" else M2N2Config()
-    results = [bench(r, *args.size, args.repeats, config) for r in args.resolutions]
+    sigmas = (args.sigma_color, args.sigma_position)
+    results = [bench(r, *args.size, args.repeats, config, sigmas) for r in args.resolutions]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"preset": args.preset, "torch_threads": torch.get_num_threads(),
                       "operator_dtype": config.operator_dtype, "jbu_stride": config.jbu_stride,
+                      "attention_sigmas": list(sigmas),
                       "results": results, "peak_rss_mib": peak_mib}, indent=2))
 
 
