@@ -1,8 +1,9 @@
 """Speed and memory of the M2N2 core: operator preparation and the cost of one more click.
 
-Prints JSON with medians over repeats. The attention is a colour/position affinity of a real
-photo (the colour-affinity backbone when it is importable, else an equivalent inline one), so
-the Markov iteration runs as many steps as it does in the app. Usage::
+Prints JSON with medians over repeats. The attention is the colour backbone's affinity of a real
+photo with a pinned kernel (``--sigma-color 10 --sigma-position 0.1`` unless given), not the
+backbone's current defaults: a sharper kernel makes the Markov chain run more steps, and core
+timings should stay comparable across commits. Usage::
 
     python benchmarks/bench_core.py                    # R = 32 and 64, image 480 x 640
     python benchmarks/bench_core.py --preset fast      # fp16 operator, strided upsampling
@@ -23,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from m2n2 import M2N2Config, M2N2Predictor  # noqa: E402
+from m2n2.backbones import load  # noqa: E402
 from m2n2.image import resize_rgb  # noqa: E402
 
 
@@ -32,32 +34,12 @@ def example_image(height: int, width: int) -> np.ndarray:
     return resize_rgb(data.astronaut(), (width, height))
 
 
-def affinity_attention(image: np.ndarray, resolution: int, sigma_color: float = 10.0,
-                       sigma_position: float = 0.1) -> torch.Tensor:
-    """Attention for the benchmark: the colour backbone if present, else Lab/position affinity.
-
-    The kernel is pinned (not the fallback's current defaults) so that numbers stay comparable
-    across commits: a sharper kernel mixes more slowly and makes the Markov stage longer.
-    """
-    try:
-        from m2n2.backbones import load
-        return load("color", resolution=resolution, sigma_color=sigma_color,
-                    sigma_position=sigma_position).extract(image)
-    except ImportError:
-        from skimage.color import rgb2lab
-        small = resize_rgb(image, (resolution, resolution))
-        lab = torch.tensor(rgb2lab(small).reshape(-1, 3), dtype=torch.float32)
-        yy, xx = torch.meshgrid(torch.arange(resolution.__float__()), torch.arange(resolution.__float__()),
-                                indexing="ij")
-        pos = torch.stack([yy.flatten(), xx.flatten()], 1)
-        logits = -torch.cdist(lab, lab) ** 2 / (2 * 10.0 ** 2) - torch.cdist(pos, pos) ** 2 / (2 * 8.0 ** 2)
-        return torch.softmax(logits, dim=1).reshape(resolution, resolution, resolution, resolution)
-
-
 def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Config,
-          sigmas: tuple = (10.0, 0.1)) -> dict:
+          sigmas: tuple) -> dict:
     image = example_image(height, width)
-    attention = affinity_attention(image, resolution, *sigmas)
+    sigma_color, sigma_position = sigmas
+    attention = load("color", resolution=resolution, sigma_color=sigma_color,
+                     sigma_position=sigma_position).extract(image)
     points = [(0.45 * width, 0.35 * height), (0.30 * width, 0.70 * height),
               (0.85 * width, 0.15 * height), (0.55 * width, 0.55 * height)]
     labels = [1, 1, 0, 1]
