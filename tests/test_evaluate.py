@@ -8,7 +8,7 @@ from PIL import Image
 
 from m2n2.errors import InputError
 from m2n2.evaluate import __main__ as cli
-from m2n2.evaluate.methods import ABLATIONS, SharedBackbone, build_methods
+from m2n2.evaluate.methods import ABLATIONS, SharedBackbone, border, build_methods
 from m2n2.evaluate.protocol import MAX_CLICKS, clicks_to_reach, iou, next_click, reached, simulate
 from m2n2.evaluate.report import markdown_table, summarize
 
@@ -218,6 +218,24 @@ def test_baselines_segment_an_easy_object_from_one_click(spec):
     prediction = method.predict([(30, 22)], [1])
     assert prediction.shape == mask.shape and prediction.dtype == bool
     assert iou(prediction, mask) > 0.9
+
+
+def test_border_of_width_zero_is_no_frame():
+    assert not border((5, 7), 0).any()
+    frame = border((5, 7), 1)
+    assert frame.sum() == 2 * 7 + 2 * 3 and not frame[1:-1, 1:-1].any()
+
+
+@pytest.mark.parametrize("spec", ["grabcut:frame=0", "randomwalker:frame=0"])
+def test_baselines_without_a_frame_use_negative_clicks_as_their_only_background(spec):
+    pytest.importorskip("cv2")
+    image, mask = blob_image()
+    method = build_methods([spec])[0]
+    method.set_image(image)
+    # No background seed at all: nothing tells the object from the rest.
+    assert method.predict([(30, 22)], [1]).all()
+    # One negative click on the background is enough for this easy object.
+    assert iou(method.predict([(30, 22), (5, 40)], [1, 0]), mask) > 0.9
 
 
 def write_dataset(root, count=3):

@@ -43,9 +43,11 @@ def click_seeds(shape: tuple[int, int], points, labels, radius: int) -> tuple[np
 
 
 def border(shape: tuple[int, int], width: int) -> np.ndarray:
-    """(H, W) bool: a frame ``width`` pixels wide along the image's edges."""
-    frame = np.ones(shape, dtype=bool)
-    frame[width:-width, width:-width] = False
+    """(H, W) bool: a frame ``width`` pixels wide along the image's edges (none for width 0)."""
+    frame = np.zeros(shape, dtype=bool)
+    if width > 0:
+        frame[:width, :] = frame[-width:, :] = True
+        frame[:, :width] = frame[:, -width:] = True
     return frame
 
 
@@ -99,7 +101,9 @@ class GrabCutMethod(_Downscaled):
     max_side : int
         Longest side of the working copy (0 = the full image).
     frame : int
-        Width of the background frame, in working-copy pixels.
+        Width of the background frame, in working-copy pixels; 0 for none (the clicks alone:
+        until the first negative click there is no background model and the whole image is
+        returned).
     """
 
     def __init__(self, radius: int = 5, iterations: int = 5, max_side: int = 320, frame: int = 5,
@@ -120,6 +124,10 @@ class GrabCutMethod(_Downscaled):
         mask = np.full(shape, cv2.GC_PR_FGD, dtype=np.uint8)
         mask[border(shape, self.frame) | background] = cv2.GC_BGD
         mask[foreground] = cv2.GC_FGD
+        if not (mask == cv2.GC_BGD).any():
+            # Without a frame and before the first negative click there is no background colour
+            # model to fit: every pixel is as likely foreground as the clicked one.
+            return np.ones(self.shape, dtype=bool)
         models = (np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64))
         cv2.grabCut(np.ascontiguousarray(self.image[:, :, ::-1]), mask, None, *models,
                     self.iterations, cv2.GC_INIT_WITH_MASK)
@@ -144,7 +152,8 @@ class RandomWalkerMethod(_Downscaled):
     max_side : int
         Longest side of the working copy; the linear system grows with its area.
     frame : int
-        Width of the background frame, in working-copy pixels.
+        Width of the background frame, in working-copy pixels; 0 for none (until the first
+        negative click every walk ends at a positive seed: the whole image).
     """
 
     def __init__(self, radius: int = 3, beta: float = 130.0, max_side: int = 240, frame: int = 2,
@@ -167,6 +176,8 @@ class RandomWalkerMethod(_Downscaled):
         seeds = np.zeros(shape, dtype=np.int32)
         seeds[background] = 2
         seeds[foreground] = 1
+        if not background.any():
+            return np.ones(self.shape, dtype=bool)  # one label only: every walk ends at it
         result = random_walker(self.features, seeds, beta=self.beta, mode="bf",
                                channel_axis=-1)
         return _upscale_mask(result == 1, self.shape)
