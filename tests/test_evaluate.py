@@ -209,12 +209,18 @@ def blob_image(seed=0, shape=(48, 64)):
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-@pytest.mark.parametrize("spec", ["grabcut", "randomwalker"])
-def test_baselines_segment_an_easy_object_from_one_click(spec):
+def baseline_on_blob(spec):
+    """The method built from ``spec``, set on :func:`blob_image`: (method, true mask)."""
     pytest.importorskip("cv2")
     image, mask = blob_image()
     method = build_methods([spec])[0]
     method.set_image(image)
+    return method, mask
+
+
+@pytest.mark.parametrize("spec", ["grabcut", "randomwalker"])
+def test_baselines_segment_an_easy_object_from_one_click(spec):
+    method, mask = baseline_on_blob(spec)
     prediction = method.predict([(30, 22)], [1])
     assert prediction.shape == mask.shape and prediction.dtype == bool
     assert iou(prediction, mask) > 0.9
@@ -228,10 +234,7 @@ def test_border_of_width_zero_is_no_frame():
 
 @pytest.mark.parametrize("spec", ["grabcut:frame=0", "randomwalker:frame=0"])
 def test_baselines_without_a_frame_use_negative_clicks_as_their_only_background(spec):
-    pytest.importorskip("cv2")
-    image, mask = blob_image()
-    method = build_methods([spec])[0]
-    method.set_image(image)
+    method, mask = baseline_on_blob(spec)
     # No background seed at all: nothing tells the object from the rest.
     assert method.predict([(30, 22)], [1]).all()
     # One negative click on the background is enough for this easy object.
