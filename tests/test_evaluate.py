@@ -317,3 +317,28 @@ def test_backbone_options_reach_the_backbone_with_their_types():
     assert backbone.sigma_color == 12.5 and backbone.sigma_position == 1.0
     methods = build_methods(["m2n2"], cli.backbone_factory(args))
     assert "8" in cli.describe_backbone(methods) and cli.describe_backbone(methods[:0]) is None
+
+
+def test_grabcut_prediction_does_not_depend_on_what_ran_before():
+    # OpenCV's k-means start draws from a process-wide RNG; the same clicks on the same image
+    # must give the same mask whatever other GrabCut calls consumed from it in between.
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(23)
+    # Smooth blobs of random colour with noise: GMMs whose k-means start matters.
+    image = cv2.resize(rng.integers(0, 256, (6, 6, 3)).astype(np.uint8), (60, 60),
+                       interpolation=cv2.INTER_CUBIC)
+    image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+    points, labels = [tuple(rng.integers(0, 60, 2)) for _ in range(4)], [1, 0, 1, 0]
+    method = build_methods(["grabcut:frame=0"])[0]
+    method.set_image(image)
+    masks = []
+    for seed in range(5):
+        cv2.setRNGSeed(seed)
+        masks.append(method.predict(points, labels))
+    assert all(np.array_equal(masks[0], mask) for mask in masks[1:])
+
+
+def test_grabcut_seed_comes_from_build_methods_unless_the_spec_sets_it():
+    pytest.importorskip("cv2")
+    plain, own = build_methods(["grabcut", "grabcut:seed=3,name=own"], seed=7)
+    assert (plain.seed, own.seed) == (7, 3)

@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = list(args.methods or DEFAULT_METHODS) + (list(ABLATIONS) if args.ablations else [])
     try:
         samples = choose_samples(open_dataset(args.dataset, args.masks, args.images), args.limit, args.seed)
-        methods = build_methods(specs, backbone_factory(args), M2N2Config.fast() if args.fast else None)
+        methods = build_methods(specs, backbone_factory(args), M2N2Config.fast() if args.fast else None,
+                                seed=args.seed)
     except M2N2Error as error:
         print(f"m2n2-evaluate: error: {error}", file=sys.stderr)
         return 2
