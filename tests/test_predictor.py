@@ -75,7 +75,9 @@ def test_cached_results_equal_a_fresh_predictor(scene):
         fresh.set_attention(image, attention)
         ref = fresh.predict(list(pts), list(labels))
         np.testing.assert_array_equal(out.mask, ref.mask)
-        np.testing.assert_array_equal(out.distance, ref.distance)
+        # Batched and one-at-a-time matmuls may round the last bit differently (seen with one
+        # thread), so the distance map is compared to float32 precision.
+        np.testing.assert_allclose(out.distance, ref.distance, rtol=1e-5, atol=1e-6)
     assert cached.cached_points == len(clicks)
     again = cached.predict([p for p, _ in clicks], [l for _, l in clicks])
     np.testing.assert_array_equal(again.mask, out.mask)
