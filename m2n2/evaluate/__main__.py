@@ -78,14 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed every RNG a method may use (OpenCV's GrabCut initialises its GMMs with k-means)."""
+    """Seed the global RNGs a method may use (GrabCut reseeds OpenCV's itself, per call)."""
     random.seed(seed)
     np.random.seed(seed)
-    try:
-        import cv2
-        cv2.setRNGSeed(seed)
-    except ImportError:
-        pass
     import torch
     torch.manual_seed(seed)
 

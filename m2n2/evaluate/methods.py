@@ -272,10 +272,12 @@ def _convert(value: str, like: Any, what: str) -> Any:
 
 
 def _options(options: dict[str, str], defaults: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``defaults`` with the spec's ``options`` converted to their types and put in."""
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise InputError(f"unknown option(s) {unknown} for {kind}; known: {sorted(defaults)}")
-    return {key: _convert(value, defaults[key], f"{kind} option {key}") for key, value in options.items()}
+    return {**defaults, **{key: _convert(value, defaults[key], f"{kind} option {key}")
+                           for key, value in options.items()}}
 
 
 def build_methods(specs: list[str], backbone_factory: Callable[[], Any] | None = None,
@@ -316,8 +318,7 @@ def build_methods(specs: list[str], backbone_factory: Callable[[], Any] | None =
             methods.append(M2N2Method(backbone, config, name or spec))
         elif kind == "grabcut":
             defaults = {"radius": 5, "iterations": 5, "max_side": 320, "frame": 5, "seed": seed}
-            options = {"seed": seed, **_options(options, defaults, kind)}
-            methods.append(GrabCutMethod(**options, name=name or spec))
+            methods.append(GrabCutMethod(**_options(options, defaults, kind), name=name or spec))
         elif kind == "randomwalker":
             defaults = {"radius": 3, "beta": 130.0, "max_side": 240, "frame": 2}
             methods.append(RandomWalkerMethod(**_options(options, defaults, kind), name=name or spec))
