@@ -1,12 +1,19 @@
 """The adaptive threshold: score every candidate segment of a Markov-map and keep the best.
 
-For a Markov-map M in [0, 1] the candidates are its distinct values (but the largest, whose
-segment is the whole image); segment(lambda) = {p : M(p) <= lambda}. The score of a candidate is
-the product of four terms (paper, Section 3.4): an area prior, the mean Sobel gradient of M
-along the segment's boundary, the fraction of same-label prompts inside and "no other-label
-prompt inside". All of them are computed for every candidate at once in O(n log n): a pixel is
-on the boundary exactly while ``M(p) <= lambda < max over its 4-neighbours of M``, so boundary
-sums are cumulative sums over the sorted candidates.
+The candidates follow the authors' code (``src/m2n2_model.py`` and
+``collect_segment_border_pixels`` in ``src/utils.py``), not a per-value reading of the paper:
+all pixels are put in one stable ascending sort of the map, and candidate k is the segment made
+of the first k + 1 pixels of that order (every pixel but the last gives one candidate, so a
+plateau of equal values gives many). Its threshold is the k-th sorted value. The area prior
+judges candidate k by its rank, ``k / (T - 1)`` for T candidates, and the edge score is the mean
+gradient over that partial segment's boundary, while the positive and negative scores, and the
+mask finally cut, use the whole segment ``M <= threshold``. The boundary is the set of pixels
+*outside* the segment with a 4-neighbour inside it, and the gradient is the Sobel magnitude
+(mirror padding) divided by its maximum and truncated to integer steps of 1/1024.
+
+All candidates are scored at once in O(n log n): a pixel outside the segment is on its boundary
+exactly while ``min rank of its 4-neighbours <= k < its own rank``, so boundary sums are
+cumulative sums over the sort.
 """
 
 from __future__ import annotations
@@ -14,9 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+import torch
+import torch.nn.functional as F
 
 from .config import M2N2Config
+
+GRADIENT_STEPS = 1024  # the authors quantise the normalised gradient to this many integer steps
+_SOBEL_X = torch.tensor([[[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]]])
 
 
 @dataclass
@@ -26,17 +37,22 @@ class ThresholdCurves:
     Attributes
     ----------
     thresholds : numpy.ndarray
-        (T,) sorted distinct candidate values.
+        (T,) the map's values in ascending (stable) order, all but the last: candidate k is the
+        segment of the first k + 1 pixels of that order, and its threshold is ``thresholds[k]``.
+        Values repeat where the map has plateaus.
     area : numpy.ndarray
-        (T,) fraction of the image inside each candidate segment.
+        (T,) the rank ``k / (T - 1)`` that the area prior judges (the authors' measure of area:
+        close to the partial segment's pixel fraction, not to that of ``M <= thresholds[k]``).
     edge : numpy.ndarray
-        (T,) mean Sobel gradient magnitude of the map on each segment's boundary pixels
-        (0 for a segment without boundary).
+        (T,) mean quantised gradient of the map on each partial segment's outer boundary.
+    maximum : float
+        The map's largest value (no candidate at it passes the negative score).
     """
 
     thresholds: np.ndarray
     area: np.ndarray
     edge: np.ndarray
+    maximum: float
 
 
 @dataclass
@@ -54,57 +70,80 @@ class ThresholdScores:
 
 
 def sobel_magnitude(image: np.ndarray) -> np.ndarray:
-    """Sobel gradient magnitude (float64), with edges handled by reflection."""
-    image = image.astype(np.float64)
-    return np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))
+    """Sobel gradient magnitude in float32, edges padded by mirroring (``d c b | a b c d``).
+
+    Computed with torch's float32 convolution, as the authors do: the quantised gradient
+    truncates, so a different summation order would move some pixels by one step.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    gx = F.conv2d(x, _SOBEL_X)[0, 0]
+    gy = F.conv2d(x, _SOBEL_X.transpose(2, 3))[0, 0]
+    return torch.sqrt(gx ** 2 + gy ** 2).numpy()
 
 
-def boundary_pixels(segment: np.ndarray) -> np.ndarray:
-    """Pixels of a boolean segment with a 4-neighbour outside it (the image border is not one)."""
-    inner = segment.copy()
-    inner[1:, :] &= segment[:-1, :]
-    inner[:-1, :] &= segment[1:, :]
-    inner[:, 1:] &= segment[:, :-1]
-    inner[:, :-1] &= segment[:, 1:]
-    return segment & ~inner
+def quantised_gradient(image: np.ndarray) -> np.ndarray:
+    """Sobel magnitude divided by its maximum, in integer steps of 1 / ``GRADIENT_STEPS``.
+
+    The integers keep the cumulative boundary sums exact (the authors sum them as int64).
+    A map without any gradient gives zeros.
+    """
+    gradient = sobel_magnitude(image)
+    top = gradient.max()
+    if not top > 0:
+        return np.zeros(gradient.shape, dtype=np.int64)
+    # float32 division and truncation, as the authors compute it
+    return (gradient / top * np.float32(GRADIENT_STEPS)).astype(np.int64)
+
+
+def stable_ranks(markov_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending stable sort of a map's pixels: ``(order, rank)`` with ``rank[order] = arange``."""
+    order = np.argsort(np.asarray(markov_map).ravel(), kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return order, rank.reshape(np.shape(markov_map))
 
 
 def threshold_curves(markov_map: np.ndarray) -> ThresholdCurves:
-    """Area and boundary-gradient curves of every candidate threshold of a Markov-map.
+    """Rank, boundary-gradient and threshold of every candidate of a Markov-map.
 
     Parameters
     ----------
     markov_map : numpy.ndarray
-        (H, W) map.
+        (H, W) map (the predictor's are float32 in [0, 1]).
 
     Returns
     -------
     ThresholdCurves
     """
     values = np.asarray(markov_map)
-    distinct, inverse, counts = np.unique(values.ravel(), return_inverse=True, return_counts=True)
-    if len(distinct) > 1:
-        distinct = distinct[:-1]  # the largest value's segment is the whole image
-    n_candidates = len(distinct)
+    order, rank = stable_ranks(values)
+    n_candidates = max(values.size - 1, 1)  # every pixel but the last; a 1-pixel map keeps its one
 
-    # A pixel is a boundary pixel for candidate indices in [enter, leave): from its own rank
-    # until the rank of its highest 4-neighbour (pixels outside the image do not count).
-    enter = inverse.reshape(values.shape)
-    leave = np.full_like(enter, -1)
-    leave[1:, :] = np.maximum(leave[1:, :], enter[:-1, :])
-    leave[:-1, :] = np.maximum(leave[:-1, :], enter[1:, :])
-    leave[:, 1:] = np.maximum(leave[:, 1:], enter[:, :-1])
-    leave[:, :-1] = np.maximum(leave[:, :-1], enter[:, 1:])
-    on_boundary = leave > enter
-    gradient = sobel_magnitude(values)
+    # A pixel enters the boundary when its first 4-neighbour joins the segment and leaves it
+    # when it joins itself (pixels outside the image are not neighbours).
+    leave = rank
+    enter = rank.copy()
+    np.minimum(enter[1:, :], rank[:-1, :], out=enter[1:, :])
+    np.minimum(enter[:-1, :], rank[1:, :], out=enter[:-1, :])
+    np.minimum(enter[:, 1:], rank[:, :-1], out=enter[:, 1:])
+    np.minimum(enter[:, :-1], rank[:, 1:], out=enter[:, :-1])
+    on_boundary = enter < leave
+    gradient = quantised_gradient(values)
     starts, stops, weights = enter[on_boundary], leave[on_boundary], gradient[on_boundary]
-    grad_sum = (np.bincount(starts, weights, n_candidates + 1) - np.bincount(stops, weights, n_candidates + 1))
-    length = (np.bincount(starts, None, n_candidates + 1) - np.bincount(stops, None, n_candidates + 1))
-    grad_sum = np.cumsum(grad_sum)[:n_candidates]
-    length = np.cumsum(length)[:n_candidates]
-    edge = np.divide(grad_sum, length, out=np.zeros(n_candidates), where=length > 0)
-    area = np.cumsum(counts)[:n_candidates] / values.size
-    return ThresholdCurves(distinct, area, edge)
+    size = values.size + 1
+    grad_sum = np.cumsum(np.bincount(starts, weights, size) - np.bincount(stops, weights, size))
+    length = np.cumsum(np.bincount(starts, None, size) - np.bincount(stops, None, size))
+    grad_sum, length = grad_sum[:n_candidates], length[:n_candidates]
+    # float32 like the authors' scores: their argmax sees float32 ties as ties (first wins)
+    edge = np.divide(grad_sum.astype(np.float32), length.astype(np.float32),
+                     out=np.zeros(n_candidates, np.float32), where=length > 0)
+
+    thresholds = values.ravel()[order[:n_candidates]]
+    # torch's float32 linspace, as the authors': at k / (T - 1) == area_prior exactly, the
+    # float32 rounding decides whether the candidate passes the prior
+    area = torch.linspace(0.0, 1.0, n_candidates, dtype=torch.float32).numpy()
+    return ThresholdCurves(thresholds, area, edge, float(values.max()))
 
 
 def score_thresholds(curves: ThresholdCurves, same_values: np.ndarray, other_values: np.ndarray,
@@ -126,22 +165,28 @@ def score_thresholds(curves: ThresholdCurves, same_values: np.ndarray, other_val
     -------
     ThresholdScores
         Component and total scores; the chosen threshold maximises the total (the first on a
-        tie). With all four scores switched off, the threshold is 0.5.
+        tie). ``score_neg`` is 1 below the lowest other-label value and below the map's maximum
+        (as in the authors' code, a candidate at the maximum never passes). With all four
+        scores switched off, the threshold is 0.5.
     """
     t = curves.thresholds
-    prior = (curves.area < config.area_prior).astype(np.float64)
-    edge = curves.edge
-    pos = (np.asarray(same_values)[:, None] <= t[None, :]).mean(axis=0) if len(same_values) else np.ones_like(t)
-    lowest_other = np.min(other_values) if len(other_values) else np.inf
-    neg = (t < lowest_other).astype(np.float64)
+    # Every score is float32, as in the authors' code, so that near-equal products tie alike.
+    prior = (curves.area < np.float32(config.area_prior)).astype(np.float32)
+    edge = curves.edge.astype(np.float32)
+    same = np.sort(np.asarray(same_values, dtype=t.dtype))
+    # fraction of same-label points with value <= t, for every t at once
+    count = np.searchsorted(same, t, side="right").astype(np.float32)
+    pos = count / np.float32(len(same)) if len(same) else np.ones(len(t), np.float32)
+    lowest_other = min([curves.maximum, *np.asarray(other_values, dtype=t.dtype).tolist()])
+    neg = (t < np.asarray(lowest_other, dtype=t.dtype)).astype(np.float32)
 
-    total = np.ones_like(t)
+    total = np.ones(len(t), np.float32)
     for enabled, component in ((config.use_prior, prior), (config.use_edge, edge),
                                (config.use_pos, pos), (config.use_neg, neg)):
         if enabled:
             total = total * component
     if not (config.use_prior or config.use_edge or config.use_pos or config.use_neg):
-        index, threshold = int(np.searchsorted(t, 0.5)), 0.5
+        index, threshold = min(int(np.searchsorted(t, 0.5)), len(t) - 1), 0.5
     else:
         index = int(np.argmax(total))
         threshold = float(t[index])

@@ -3,48 +3,135 @@ import pytest
 from scipy import ndimage
 
 from m2n2.config import M2N2Config
-from m2n2.threshold import boundary_pixels, score_thresholds, sobel_magnitude, threshold_curves
+from m2n2.threshold import quantised_gradient, score_thresholds, threshold_curves
 
 
 def smooth_map(seed=0, shape=(14, 17)):
+    """A smooth random map with plateaus; dyadic values keep every Sobel sum exact."""
     rng = np.random.default_rng(seed)
-    m = np.round(ndimage.gaussian_filter(rng.random(shape), 2) * 40) / 40  # with ties
-    return (m - m.min()) / (m.max() - m.min())
+    m = np.round(ndimage.gaussian_filter(rng.random(shape), 2) * 40)  # with ties
+    return (m - m.min()) / 64.0
+
+
+def plain_gradient(m):
+    """Sobel magnitude with mirror padding (d c b | a b c d), over its max, truncated to 1/1024."""
+    p = np.pad(m.astype(np.float64), 1, mode="reflect")
+    kx = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float64)
+    g = np.zeros(m.shape)
+    for y in range(m.shape[0]):
+        for x in range(m.shape[1]):
+            patch = p[y:y + 3, x:x + 3]
+            g[y, x] = np.hypot((patch * kx).sum(), (patch * kx.T).sum())
+    return np.floor(g / g.max() * 1024).astype(np.int64)
+
+
+def plain_candidates(m):
+    """The authors' candidates, one at a time: the first k + 1 pixels of a stable sort."""
+    flat = m.ravel()
+    order = sorted(range(flat.size), key=lambda i: flat[i])  # Python's sort is stable
+    gradient = plain_gradient(m)
+    thresholds, edges = [], []
+    for k in range(flat.size - 1):
+        segment = np.zeros(flat.size, bool)
+        segment[order[:k + 1]] = True
+        segment = segment.reshape(m.shape)
+        outside_touching = np.zeros(m.shape, bool)  # outside pixels with a 4-neighbour inside
+        for y in range(m.shape[0]):
+            for x in range(m.shape[1]):
+                if not segment[y, x]:
+                    outside_touching[y, x] = any(
+                        0 <= y + dy < m.shape[0] and 0 <= x + dx < m.shape[1] and segment[y + dy, x + dx]
+                        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))
+        thresholds.append(flat[order[k]])
+        edges.append(gradient[outside_touching].mean())
+    return np.array(thresholds), np.array(edges)
+
+
+def plain_choice(m, same_points, other_points, area_prior=0.4):
+    """Score = prior(rank) * edge * pos * neg for every candidate; the first best wins."""
+    thresholds, edges = plain_candidates(m)
+    n = len(thresholds)
+    best, best_score = None, -1.0
+    for k in range(n):
+        t = thresholds[k]
+        prior = 1.0 if k / (n - 1) < area_prior else 0.0
+        pos = np.mean([m[p] <= t for p in same_points])
+        neg = 1.0 if t < min([m.max()] + [m[p] for p in other_points]) else 0.0
+        score = prior * edges[k] * pos * neg
+        if score > best_score:
+            best, best_score = k, score
+    return best, thresholds[best]
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_curves_equal_per_threshold_brute_force(seed):
+def test_quantised_gradient_equals_plain_sobel(seed):
+    m = smooth_map(seed)
+    np.testing.assert_array_equal(quantised_gradient(m), plain_gradient(m))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_curves_equal_per_candidate_brute_force(seed):
     m = smooth_map(seed)
     curves = threshold_curves(m)
-    gradient = sobel_magnitude(m)
-    assert np.all(np.diff(curves.thresholds) > 0) and curves.thresholds[-1] < m.max()
-    for i, lam in enumerate(curves.thresholds):
-        segment = m <= lam
-        boundary = boundary_pixels(segment)
-        assert curves.area[i] == pytest.approx(segment.mean())
-        assert curves.edge[i] == pytest.approx(gradient[boundary].mean() if boundary.any() else 0.0)
+    thresholds, edges = plain_candidates(m)
+    np.testing.assert_array_equal(curves.thresholds, thresholds)
+    np.testing.assert_allclose(curves.edge, edges, rtol=1e-6)
+    np.testing.assert_allclose(curves.area, np.arange(len(thresholds)) / (len(thresholds) - 1))
+    assert curves.maximum == m.max()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_choice_equals_brute_force(seed):
+    m = smooth_map(seed)
+    rng = np.random.default_rng(seed)
+    pixels = [tuple(p) for p in rng.integers(0, m.shape, size=(4, 2))]
+    same, other = pixels[:2], pixels[2:] if seed else []
+    curves = threshold_curves(m)
+    scores = score_thresholds(curves, np.array([m[p] for p in same]), np.array([m[p] for p in other]),
+                              M2N2Config())
+    index, threshold = plain_choice(m, same, other)
+    assert (scores.index, scores.threshold) == (index, threshold)
+
+
+def test_plateau_candidates_are_ranks_not_values():
+    # A plateau of a quarter of the image below a ramp: the plateau value appears once per pixel,
+    # and the prior judges ranks, so the plateau's threshold passes it although its whole
+    # segment (M <= value) would not.
+    m = np.tile(np.linspace(0.0, 1.0, 8), (8, 1))
+    m[:, :4] = 0.25
+    curves = threshold_curves(m)
+    assert np.count_nonzero(curves.thresholds == 0.25) == 32
+    scores = score_thresholds(curves, np.array([0.25]), np.array([]), M2N2Config(area_prior=0.4))
+    assert scores.score_prior[curves.thresholds == 0.25].sum() > 0
+    assert (m <= 0.25).mean() >= 0.5
 
 
 def test_negative_point_inside_zeroes_s_neg():
     m = smooth_map(1)
     curves = threshold_curves(m)
-    other = np.array([0.5])
-    scores = score_thresholds(curves, np.array([0.0]), other, M2N2Config())
-    inside = curves.thresholds >= 0.5
-    assert np.all(scores.score_neg[inside] == 0) and np.all(scores.score_neg[~inside] == 1)
+    other = np.median(m)
+    scores = score_thresholds(curves, np.array([0.0]), np.array([other]), M2N2Config())
+    inside = curves.thresholds >= other
+    assert inside.any() and np.all(scores.score_neg[inside] == 0) and np.all(scores.score_neg[~inside] == 1)
     assert np.all(scores.score[inside] == 0)
-    assert scores.threshold < 0.5
+    assert scores.threshold < other
 
 
-def test_area_prior_and_positive_fraction():
+def test_candidates_at_the_maximum_fail_s_neg_without_negatives():
     m = smooth_map(2)
     curves = threshold_curves(m)
-    scores = score_thresholds(curves, np.array([0.0, 0.3, 0.6]), np.array([]), M2N2Config(area_prior=0.4))
+    scores = score_thresholds(curves, np.array([0.0]), np.array([]), M2N2Config())
+    at_max = curves.thresholds == m.max()
+    assert at_max.any() and np.all(scores.score_neg[at_max] == 0) and np.all(scores.score_neg[~at_max] == 1)
+
+
+def test_positive_fraction_counts_points_at_or_below():
+    m = smooth_map(2)
+    curves = threshold_curves(m)
+    values = np.quantile(m, [0.0, 0.3, 0.6])
+    scores = score_thresholds(curves, values, np.array([]), M2N2Config())
+    np.testing.assert_allclose(scores.score_pos, (values[:, None] <= curves.thresholds).mean(axis=0))
     np.testing.assert_array_equal(scores.score_prior, curves.area < 0.4)
-    expected_pos = ((np.array([0.0, 0.3, 0.6])[:, None] <= curves.thresholds).mean(axis=0))
-    np.testing.assert_allclose(scores.score_pos, expected_pos)
-    assert scores.score[scores.index] == scores.score.max()
-    assert curves.area[scores.index] < 0.4
 
 
 def test_switching_a_score_off_removes_it_from_the_product():
