@@ -14,7 +14,10 @@ def flood_fill(markov_map: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
     ``value(p) = min over 4-connected paths s -> p of max over the path of |M(q) - M(s)|``, with
     ``value(s) = 0``. This minimax path problem is exactly a grey-scale reconstruction by
     erosion of a marker that is 0 at the seed (and maximal elsewhere) under the mask
-    ``|M - M(s)|``, which scikit-image computes in O(n log n).
+    ``|M - M(s)|``, which scikit-image computes in O(n log n). The authors compute the same
+    values with a priority-queue flood (``flood_fill_with_min_threshold``); the differences
+    ``|M - M(s)|`` are taken in the map's own dtype, as theirs are (float32 maps give the
+    same float32 differences).
 
     Parameters
     ----------
@@ -28,7 +31,7 @@ def flood_fill(markov_map: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
     numpy.ndarray
         (H, W) float64 flood thresholds, 0 at the seed.
     """
-    cost = np.abs(markov_map.astype(np.float64) - float(markov_map[seed]))
+    cost = np.abs(markov_map - markov_map[seed]).astype(np.float64)
     marker = np.full_like(cost, cost.max())
     marker[seed] = 0.0  # equals cost[seed], so the marker stays >= the mask everywhere
     return reconstruction(marker, cost, method="erosion", footprint=_FOUR_CONNECTED)

@@ -13,6 +13,9 @@ import torch
 
 from .operator import TransitionOperator
 
+# The authors add this to the interpolation's denominator (``create_semantic_markov_map_from_start_state``).
+_DELTA_EPSILON = 1e-6
+
 
 def start_states(points_xy: np.ndarray, image_size: tuple[int, int], resolution: int) -> torch.Tensor:
     """One-hot start states of prompt points, split bilinearly over the four nearest cells.
@@ -71,8 +74,9 @@ def markov_map(operator: TransitionOperator, starts: torch.Tensor, rho: float = 
     -------
     torch.Tensor
         (K, N) or (N,) fp32 crossing steps: 0 where the start state already exceeds ``rho``,
-        ``i + 1 - (v_new - rho) / (v_new - v_prev)`` for a crossing at loop index i (with
-        ``1 - rho`` as the denominator at i = 0), ``max_steps`` where it never crosses.
+        ``i + 1 - (v_new - rho) / (v_new - v_prev + 1e-6)`` for a crossing at loop index i (with
+        ``1 - rho`` for ``v_new - v_prev`` at i = 0; the 1e-6 is the authors'), ``max_steps``
+        where it never crosses.
     """
     single = starts.dim() == 1
     state = starts.reshape(1, -1) if single else starts
@@ -89,7 +93,7 @@ def markov_map(operator: TransitionOperator, starts: torch.Tensor, rho: float = 
         state = state / state.amax(dim=0, keepdim=True)
         crossed = pending & (state > rho)
         delta = (1.0 - rho) if i == 0 else (state - previous)
-        value = (i + 1.0) - (state - rho) / delta
+        value = i + (1.0 - (state - rho) / (delta + _DELTA_EPSILON))
         times = torch.where(crossed, value, times)
         pending &= ~crossed
         if (i + 1) % check_every == 0 and not bool(pending.any()):

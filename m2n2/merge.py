@@ -34,7 +34,9 @@ def merge_maps(maps: np.ndarray, thresholds: np.ndarray, labels: np.ndarray,
     nearest : numpy.ndarray
         (H, W) int index k*.
     """
-    scaled = maps / np.maximum(np.asarray(thresholds, dtype=np.float64), _MIN_THRESHOLD)[:, None, None]
+    # float32, as the authors divide: a pixel on its map's threshold gets exactly 1
+    thresholds = np.maximum(np.asarray(thresholds, dtype=np.float32), np.float32(_MIN_THRESHOLD))
+    scaled = np.asarray(maps, dtype=np.float32) / thresholds[:, None, None]
     nearest = np.argmin(scaled, axis=0)
     distance = np.take_along_axis(scaled, nearest[None], axis=0)[0]
     labels = np.asarray(labels).astype(bool)

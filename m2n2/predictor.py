@@ -18,7 +18,7 @@ from .markov import markov_map, start_states
 from .merge import merge_maps
 from .operator import TransitionOperator, prepare_operator
 from .threshold import ThresholdCurves, score_thresholds, threshold_curves
-from .upsample import joint_bilateral_upsample
+from .upsample import JBUTable, apply_jbu_table, jbu_table, joint_bilateral_upsample
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _MAX_CACHED_MAPS = 64
@@ -123,6 +123,7 @@ class M2N2Predictor:
         self._image: np.ndarray | None = None
         self._guide: torch.Tensor | None = None
         self._attention: torch.Tensor | None = None  # kept only when the caller gave it
+        self._jbu: JBUTable | None = None  # per-image upsampling table (config.jbu_table)
         self._maps: OrderedDict[tuple[int, int], _CachedMap] = OrderedDict()
         self.image_timings: dict[str, float] = {}
 
@@ -204,6 +205,17 @@ class M2N2Predictor:
         self._attention = None if owned else attention
         self._maps.clear()
         self.image_timings = {"operator": elapsed}
+        self._prepare_upsampling()
+
+    def _prepare_upsampling(self) -> None:
+        """Build the image's upsampling table when the config asks for one (else drop it)."""
+        self._jbu = None
+        if self.config.jbu_table:
+            start = time.perf_counter()
+            resolution = self._operator.resolution
+            self._jbu = jbu_table(self._guide, (resolution, resolution), self.config.sigma_spatial,
+                                  self.config.sigma_range)
+            self.image_timings["jbu_table"] = time.perf_counter() - start
 
     # ------------------------------------------------------------------ state
     @property
@@ -253,6 +265,8 @@ class M2N2Predictor:
         if self._operator is not None:
             self._operator = self._operator.to(device=self.device, dtype=dtype)
             self._guide = self._guide.to(self.device)
+            if self._jbu is not None:
+                self._jbu = self._jbu.to(self.device)
         return self
 
     def clear_cache(self) -> None:
@@ -278,9 +292,12 @@ class M2N2Predictor:
             except Exception:
                 self.config = old
                 raise
-        elif (old.rho, old.max_steps, old.sigma_spatial, old.sigma_range, old.flood_fill, old.jbu_stride) != \
-                (config.rho, config.max_steps, config.sigma_spatial, config.sigma_range, config.flood_fill, config.jbu_stride):
-            self._maps.clear()
+        else:
+            upsampling = ("sigma_spatial", "sigma_range", "jbu_table")
+            if any(getattr(old, f) != getattr(config, f) for f in upsampling):
+                self._prepare_upsampling()
+            if any(getattr(old, f) != getattr(config, f) for f in ("rho", "max_steps", "flood_fill", *upsampling)):
+                self._maps.clear()
 
     def _require_ready(self) -> None:
         if self._operator is None:
@@ -391,21 +408,28 @@ class M2N2Predictor:
         timings["markov"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        upsampled = joint_bilateral_upsample(steps, self._guide, config.sigma_spatial, config.sigma_range,
-                                             stride=config.jbu_stride or None).cpu().numpy()
+        if self._jbu is not None:
+            upsampled = apply_jbu_table(self._jbu, steps)
+        else:
+            upsampled = joint_bilateral_upsample(steps, self._guide, config.sigma_spatial, config.sigma_range)
+        upsampled = upsampled.cpu().numpy()
         timings["upsample"] += time.perf_counter() - t0
 
         for key, up in zip(keys, upsampled):
             t0 = time.perf_counter()
-            final = up / max(float(up.max()), 1e-12)
+            # float32 throughout, as the authors' maps: the threshold's ties depend on it
+            final = _max_normalised(up)
             if config.flood_fill:
-                final = flood_fill(final, key)
-                final = final / max(float(final.max()), 1e-12)
-            final = final.astype(np.float32)
+                final = _max_normalised(flood_fill(final, key).astype(np.float32))
             timings["flood_fill"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             self._maps[key] = _CachedMap(final, threshold_curves(final))
             timings["curves"] += time.perf_counter() - t0
+
+    @property
+    def upsampling_table(self) -> JBUTable | None:
+        """The current image's upsampling table (None unless ``config.jbu_table``)."""
+        return self._jbu
 
     def _to_original_size(self, mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
         height, width = self._original.shape[:2]
@@ -417,3 +441,10 @@ class M2N2Predictor:
         cols = np.clip(np.rint(points[:, 0]).astype(int), 0, width - 1)
         mask[rows, cols] = labels.astype(bool)
         return mask
+
+
+def _max_normalised(values: np.ndarray) -> np.ndarray:
+    """``values / max(values)`` in float32 (unchanged where the maximum is not positive)."""
+    values = values.astype(np.float32, copy=False)
+    top = values.max()
+    return values / top if top > 0 else values

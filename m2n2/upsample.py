@@ -2,48 +2,77 @@
 
 Two changes from the original: dense sampling (the low-resolution map is first upsampled
 bilinearly and the filter then runs at full resolution, with its spatial Gaussian measured in
-low-resolution pixels) and an isotropic Gaussian range kernel on RGB in [0, 1].
+low-resolution pixels) and an isotropic Gaussian range kernel on RGB in [0, 1]. The details
+follow the authors' ``joint_bilateral_upsampling`` (``src/utils.py``): bilinear upsampling with
+pixel-centre alignment (``align_corners=False``, scale H / h), and a window of the offsets whose
+distance in low-resolution pixels is at most 3 sigma (a disc, not a square). Neighbours outside
+the image do not count.
+
+:func:`jbu_table` computes, once per image, what the filter does to any map: the result at a
+pixel is a fixed linear combination of the few low-resolution cells its window reaches, because
+the weights depend on the guide only. :func:`apply_jbu_table` then upsamples a map with a small
+gather-multiply-add per pixel, equal to :func:`joint_bilateral_upsample` up to float rounding.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 # Colour given to pixels outside the image: far enough from [0, 1] that their range weight is 0.
 _OUTSIDE = 1.0e3
+_CUTOFF = 3.0  # the window holds offsets up to this many spatial sigmas
 
 
-def auto_stride(scale: float, sigma_spatial: float) -> int:
-    """Sampling stride (full-resolution pixels) used when the config asks for ``jbu_stride=0``.
+def window_offsets(height: int, width: int, res_y: int, res_x: int,
+                   sigma_spatial: float) -> list[tuple[int, int, float]]:
+    """Offsets (dy, dx) of the JBU window in full-resolution pixels, with their log spatial weight.
 
-    One spatial sigma: 7 samples per axis inside the 3-sigma window. A Gaussian sampled at a
-    spacing of one sigma sums to its integral within about 1e-8 (Poisson summation), so the
-    spatial kernel is represented exactly; only the range term is sampled more coarsely.
+    An offset belongs to the window when its length in low-resolution pixels (dy / (H / h),
+    dx / (W / w)) is at most 3 sigma; its spatial weight is the Gaussian of that length.
     """
-    return max(1, int(round(scale * sigma_spatial)))
+    scale_y, scale_x = height / res_y, width / res_x
+    reach_y = int(_CUTOFF * scale_y * sigma_spatial + 1)
+    reach_x = int(_CUTOFF * scale_x * sigma_spatial + 1)
+    offsets = []
+    for dy in range(-reach_y, reach_y + 1):
+        for dx in range(-reach_x, reach_x + 1):
+            uy, ux = dy / (scale_y * sigma_spatial), dx / (scale_x * sigma_spatial)
+            if uy * uy + ux * ux <= _CUTOFF ** 2:
+                offsets.append((dy, dx, -0.5 * (uy * uy + ux * ux)))
+    return offsets
+
+
+def _window_weights(guide: torch.Tensor, offsets, sigma_range: float):
+    """Yield ``(dy, dx, weight)``: the (H, W) weight of the neighbour at (y + dy, x + dx)."""
+    _, height, width = guide.shape
+    pad_y = max(abs(dy) for dy, _, _ in offsets)
+    pad_x = max(abs(dx) for _, dx, _ in offsets)
+    padded = F.pad(guide, (pad_x, pad_x, pad_y, pad_y), value=_OUTSIDE)
+    inv_two_var_r = 1.0 / (2.0 * sigma_range ** 2)
+    for dy, dx, log_spatial in offsets:
+        ys, xs = pad_y + dy, pad_x + dx
+        diff = padded[:, ys:ys + height, xs:xs + width] - guide
+        yield dy, dx, diff.square_().sum(dim=0).mul_(-inv_two_var_r).add_(log_spatial).exp_()
 
 
 def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spatial: float = 1.0,
-                             sigma_range: float = 0.1, stride: int | None = 1) -> torch.Tensor:
+                             sigma_range: float = 0.1) -> torch.Tensor:
     """Upsample low-resolution maps to the guide's size, following the guide's edges.
 
     Parameters
     ----------
     low : torch.Tensor
-        (R, R) or (K, R, R) maps.
+        (h, w) or (K, h, w) maps.
     guide : torch.Tensor
         (3, H, W) RGB image in [0, 1], on the device to compute on.
     sigma_spatial : float
         Spatial sigma in low-resolution pixels; the window is cut at 3 sigma.
     sigma_range : float
         Range sigma of the Gaussian on RGB distance.
-    stride : int or None
-        Take every ``stride``-th full-resolution pixel of the window in each direction (1 is
-        the paper's dense sampling; larger strides are a cheaper quadrature of the same sum).
-        None picks :func:`auto_stride` for each axis.
 
     Returns
     -------
@@ -52,41 +81,163 @@ def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spati
     """
     single = low.dim() == 2
     maps = low.reshape(-1, *low.shape[-2:]).to(device=guide.device, dtype=torch.float32)
-    res_y, res_x = maps.shape[-2:]
-    _, height, width = guide.shape
-    dense = F.interpolate(maps[None], size=(height, width), mode="bilinear", align_corners=True)[0]
-
-    # Full-resolution pixels per low-resolution pixel, per axis.
-    scale_y = (height - 1) / max(res_y - 1, 1)
-    scale_x = (width - 1) / max(res_x - 1, 1)
-    rad_y = int(math.floor(3 * sigma_spatial * scale_y))
-    rad_x = int(math.floor(3 * sigma_spatial * scale_x))
-    stride_y = stride or auto_stride(scale_y, sigma_spatial)
-    stride_x = stride or auto_stride(scale_x, sigma_spatial)
-    offsets_y = _symmetric_offsets(rad_y, stride_y)
-    offsets_x = _symmetric_offsets(rad_x, stride_x)
-
-    pad_y, pad_x = offsets_y[-1], offsets_x[-1]
     guide = guide.float()
-    padded_guide = F.pad(guide, (pad_x, pad_x, pad_y, pad_y), value=_OUTSIDE)
+    _, height, width = guide.shape
+    dense = F.interpolate(maps[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    offsets = window_offsets(height, width, *maps.shape[-2:], sigma_spatial)
+    pad_y = max(abs(dy) for dy, _, _ in offsets)
+    pad_x = max(abs(dx) for _, dx, _ in offsets)
     padded_maps = F.pad(dense, (pad_x, pad_x, pad_y, pad_y))
-    inv_two_var_r = 1.0 / (2.0 * sigma_range ** 2)
 
     numerator = torch.zeros_like(dense)
     denominator = torch.zeros((height, width), dtype=torch.float32, device=guide.device)
-    for dy in offsets_y:
-        for dx in offsets_x:
-            log_spatial = -((dy / scale_y) ** 2 + (dx / scale_x) ** 2) / (2.0 * sigma_spatial ** 2)
-            ys, xs = pad_y + dy, pad_x + dx
-            diff = padded_guide[:, ys:ys + height, xs:xs + width] - guide
-            weight = diff.square_().sum(dim=0).mul_(-inv_two_var_r).add_(log_spatial).exp_()
-            denominator += weight
-            numerator.addcmul_(padded_maps[:, ys:ys + height, xs:xs + width], weight)
+    for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
+        ys, xs = pad_y + dy, pad_x + dx
+        denominator += weight
+        numerator.addcmul_(padded_maps[:, ys:ys + height, xs:xs + width], weight)
     result = numerator / denominator
     return result[0] if single else result
 
 
-def _symmetric_offsets(radius: int, stride: int) -> list[int]:
-    """Offsets -radius..radius on a grid of ``stride`` that always contains 0."""
-    half = list(range(0, radius + 1, max(1, stride)))
-    return [-o for o in reversed(half[1:])] + half
+@dataclass
+class JBUTable:
+    """Per-image coefficients of joint bilateral upsampling (see :func:`jbu_table`).
+
+    Attributes
+    ----------
+    coefficients : torch.Tensor
+        (Ky, Kx, H, W) fp32: the result at (y, x) is
+        ``sum_ab coefficients[a, b, y, x] * low[rows[y] + a, cols[x] + b]``.
+    rows, cols : torch.Tensor
+        (H,) and (W,) int64 first low-resolution row / column each pixel's window reaches.
+    low_shape : tuple of int
+        (h, w) of the maps the table applies to.
+    """
+
+    coefficients: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    low_shape: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return self.coefficients.numel() * self.coefficients.element_size()
+
+    def to(self, device) -> "JBUTable":
+        return JBUTable(self.coefficients.to(device), self.rows.to(device), self.cols.to(device), self.low_shape)
+
+
+def _bilinear_matrix(size_out: int, size_in: int) -> torch.Tensor:
+    """(size_out, size_in) weights of torch's 1-D linear interpolation (align_corners=False)."""
+    eye = torch.eye(size_in, dtype=torch.float32)[None]  # (1, channels = cells, length)
+    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+def _window_cells(matrix: torch.Tensor, reach: int) -> tuple[torch.Tensor, int]:
+    """First cell each pixel's window [p - reach, p + reach] touches, and the most cells any touches."""
+    size_out = matrix.shape[0]
+    touched = matrix > 0
+    first = touched.float().argmax(dim=1)
+    last = matrix.shape[1] - 1 - touched.flip(1).float().argmax(dim=1)
+    lo = torch.stack([first[max(p - reach, 0):p + reach + 1].min() for p in range(size_out)])
+    hi = torch.stack([last[max(p - reach, 0):p + reach + 1].max() for p in range(size_out)])
+    return lo, int((hi - lo).max()) + 1
+
+
+def jbu_table(guide: torch.Tensor, low_shape: tuple[int, int], sigma_spatial: float = 1.0,
+              sigma_range: float = 0.1) -> JBUTable:
+    """Precompute joint bilateral upsampling for one guide image.
+
+    The dense filter at p is ``sum_q w(p, q) up(q) / sum_q w(p, q)`` with ``up = By @ low @ Bx.T``
+    (bilinear upsampling, separable), so its result is ``sum_c C(p, c) low(c)`` with
+    ``C(p, (cy, cx)) = sum_q w(p, q) By(qy, cy) Bx(qx, cx) / sum_q w(p, q)``: a few cells per
+    pixel (about (6 sigma + 2) squared), independent of the map.
+
+    Parameters
+    ----------
+    guide : torch.Tensor
+        (3, H, W) RGB image in [0, 1].
+    low_shape : tuple of int
+        (h, w) of the maps to upsample.
+    sigma_spatial, sigma_range : float
+        As in :func:`joint_bilateral_upsample`.
+
+    Returns
+    -------
+    JBUTable
+        About (6 sigma + 2)^2 * 4 bytes per full-resolution pixel (256 at sigma 1).
+    """
+    guide = guide.float()
+    device = guide.device
+    _, height, width = guide.shape
+    res_y, res_x = low_shape
+    offsets = window_offsets(height, width, res_y, res_x, sigma_spatial)
+    reach_y = max(abs(dy) for dy, _, _ in offsets)
+    reach_x = max(abs(dx) for _, dx, _ in offsets)
+    by, bx = _bilinear_matrix(height, res_y), _bilinear_matrix(width, res_x)
+    rows, k_y = _window_cells(by, reach_y)
+    cols, k_x = _window_cells(bx, reach_x)
+
+    def slots(matrix, first, k, shift):
+        """(k, size) weight of relative cell j for the neighbour at p + shift (0 outside)."""
+        size = matrix.shape[0]
+        out = torch.zeros((k, size), dtype=torch.float32)
+        p = torch.arange(size)
+        q = p + shift
+        inside = (q >= 0) & (q < size)
+        for j in range(k):
+            cell = first + j
+            ok = inside & (cell < matrix.shape[1])
+            out[j, ok] = matrix[q[ok], cell[ok]]
+        return out
+
+    def nonzero_slots(matrix, first, k, shift):
+        weights = slots(matrix, first, k, shift)
+        return [(j, weights[j].to(device)) for j in range(k) if bool((weights[j] != 0).any())]
+
+    # Column slots per dx and row slots per dy: the bilinear weights of the neighbour's cells.
+    col_slots = {dx: nonzero_slots(bx, cols, k_x, dx) for dx in range(-reach_x, reach_x + 1)}
+    row_slots = {dy: nonzero_slots(by, rows, k_y, dy) for dy in range(-reach_y, reach_y + 1)}
+
+    coefficients = torch.zeros((k_y, k_x, height, width), dtype=torch.float32, device=device)
+    denominator = torch.zeros((height, width), dtype=torch.float32, device=device)
+    current_dy, partial = None, None
+
+    def flush(dy, partial):
+        # C[a] += By-slot a of the row neighbour (per row) x the row's column sums
+        for a, weights in row_slots[dy]:
+            coefficients[a].addcmul_(partial, weights[None, :, None])
+
+    for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
+        if dy != current_dy:
+            if partial is not None:
+                flush(current_dy, partial)
+            current_dy = dy
+            partial = torch.zeros((k_x, height, width), dtype=torch.float32, device=device)
+        denominator += weight
+        for b, weights in col_slots[dx]:
+            partial[b].addcmul_(weight, weights[None, :])
+    flush(current_dy, partial)
+    coefficients /= denominator
+    return JBUTable(coefficients, rows.to(device), cols.to(device), (res_y, res_x))
+
+
+def apply_jbu_table(table: JBUTable, low: torch.Tensor) -> torch.Tensor:
+    """Joint bilateral upsampling of (h, w) or (K, h, w) maps with a precomputed table.
+
+    Returns
+    -------
+    torch.Tensor
+        (H, W) or (K, H, W) fp32, equal to :func:`joint_bilateral_upsample` up to rounding.
+    """
+    single = low.dim() == 2
+    maps = low.reshape(-1, *low.shape[-2:]).to(device=table.coefficients.device, dtype=torch.float32)
+    k_y, k_x, height, width = table.coefficients.shape
+    # zero cells past the last row / column: their coefficients are 0 anyway
+    padded = F.pad(maps, (0, k_x, 0, k_y))
+    out = torch.zeros((len(maps), height, width), dtype=torch.float32, device=maps.device)
+    for a in range(k_y):
+        band = padded[:, table.rows + a]  # (K, H, w + k_x)
+        for b in range(k_x):
+            out.addcmul_(band[:, :, table.cols + b], table.coefficients[a, b])
+    return out[0] if single else out

@@ -20,7 +20,7 @@ def plain_markov_map(p: torch.Tensor, start: torch.Tensor, rho: float, max_steps
         for cell in range(len(v)):
             if not crossed[cell] and v[cell] > rho:
                 delta = (1 - rho) if i == 0 else (v[cell] - prev[cell])
-                times[cell] = i + 1 - (v[cell] - rho) / delta
+                times[cell] = i + 1 - (v[cell] - rho) / (delta + 1e-6)  # the authors add 1e-6
                 crossed[cell] = True
     return times
 

@@ -1,29 +1,44 @@
 import numpy as np
+import pytest
 import torch
 
 from skimage import data
 
 from m2n2.image import resize_rgb
-from m2n2.upsample import joint_bilateral_upsample
+from m2n2.upsample import apply_jbu_table, jbu_table, joint_bilateral_upsample
+
+
+def plain_bilinear(low, height, width):
+    """Pixel-centre bilinear upsampling: output pixel y samples input coordinate (y + 0.5) h / H - 0.5."""
+    h, w = low.shape
+    out = np.zeros((height, width))
+    for y in range(height):
+        for x in range(width):
+            sy = max((y + 0.5) * h / height - 0.5, 0.0)
+            sx = max((x + 0.5) * w / width - 0.5, 0.0)
+            y0, x0 = int(sy), int(sx)
+            y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+            fy, fx = sy - y0, sx - x0
+            out[y, x] = ((1 - fy) * (1 - fx) * low[y0, x0] + (1 - fy) * fx * low[y0, x1]
+                         + fy * (1 - fx) * low[y1, x0] + fy * fx * low[y1, x1])
+    return out
 
 
 def plain_jbu(low, guide, sigma_s, sigma_r):
-    """Per-pixel transcription: bilinear upsample, then a dense 3-sigma window at full size."""
-    up = torch.nn.functional.interpolate(low[None, None].double(), size=guide.shape[1:], mode="bilinear",
-                                         align_corners=True)[0, 0].numpy()
+    """Per-pixel transcription: bilinear upsample, then every neighbour within 3 sigma (in low-res pixels)."""
     g = guide.double().numpy()
-    h, w = up.shape
-    sy, sx = (h - 1) / (low.shape[0] - 1), (w - 1) / (low.shape[1] - 1)
-    ry, rx = int(np.floor(3 * sigma_s * sy)), int(np.floor(3 * sigma_s * sx))
+    _, height, width = g.shape
+    up = plain_bilinear(low.double().numpy(), height, width)
+    sy, sx = height / low.shape[0], width / low.shape[1]  # full-res pixels per low-res pixel
     out = np.zeros_like(up)
-    for y in range(h):
-        for x in range(w):
+    for y in range(height):
+        for x in range(width):
             num = den = 0.0
-            for dy in range(-ry, ry + 1):
-                for dx in range(-rx, rx + 1):
-                    qy, qx = y + dy, x + dx
-                    if 0 <= qy < h and 0 <= qx < w:
-                        ws = np.exp(-((dy / sy) ** 2 + (dx / sx) ** 2) / (2 * sigma_s ** 2))
+            for qy in range(height):
+                for qx in range(width):
+                    d2 = ((qy - y) / sy) ** 2 + ((qx - x) / sx) ** 2  # squared distance, low-res pixels
+                    if d2 <= (3 * sigma_s) ** 2:
+                        ws = np.exp(-d2 / (2 * sigma_s ** 2))
                         wr = np.exp(-np.sum((g[:, qy, qx] - g[:, y, x]) ** 2) / (2 * sigma_r ** 2))
                         num += ws * wr * up[qy, qx]
                         den += ws * wr
@@ -31,12 +46,34 @@ def plain_jbu(low, guide, sigma_s, sigma_r):
     return out
 
 
-def test_dense_jbu_equals_per_pixel_definition():
+@pytest.mark.parametrize("shape, sigma_s", [((4, 4), 1.0), ((3, 5), 0.75)])
+def test_dense_jbu_equals_per_pixel_definition(shape, sigma_s):
     torch.manual_seed(0)
-    low = torch.rand(4, 4)
+    low = torch.rand(*shape)
     guide = torch.rand(3, 10, 13)
-    fast = joint_bilateral_upsample(low, guide, 1.0, 0.1, stride=1).double().numpy()
-    np.testing.assert_allclose(fast, plain_jbu(low, guide, 1.0, 0.1), rtol=1e-5, atol=1e-6)
+    fast = joint_bilateral_upsample(low, guide, sigma_s, 0.3).double().numpy()
+    np.testing.assert_allclose(fast, plain_jbu(low, guide, sigma_s, 0.3), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, sigma_s", [((4, 4), 1.0), ((3, 5), 0.75)])
+def test_table_equals_per_pixel_definition(shape, sigma_s):
+    torch.manual_seed(1)
+    low = torch.rand(*shape)
+    guide = torch.rand(3, 10, 13)
+    table = jbu_table(guide, shape, sigma_s, 0.3)
+    out = apply_jbu_table(table, low).double().numpy()
+    np.testing.assert_allclose(out, plain_jbu(low, guide, sigma_s, 0.3), rtol=1e-5, atol=1e-6)
+
+
+def test_table_equals_dense_on_a_photo():
+    torch.manual_seed(2)
+    low = torch.nn.functional.avg_pool2d(torch.rand(3, 16, 16), 3, 1, 1) * 100
+    photo = resize_rgb(data.astronaut(), (160, 120))
+    guide = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
+    dense = joint_bilateral_upsample(low, guide, 1.0, 0.1)
+    table = jbu_table(guide, (16, 16), 1.0, 0.1)
+    torch.testing.assert_close(apply_jbu_table(table, low), dense, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(apply_jbu_table(table, low[1]), dense[1], rtol=1e-5, atol=1e-4)
 
 
 def test_jbu_follows_guide_edges():
@@ -44,20 +81,7 @@ def test_jbu_follows_guide_edges():
     low = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(4, 1)
     guide = torch.zeros(3, 40, 40)
     guide[:, :, 20:] = 1.0
-    out = joint_bilateral_upsample(low, guide, 1.0, 0.1, stride=1)
+    out = joint_bilateral_upsample(low, guide, 1.0, 0.1)
     bilinear = torch.nn.functional.interpolate(low[None, None], size=(40, 40), mode="bilinear",
-                                               align_corners=True)[0, 0]
+                                               align_corners=False)[0, 0]
     assert (out[:, 19] - out[:, 20]).abs().min() > (bilinear[:, 19] - bilinear[:, 20]).abs().max() * 5
-
-
-def test_strided_sampling_approximates_dense():
-    torch.manual_seed(1)
-    low = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 16, 16), 3, 1, 1)[0, 0]
-    photo = resize_rgb(data.astronaut(), (160, 120))
-    guide = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
-    dense = joint_bilateral_upsample(low, guide, 1.0, 0.1, stride=1)
-    auto = joint_bilateral_upsample(low, guide, 1.0, 0.1, stride=None)
-    # The range term is sampled more coarsely than dense: about 2.5% mean deviation on this noisy map.
-    assert (auto - dense).abs().mean() < 0.03 * float(low.max() - low.min())
-    batched = joint_bilateral_upsample(torch.stack([low, 2 * low]), guide, 1.0, 0.1, stride=None)
-    torch.testing.assert_close(batched[1], 2 * auto)
