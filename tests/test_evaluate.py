@@ -289,11 +289,11 @@ def test_cli_keeps_results_on_ctrl_c(tmp_path, capsys, monkeypatch):
     real = cli.evaluate_sample
     seen = []
 
-    def interrupt_on_second(methods, sample, max_clicks):
+    def interrupt_on_second(methods, sample, max_clicks, agreement=None):
         seen.append(sample.name)
         if len(seen) == 2:
             raise KeyboardInterrupt
-        return real(methods, sample, max_clicks)
+        return real(methods, sample, max_clicks, agreement)
 
     monkeypatch.setattr(cli, "evaluate_sample", interrupt_on_second)
     status = cli.main([str(data), "--method", "grabcut", "--max-clicks", "3", "--out", str(tmp_path / "out"),

@@ -3,6 +3,11 @@
 
 Examples
 --------
+How closely the fast preset follows the default, on the default's clicks::
+
+    python -m m2n2.evaluate ../shared/datasets/GrabCut --agreement \
+        --method m2n2 --method m2n2:preset=fast,name=fast
+
 Colour backbone against the classical baselines on GrabCut::
 
     python -m m2n2.evaluate ../shared/datasets/GrabCut --backbone color \\
@@ -26,6 +31,7 @@ import numpy as np
 from ..config import M2N2Config
 from ..errors import M2N2Error
 from .datasets import MASK_MODES, Sample, open_dataset
+from .agreement import agreement_table, follow, summarize_agreement
 from .methods import ABLATIONS, M2N2Method, build_methods
 from .protocol import MAX_CLICKS, THRESHOLDS, InstanceResult, simulate
 from .report import markdown_table, plot_miou, results_json, summarize, write_json
@@ -47,14 +53,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="kind[:key=value,...] with kind m2n2 (keys: M2N2Config fields), grabcut or "
                              "randomwalker; e.g. m2n2:use_edge=false,name=no-edge. Repeat for several; "
                              f"default: {' '.join(DEFAULT_METHODS)}")
+    parser.add_argument("--agreement", action="store_true",
+                        help="the first method drives the simulated user and the others predict from its "
+                             "clicks: reports their per-click mask IoU with it (mean, min, per click) and "
+                             "their NoC on its clicks")
     parser.add_argument("--ablations", action="store_true",
                         help="also run M2N2 without each score and without flood fill (the paper's ablations)")
     parser.add_argument("--backbone", default="color", choices=("color", "sd2", "auto"),
                         help="attention backbone of M2N2 (auto: SD2 if its weights load, else color)")
     parser.add_argument("--resolution", type=int, help="attention resolution R (default: the backbone's)")
     parser.add_argument("--fast", action="store_true",
-                        help="start M2N2 from M2N2Config.fast() (fp16 operator, strided upsampling) instead "
-                             "of the paper's exact numerics")
+                        help="start M2N2 from M2N2Config.fast() (fp16 operator, precomputed upsampling table) "
+                             "instead of the default (the authors' numerics)")
     parser.add_argument("--backbone-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra keyword for m2n2.backbones.load, e.g. model=/path/to/sd2 (repeatable)")
     parser.add_argument("--max-clicks", type=int, default=MAX_CLICKS)
@@ -66,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch threads (default: torch's choice); 1 is much faster on a busy machine")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    if args.agreement and len(specs_of(args)) < 2:
+        parser.error("--agreement needs at least two methods")
     if args.max_clicks < 1:
         parser.error("--max-clicks must be >= 1")
     if args.threads is not None and args.threads < 1:
@@ -75,6 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not all(0 < t <= 1 for t in args.thresholds):
         parser.error("--thresholds must lie in (0, 1]")
     return args
+
+
+def specs_of(args: argparse.Namespace) -> list[str]:
+    """The method specs the arguments ask for, in order."""
+    return list(args.methods or DEFAULT_METHODS) + (list(ABLATIONS) if args.ablations else [])
 
 
 def seed_everything(seed: int) -> None:
@@ -131,8 +148,12 @@ def describe_backbone(methods) -> str | None:
     return None
 
 
-def evaluate_sample(methods, sample: Sample, max_clicks: int) -> tuple[dict, dict]:
+def evaluate_sample(methods, sample: Sample, max_clicks: int, agreement: dict | None = None) -> tuple[dict, dict]:
     """Every method on every object of one image.
+
+    With ``agreement`` (a dict to fill), the first method drives the clicks and the others follow
+    them (see :func:`m2n2.evaluate.agreement.follow`); ``agreement[method][instance_id]`` gets
+    their per-click mask IoUs with the first method.
 
     Returns
     -------
@@ -141,13 +162,23 @@ def evaluate_sample(methods, sample: Sample, max_clicks: int) -> tuple[dict, dic
         ``set_image``.
     """
     image, instances = sample.load()
-    results: dict[str, dict[str, InstanceResult]] = {}
+    results: dict[str, dict[str, InstanceResult]] = {m.name: {} for m in methods}
     setup: dict[str, float] = {}
     for method in methods:
         start = time.perf_counter()
         method.set_image(image)
         setup[method.name] = time.perf_counter() - start
-        results[method.name] = {obj.id: simulate(method, obj.mask, obj.ignore, max_clicks) for obj in instances}
+    if agreement is None:
+        for method in methods:
+            results[method.name] = {obj.id: simulate(method, obj.mask, obj.ignore, max_clicks) for obj in instances}
+        return results, setup
+    reference, followers = methods[0], methods[1:]
+    for obj in instances:
+        own, runs, ious = follow(reference, followers, obj.mask, obj.ignore, max_clicks)
+        results[reference.name][obj.id] = own
+        for follower in followers:
+            results[follower.name][obj.id] = runs[follower.name]
+            agreement.setdefault(follower.name, {})[obj.id] = ious[follower.name]
     return results, setup
 
 
@@ -175,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the evaluation; returns the exit status (0 done, 1 nothing evaluated, 2 bad
     arguments or dataset, 130 interrupted: partial results are written and printed)."""
     args = parse_args(argv)
-    specs = list(args.methods or DEFAULT_METHODS) + (list(ABLATIONS) if args.ablations else [])
+    specs = specs_of(args)
     try:
         samples = choose_samples(open_dataset(args.dataset, args.masks, args.images), args.limit, args.seed)
         methods = build_methods(specs, backbone_factory(args), M2N2Config.fast() if args.fast else None,
@@ -194,14 +225,21 @@ def main(argv: list[str] | None = None) -> int:
                 "backbone": args.backbone, "resolution": args.resolution, "fast": args.fast,
                 "backbone_description": describe_backbone(methods), "max_clicks": args.max_clicks,
                 "thresholds": args.thresholds, "limit": args.limit, "seed": args.seed,
+                "agreement": args.agreement,
                 "images": [s.name for s in samples]}
     results: dict[str, dict[str, InstanceResult]] = {m.name: {} for m in methods}
     setup: dict[str, list[float]] = {m.name: [] for m in methods}
     failures: list[dict] = []
+    agreement: dict | None = {} if args.agreement else None
 
     def save() -> dict:
         summary = summarize(results, args.thresholds, args.max_clicks, setup)
-        write_json(json_path, results_json(results, summary, failures, settings))
+        data = results_json(results, summary, failures, settings)
+        if agreement is not None:
+            data["agreement"] = {"reference": methods[0].name,
+                                 "summary": summarize_agreement(agreement, args.max_clicks),
+                                 "instances": agreement}
+        write_json(json_path, data)
         return summary
 
     interrupted = False
@@ -209,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for sample in progress(samples, not args.no_progress):
             try:
-                sample_results, sample_setup = evaluate_sample(methods, sample, args.max_clicks)
+                sample_results, sample_setup = evaluate_sample(methods, sample, args.max_clicks, agreement)
             except Exception as error:  # one bad image must not end the run
                 failures.append({"image": sample.name, "error": f"{type(error).__name__}: {error}"})
                 report(f"skipped {sample.name}: {type(error).__name__}: {error}")
@@ -224,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = save()
     elapsed = time.perf_counter() - start
 
+    if agreement is not None:
+        print(f"(the other methods' NoC is on {methods[0].name}'s clicks)")
     print(markdown_table(summary, args.thresholds))
+    if agreement is not None:
+        print()
+        print(agreement_table(summarize_agreement(agreement, args.max_clicks), methods[0].name))
     done = len({key for per in results.values() for key in per})
     print(f"\n{done} object(s) from {len(samples) - len(failures)} of {len(samples)} image(s) in {elapsed:.0f} s"
           + (f"; {len(failures)} image(s) failed (see {json_path})" if failures else "")

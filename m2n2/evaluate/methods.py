@@ -18,6 +18,9 @@ from ..config import M2N2Config
 from ..errors import InputError
 from ..image import resize_rgb, working_size
 
+# Base configurations an m2n2 spec can start from (``m2n2:preset=fast``).
+PRESETS = {"default": M2N2Config, "fast": M2N2Config.fast}
+
 # The paper's ablations (Table 2 and the flood fill), as spec strings.
 ABLATIONS = ("m2n2:use_prior=false,name=m2n2-no-prior",
              "m2n2:use_edge=false,name=m2n2-no-edge",
@@ -287,7 +290,8 @@ def build_methods(specs: list[str], backbone_factory: Callable[[], Any] | None =
     Parameters
     ----------
     specs : list of str
-        ``kind[:key=value,...]`` with kind ``m2n2`` (keys: any M2N2Config field), ``grabcut``
+        ``kind[:key=value,...]`` with kind ``m2n2`` (keys: any M2N2Config field, and ``preset``:
+        ``default`` or ``fast`` for the configuration the fields modify), ``grabcut``
         (radius, iterations, max_side, frame, seed) or ``randomwalker`` (radius, beta, max_side,
         frame); every kind also takes ``name``.
     backbone_factory : callable, optional
@@ -309,6 +313,11 @@ def build_methods(specs: list[str], backbone_factory: Callable[[], Any] | None =
         name = options.pop("name", None)
         if kind == "m2n2":
             config = base_config or M2N2Config()
+            preset = options.pop("preset", None)
+            if preset is not None:
+                if preset not in PRESETS:
+                    raise InputError(f"unknown m2n2 preset {preset!r}; known: {sorted(PRESETS)}")
+                config = PRESETS[preset]()
             fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
             config = config.replace(**_options(options, fields, kind))
             if backbone is None:

@@ -127,7 +127,7 @@ def next_click(prediction: np.ndarray, target: np.ndarray, ignore: np.ndarray | 
 
 
 def simulate(method: Method, target: np.ndarray, ignore: np.ndarray | None = None,
-             max_clicks: int = MAX_CLICKS) -> InstanceResult:
+             max_clicks: int = MAX_CLICKS, on_prediction=None) -> InstanceResult:
     """Run the simulated user against a method whose image is already set.
 
     Parameters
@@ -138,6 +138,9 @@ def simulate(method: Method, target: np.ndarray, ignore: np.ndarray | None = Non
         (H, W) bool ground truth and ignore region.
     max_clicks : int
         Clicks per object (20 in the papers).
+    on_prediction : callable, optional
+        Called as ``on_prediction(points, labels, prediction)`` after every click (other
+        methods can follow the same clicks, see :mod:`m2n2.evaluate.agreement`).
 
     Returns
     -------
@@ -164,6 +167,8 @@ def simulate(method: Method, target: np.ndarray, ignore: np.ndarray | None = Non
             raise ValueError(f"{method.name} returned a mask of shape {prediction.shape} "
                              f"for an image of shape {target.shape}")
         result.ious.append(iou(prediction, target, ignore))
+        if on_prediction is not None:
+            on_prediction(points, labels, prediction)
     return result
 
 
