@@ -47,16 +47,30 @@ def window_offsets(height: int, width: int, res_y: int, res_x: int,
 
 
 def _window_weights(guide: torch.Tensor, offsets, sigma_range: float):
-    """Yield ``(dy, dx, weight)``: the (H, W) weight of the neighbour at (y + dy, x + dx)."""
+    """Yield ``(dy, dx, weight)``: the (H, W) weight of the neighbour at (y + dy, x + dx).
+
+    The weights are symmetric, ``w(p, p + d) = w(p + d, p)``, so the weight image of -d is
+    that of d shifted by d: one exponential serves both (the window is symmetric). Offsets
+    come with dy >= 0 in the order given, each followed by its mirror. The yielded tensors
+    are views of one buffer: use each before taking the next.
+    """
     _, height, width = guide.shape
     pad_y = max(abs(dy) for dy, _, _ in offsets)
     pad_x = max(abs(dx) for _, dx, _ in offsets)
     padded = F.pad(guide, (pad_x, pad_x, pad_y, pad_y), value=_OUTSIDE)
     inv_two_var_r = 1.0 / (2.0 * sigma_range ** 2)
+    # zero outside the image: a mirrored neighbour there has no weight
+    buffer = torch.zeros((height + 2 * pad_y, width + 2 * pad_x), dtype=torch.float32, device=guide.device)
+    inner = buffer[pad_y:pad_y + height, pad_x:pad_x + width]
     for dy, dx, log_spatial in offsets:
+        if (dy, dx) < (0, 0):
+            continue  # given by its mirror
         ys, xs = pad_y + dy, pad_x + dx
         diff = padded[:, ys:ys + height, xs:xs + width] - guide
-        yield dy, dx, diff.square_().sum(dim=0).mul_(-inv_two_var_r).add_(log_spatial).exp_()
+        torch.exp(diff.square_().sum(dim=0).mul_(-inv_two_var_r).add_(log_spatial), out=inner)
+        yield dy, dx, inner
+        if (dy, dx) != (0, 0):
+            yield -dy, -dx, buffer[pad_y - dy:pad_y - dy + height, pad_x - dx:pad_x - dx + width]
 
 
 def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spatial: float = 1.0,
@@ -201,23 +215,25 @@ def jbu_table(guide: torch.Tensor, low_shape: tuple[int, int], sigma_spatial: fl
 
     coefficients = torch.zeros((k_y, k_x, height, width), dtype=torch.float32, device=device)
     denominator = torch.zeros((height, width), dtype=torch.float32, device=device)
-    current_dy, partial = None, None
+    # Per row offset dy, the column sums sum_dx w * Bx-slot b, then C[a] += By-slot a x those.
+    # The weights come for dy and -dy together, so two rows of partial sums are open at a time.
+    partial: dict[int, torch.Tensor] = {}
 
-    def flush(dy, partial):
-        # C[a] += By-slot a of the row neighbour (per row) x the row's column sums
+    def flush(dy):
         for a, weights in row_slots[dy]:
-            coefficients[a].addcmul_(partial, weights[None, :, None])
+            coefficients[a].addcmul_(partial[dy], weights[None, :, None])
+        del partial[dy]
 
     for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
-        if dy != current_dy:
-            if partial is not None:
-                flush(current_dy, partial)
-            current_dy = dy
-            partial = torch.zeros((k_x, height, width), dtype=torch.float32, device=device)
+        if dy not in partial:
+            for done in [d for d in partial if abs(d) != abs(dy)]:
+                flush(done)
+            partial[dy] = torch.zeros((k_x, height, width), dtype=torch.float32, device=device)
         denominator += weight
         for b, weights in col_slots[dx]:
-            partial[b].addcmul_(weight, weights[None, :])
-    flush(current_dy, partial)
+            partial[dy][b].addcmul_(weight, weights[None, :])
+    for dy in list(partial):
+        flush(dy)
     coefficients /= denominator
     return JBUTable(coefficients, rows.to(device), cols.to(device), (res_y, res_x))
 

@@ -72,8 +72,8 @@ def test_table_equals_dense_on_a_photo():
     guide = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
     dense = joint_bilateral_upsample(low, guide, 1.0, 0.1)
     table = jbu_table(guide, (16, 16), 1.0, 0.1)
-    torch.testing.assert_close(apply_jbu_table(table, low), dense, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(apply_jbu_table(table, low[1]), dense[1], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(apply_jbu_table(table, low), dense, rtol=3e-5, atol=1e-4)
+    torch.testing.assert_close(apply_jbu_table(table, low[1]), dense[1], rtol=3e-5, atol=1e-4)
 
 
 def test_jbu_follows_guide_edges():
