@@ -6,7 +6,7 @@ backbone's current defaults: a sharper kernel makes the Markov chain run more st
 timings should stay comparable across commits. Usage::
 
     python benchmarks/bench_core.py                    # R = 32 and 64, image 480 x 640
-    python benchmarks/bench_core.py --preset fast      # fp16 operator, strided upsampling
+    python benchmarks/bench_core.py --preset fast      # fp16 operator, precomputed upsampling table
 """
 
 from __future__ import annotations
@@ -45,11 +45,12 @@ def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Co
     labels = [1, 1, 0, 1]
 
     predictor = M2N2Predictor(config=config)
-    prepare, clicks, stages = [], [], []
+    prepare, clicks, stages, prepare_stages = [], [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
         predictor.set_attention(image, attention)
         prepare.append(time.perf_counter() - start)
+        prepare_stages.append(dict(predictor.image_timings))
         predictor.predict(points[:3], labels[:3])  # three earlier clicks, cached
         start = time.perf_counter()
         out = predictor.predict(points, labels)  # the new, fourth click
@@ -59,9 +60,11 @@ def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Co
         "resolution": resolution,
         "image": [height, width],
         "prepare_s": statistics.median(prepare),
+        "prepare_stages_s": {k: statistics.median(s[k] for s in prepare_stages) for k in prepare_stages[0]},
         "click_s": statistics.median(clicks),
         "click_stages_s": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
         "operator_mib": predictor.operator.nbytes / 2 ** 20,
+        "jbu_table_mib": predictor.upsampling_table.nbytes / 2 ** 20 if predictor.upsampling_table else 0.0,
     }
 
 
@@ -71,7 +74,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--preset", choices=["faithful", "fast"], default="faithful",
-                        help="faithful: the paper's numerics (default config); fast: M2N2Config.fast()")
+                        help="faithful: the default config (the authors' numerics); fast: M2N2Config.fast()")
     parser.add_argument("--sigma-color", type=float, default=10.0,
                         help="colour kernel of the benchmark's attention (Lab units)")
     parser.add_argument("--sigma-position", type=float, default=0.1,
@@ -82,7 +85,7 @@ def main(argv=None) -> None:
     results = [bench(r, *args.size, args.repeats, config, sigmas) for r in args.resolutions]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"preset": args.preset, "torch_threads": torch.get_num_threads(),
-                      "operator_dtype": config.operator_dtype, "jbu_stride": config.jbu_stride,
+                      "operator_dtype": config.operator_dtype, "jbu_table": config.jbu_table,
                       "attention_sigmas": list(sigmas),
                       "results": results, "peak_rss_mib": peak_mib}, indent=2))
 

@@ -12,8 +12,10 @@ from .errors import InputError
 class M2N2Config:
     """Settings of the M2N2 pipeline.
 
-    Defaults are the paper's hyperparameters (CVPR 2025, Sections 3 and 4); the few settings
-    that go beyond the paper are marked as such and default to the faithful behaviour.
+    Defaults are the paper's hyperparameters (CVPR 2025, Sections 3 and 4), and every stage
+    follows the definitions of the authors' public code where its details differ from the
+    paper's text (see the README's Fidelity section); the few settings that go beyond it are
+    marked as such and default to the faithful behaviour.
 
     Attributes
     ----------
@@ -27,13 +29,16 @@ class M2N2Config:
     max_steps : int
         Largest number of Markov steps; cells that never cross get this value.
     sigma_spatial : float
-        Joint bilateral upsampling: spatial sigma in attention-resolution pixels (cut at 3 sigma).
+        Joint bilateral upsampling: spatial sigma in attention-resolution pixels; the window
+        is the disc of radius 3 sigma.
     sigma_range : float
         Joint bilateral upsampling: range sigma on RGB in [0, 1].
     flood_fill : bool
         Apply the minimax flood fill to every upsampled Markov-map.
     area_prior : float
-        S_prior: a candidate segment must cover less than this fraction of the image.
+        S_prior: a candidate passes while its rank among all pixels (one stable sort of the
+        map), as a fraction ``k / (T - 1)`` of the T candidates, is below this value (the
+        authors' measure of the segment's area).
     use_prior, use_edge, use_pos, use_neg : bool
         Switch each of the four threshold scores on or off (the paper's ablation).
     max_side : int

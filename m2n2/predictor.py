@@ -37,7 +37,9 @@ class PointResult:
     markov_map : numpy.ndarray
         (h, w) float32 final Markov-map in [0, 1] at the working size (0 at the point).
     thresholds, score, score_prior, score_edge, score_pos, score_neg : numpy.ndarray
-        (T,) candidate thresholds and, for each, the total and the four component scores.
+        (T,) candidate thresholds (the map's values in ascending order, one per pixel but the
+        last, so plateaus repeat; see :mod:`m2n2.threshold`) and, for each, the total and the
+        four component scores.
     threshold : float
         The threshold used: the adaptive choice, or the override.
     threshold_index : int
