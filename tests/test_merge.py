@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+from m2n2.merge import merge_maps
+
+
+def plain_merge(maps, thresholds, labels, pixels):
+    """Per pixel: the first nearest click by M_k / max(lambda_k, 1e-7); its label if within 1."""
+    k_count, height, width = maps.shape
+    mask = np.zeros((height, width), bool)
+    for y in range(height):
+        for x in range(width):
+            d = [np.float32(maps[k, y, x]) / np.float32(max(thresholds[k], 1e-7)) for k in range(k_count)]
+            nearest = min(range(k_count), key=lambda k: (d[k], k))
+            mask[y, x] = bool(labels[nearest]) and d[nearest] <= 1
+    for (row, col), label in zip(pixels, labels):
+        mask[row, col] = bool(label)
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_merge_equals_per_pixel_definition(seed):
+    rng = np.random.default_rng(seed)
+    maps = (np.round(rng.random((3, 9, 11)) * 8) / 8).astype(np.float32)  # ties between maps
+    thresholds = np.array([0.5, 0.25, 0.0], dtype=np.float32)[rng.permutation(3)]
+    labels = np.array([1, 0, 1])
+    pixels = rng.integers(0, (9, 11), size=(3, 2))
+    mask, _, _ = merge_maps(maps, thresholds, labels, pixels)
+    np.testing.assert_array_equal(mask, plain_merge(maps, thresholds, labels, pixels))
