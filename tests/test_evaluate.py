@@ -9,7 +9,7 @@ from PIL import Image
 from m2n2.errors import InputError
 from m2n2.evaluate import __main__ as cli
 from m2n2.evaluate.methods import ABLATIONS, SharedBackbone, border, build_methods
-from m2n2.evaluate.protocol import MAX_CLICKS, clicks_to_reach, iou, next_click, reached, simulate
+from m2n2.evaluate.protocol import MAX_CLICKS, clicks_to_reach, iou, next_click, next_click_authors, reached, simulate
 from m2n2.evaluate.report import markdown_table, summarize
 
 
@@ -289,11 +289,11 @@ def test_cli_keeps_results_on_ctrl_c(tmp_path, capsys, monkeypatch):
     real = cli.evaluate_sample
     seen = []
 
-    def interrupt_on_second(methods, sample, max_clicks, agreement=None):
+    def interrupt_on_second(methods, sample, max_clicks, *rest):
         seen.append(sample.name)
         if len(seen) == 2:
             raise KeyboardInterrupt
-        return real(methods, sample, max_clicks, agreement)
+        return real(methods, sample, max_clicks, *rest)
 
     monkeypatch.setattr(cli, "evaluate_sample", interrupt_on_second)
     status = cli.main([str(data), "--method", "grabcut", "--max-clicks", "3", "--out", str(tmp_path / "out"),
@@ -342,3 +342,53 @@ def test_grabcut_seed_comes_from_build_methods_unless_the_spec_sets_it():
     pytest.importorskip("cv2")
     plain, own = build_methods(["grabcut", "grabcut:seed=3,name=own"], seed=7)
     assert (plain.seed, own.seed) == (7, 3)
+
+
+def plain_authors_click(prediction, target, ignore):
+    """Brute force: the wrong pixel farthest (Euclidean) from any non-wrong pixel or the outside."""
+    wrong = (prediction != target) & ~ignore
+    if not wrong.any():
+        wrong = target & ~ignore
+    height, width = target.shape
+    outside = [(y, x) for y in range(-1, height + 1) for x in range(-1, width + 1)
+               if not (0 <= y < height and 0 <= x < width) or not wrong[y, x]]
+    best, best_distance = None, -1.0
+    for y in range(height):
+        for x in range(width):
+            if wrong[y, x]:
+                d = min((y - oy) ** 2 + (x - ox) ** 2 for oy, ox in outside)
+                if d > best_distance:
+                    best, best_distance = (y, x), d
+    y, x = best
+    return x, y, bool(target[y, x])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_authors_clicker_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    target = rectangle((14, 17), (3, 2, 12, 11))
+    prediction = rectangle((14, 17), tuple(int(v) for v in rng.integers([0, 0, 8, 8], [6, 6, 17, 14])))
+    ignore = rng.random(target.shape) < 0.05
+    click = next_click_authors(prediction, target, ignore)
+    assert (click.x, click.y, click.positive) == plain_authors_click(prediction, target, ignore)
+
+
+def test_authors_clicker_treats_false_negatives_and_positives_as_one_region():
+    # A false negative strip beside a false positive strip: neither alone is wide, together they are.
+    target = np.zeros((20, 20), bool)
+    target[:, 6:10] = True
+    prediction = np.zeros((20, 20), bool)
+    prediction[:, 10:14] = True
+    ritm, authors = next_click(prediction, target), next_click_authors(prediction, target)
+    assert authors.x in (9, 10) and authors.positive == bool(target[authors.y, authors.x])
+    assert ritm.x in (7, 8, 11, 12)
+
+
+def test_cli_clicker_option_reaches_the_run(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    data = write_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    assert cli.main([str(data), "--method", "grabcut", "--clicker", "authors", "--max-clicks", "2",
+                     "--limit", "1", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["settings"]["clicker"] == "authors"

@@ -33,7 +33,7 @@ from ..errors import M2N2Error
 from .datasets import MASK_MODES, Sample, open_dataset
 from .agreement import agreement_table, follow, summarize_agreement
 from .methods import ABLATIONS, M2N2Method, build_methods
-from .protocol import MAX_CLICKS, THRESHOLDS, InstanceResult, simulate
+from .protocol import CLICKERS, MAX_CLICKS, THRESHOLDS, InstanceResult, simulate
 from .report import markdown_table, plot_miou, results_json, summarize, write_json
 
 DEFAULT_METHODS = ("m2n2", "grabcut", "randomwalker")
@@ -68,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra keyword for m2n2.backbones.load, e.g. model=/path/to/sd2 (repeatable)")
     parser.add_argument("--max-clicks", type=int, default=MAX_CLICKS)
+    parser.add_argument("--clicker", choices=sorted(CLICKERS), default="ritm",
+                        help="simulated user: ritm (RITM / SimpleClick: the larger of the false negative and "
+                             "false positive regions, clicked pixels excluded) or authors (the M2N2 authors' "
+                             "evaluation: one region of all wrong pixels, label from the ground truth)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
     parser.add_argument("--limit", type=int, help="evaluate N images drawn at random with --seed")
     parser.add_argument("--seed", type=int, default=0, help="seeds --limit's draw and the methods' RNGs")
@@ -148,7 +152,8 @@ def describe_backbone(methods) -> str | None:
     return None
 
 
-def evaluate_sample(methods, sample: Sample, max_clicks: int, agreement: dict | None = None) -> tuple[dict, dict]:
+def evaluate_sample(methods, sample: Sample, max_clicks: int, agreement: dict | None = None,
+                    clicker=None) -> tuple[dict, dict]:
     """Every method on every object of one image.
 
     With ``agreement`` (a dict to fill), the first method drives the clicks and the others follow
@@ -162,6 +167,7 @@ def evaluate_sample(methods, sample: Sample, max_clicks: int, agreement: dict | 
         ``set_image``.
     """
     image, instances = sample.load()
+    clicker = clicker or CLICKERS["ritm"]
     results: dict[str, dict[str, InstanceResult]] = {m.name: {} for m in methods}
     setup: dict[str, float] = {}
     for method in methods:
@@ -170,11 +176,12 @@ def evaluate_sample(methods, sample: Sample, max_clicks: int, agreement: dict | 
         setup[method.name] = time.perf_counter() - start
     if agreement is None:
         for method in methods:
-            results[method.name] = {obj.id: simulate(method, obj.mask, obj.ignore, max_clicks) for obj in instances}
+            results[method.name] = {obj.id: simulate(method, obj.mask, obj.ignore, max_clicks, clicker=clicker)
+                                    for obj in instances}
         return results, setup
     reference, followers = methods[0], methods[1:]
     for obj in instances:
-        own, runs, ious = follow(reference, followers, obj.mask, obj.ignore, max_clicks)
+        own, runs, ious = follow(reference, followers, obj.mask, obj.ignore, max_clicks, clicker)
         results[reference.name][obj.id] = own
         for follower in followers:
             results[follower.name][obj.id] = runs[follower.name]
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 "backbone": args.backbone, "resolution": args.resolution, "fast": args.fast,
                 "backbone_description": describe_backbone(methods), "max_clicks": args.max_clicks,
                 "thresholds": args.thresholds, "limit": args.limit, "seed": args.seed,
-                "agreement": args.agreement,
+                "agreement": args.agreement, "clicker": args.clicker,
                 "images": [s.name for s in samples]}
     results: dict[str, dict[str, InstanceResult]] = {m.name: {} for m in methods}
     setup: dict[str, list[float]] = {m.name: [] for m in methods}
@@ -247,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for sample in progress(samples, not args.no_progress):
             try:
-                sample_results, sample_setup = evaluate_sample(methods, sample, args.max_clicks, agreement)
+                sample_results, sample_setup = evaluate_sample(methods, sample, args.max_clicks, agreement,
+                                                               CLICKERS[args.clicker])
             except Exception as error:  # one bad image must not end the run
                 failures.append({"image": sample.name, "error": f"{type(error).__name__}: {error}"})
                 report(f"skipped {sample.name}: {type(error).__name__}: {error}")

@@ -10,11 +10,12 @@ import time
 
 import numpy as np
 
-from .protocol import MAX_CLICKS, InstanceResult, Method, iou, simulate
+from .protocol import MAX_CLICKS, InstanceResult, Method, iou, next_click, simulate
 
 
 def follow(reference: Method, followers: list[Method], target: np.ndarray, ignore: np.ndarray | None = None,
-           max_clicks: int = MAX_CLICKS) -> tuple[InstanceResult, dict[str, InstanceResult], dict[str, list[float]]]:
+           max_clicks: int = MAX_CLICKS, clicker=next_click) -> tuple[InstanceResult, dict[str, InstanceResult],
+                                                                      dict[str, list[float]]]:
     """Run the simulated user on ``reference``; every follower predicts from the same clicks.
 
     Parameters
@@ -26,6 +27,8 @@ def follow(reference: Method, followers: list[Method], target: np.ndarray, ignor
     target, ignore : numpy.ndarray
         (H, W) bool ground truth and ignore region.
     max_clicks : int
+    clicker : callable
+        The simulated user (see :func:`m2n2.evaluate.protocol.simulate`).
 
     Returns
     -------
@@ -50,7 +53,7 @@ def follow(reference: Method, followers: list[Method], target: np.ndarray, ignor
             run.ious.append(iou(mask, target, ignore))
             agreement[follower.name].append(iou(mask, prediction))
 
-    result = simulate(reference, target, ignore, max_clicks, on_prediction)
+    result = simulate(reference, target, ignore, max_clicks, on_prediction, clicker)
     for run in runs.values():
         run.clicks = list(result.clicks)
         last = run.ious[-1] if run.ious else result.ious[-1]

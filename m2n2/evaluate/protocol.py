@@ -126,8 +126,31 @@ def next_click(prediction: np.ndarray, target: np.ndarray, ignore: np.ndarray | 
     return Click(int(x), int(y), bool(positive))
 
 
+def next_click_authors(prediction: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None,
+                       clicked: np.ndarray | None = None) -> Click:
+    """Where the authors' evaluation clicks next (``click_center_of_error_region`` in their
+    ``evaluate_datasets.py``), for comparison with :func:`next_click`.
+
+    One region: all wrong pixels, false negatives and false positives together (ignore pixels
+    left out); the click goes to its pixel farthest from the region's border (one-pixel zero
+    padding round the image, first in raster order on ties) and takes the ground truth's label
+    there. Clicked pixels are not excluded. With nothing wrong, the object itself is the region.
+    ``clicked`` is accepted for the same call shape and not used.
+    """
+    valid = np.ones_like(target, dtype=bool) if ignore is None else ~ignore
+    wrong = (prediction != target) & valid
+    if not wrong.any():
+        wrong = target & valid
+    distance = _inner_distance(wrong)
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return Click(int(x), int(y), bool(target[y, x]))
+
+
+CLICKERS = {"ritm": next_click, "authors": next_click_authors}
+
+
 def simulate(method: Method, target: np.ndarray, ignore: np.ndarray | None = None,
-             max_clicks: int = MAX_CLICKS, on_prediction=None) -> InstanceResult:
+             max_clicks: int = MAX_CLICKS, on_prediction=None, clicker=next_click) -> InstanceResult:
     """Run the simulated user against a method whose image is already set.
 
     Parameters
@@ -141,6 +164,9 @@ def simulate(method: Method, target: np.ndarray, ignore: np.ndarray | None = Non
     on_prediction : callable, optional
         Called as ``on_prediction(points, labels, prediction)`` after every click (other
         methods can follow the same clicks, see :mod:`m2n2.evaluate.agreement`).
+    clicker : callable
+        The simulated user: :func:`next_click` (RITM / SimpleClick, the default) or
+        :func:`next_click_authors`.
 
     Returns
     -------
@@ -150,7 +176,7 @@ def simulate(method: Method, target: np.ndarray, ignore: np.ndarray | None = Non
     prediction = np.zeros_like(target, dtype=bool)
     clicked = np.zeros_like(target, dtype=bool)
     while len(result.ious) < max_clicks:
-        click = next_click(prediction, target, ignore, clicked)
+        click = clicker(prediction, target, ignore, clicked)
         if click is None:
             # Nothing left to correct: the IoU cannot change any more.
             last = result.ious[-1] if result.ious else iou(prediction, target, ignore)
