@@ -177,3 +177,24 @@ def test_fast_preset_still_segments_the_synthetic_scene(scene):
     p.set_attention(image, attention)
     assert p.operator.dtype == torch.float16
     assert iou(p.predict([(10, 30)], [1]).mask, truth == 0) >= 0.95
+
+
+def test_upsampling_table_gives_the_dense_filter_maps(scene):
+    image, attention, _ = scene
+    dense, tabled = M2N2Predictor(), M2N2Predictor(config=M2N2Config(jbu_table=True))
+    dense.set_attention(image, attention)
+    tabled.set_attention(image, attention)
+    assert dense.upsampling_table is None and tabled.upsampling_table is not None
+    a = dense.predict([(10, 30), (70, 20)], [1, 0])
+    b = tabled.predict([(10, 30), (70, 20)], [1, 0])
+    for p, q in zip(a.points, b.points):
+        np.testing.assert_allclose(p.markov_map, q.markov_map, atol=1e-5)
+
+
+def test_set_config_builds_and_drops_the_upsampling_table(predictor):
+    before = predictor.predict([(10, 30)], [1]).mask
+    predictor.set_config(M2N2Config(jbu_table=True))
+    assert predictor.upsampling_table is not None and predictor.cached_points == 0
+    np.testing.assert_array_equal(predictor.predict([(10, 30)], [1]).mask, before)
+    predictor.set_config(M2N2Config())
+    assert predictor.upsampling_table is None and predictor.cached_points == 0
