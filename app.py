@@ -47,7 +47,7 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
     serving = serving or studio.start(options)
     config = options.config
     with gr.Blocks(title="M2N2 Studio", delete_cache=(3600, 3600)) as demo:
-        image = gr.Image(label="Image: click to segment (mask in blue, outlined)", type="filepath",
+        image = gr.Image(label="Image: click to segment (mask in blue, outlined)", type="filepath", format="png",
                          image_mode=None, sources=["upload", "clipboard"], interactive=True, elem_id="canvas",
                          render=False)
         gr.Markdown(heading(options))
