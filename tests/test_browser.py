@@ -238,10 +238,12 @@ def test_click_undo_reset_in_a_real_browser(server):
             assert not page.locator("#download-mask").is_enabled()
             clicks_shown(other, 1)
 
-            page.set_viewport_size({"width": 600, "height": 1000})                   # a phone: stacked
-            page.wait_for_function("""() => {
-                const top = id => document.getElementById(id).getBoundingClientRect();
-                return top('heatmap').top >= top('canvas').bottom && top('scores').top >= top('heatmap').bottom;
-            }""")
+            for width in (600, 420):                                                 # a phone: stacked
+                page.set_viewport_size({"width": width, "height": 900})
+                page.wait_for_function("""() => {
+                    const top = id => document.getElementById(id).getBoundingClientRect();
+                    return top('heatmap').top >= top('canvas').bottom && top('scores').top >= top('heatmap').bottom;
+                }""")
+                assert page.evaluate("document.documentElement.scrollWidth") <= width + 1   # no sideways scroll
         finally:
             browser.close()

@@ -133,3 +133,20 @@ def test_the_only_spaces_gpu_is_in_gpu_py():
     users = sorted(str(p.relative_to(root)) for p in [*root.glob("m2n2/**/*.py"), root / "app.py"]
                    if "spaces.GPU" in p.read_text() or "import spaces" in p.read_text())
     assert users == ["m2n2/studio/gpu.py"]
+
+
+def test_off_spaces_the_gpu_decorator_returns_the_function_itself():
+    import spaces
+
+    def work(x: int) -> int:
+        return x + 1
+
+    assert spaces.GPU(duration=5)(work) is work and spaces.GPU(work) is work
+
+
+def test_what_a_click_sends_across_the_boundary_is_small(started):
+    import pickle
+    result = prepared()
+    assert len(pickle.dumps(result)) < 1024                           # prepare returns a few numbers
+    arguments = ("s/1", np.array([[10.0, 10.0]] * 20), np.array([1] * 20), 0.4, FAST)
+    assert len(pickle.dumps(arguments)) < 2048                        # twenty clicks, no operator

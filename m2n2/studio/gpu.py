@@ -25,6 +25,7 @@ of other exceptions with a generic one).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import gradio as gr
@@ -69,16 +70,14 @@ class Segmentation:
     memory_bytes: int
 
 
+@contextmanager
 def _lent(predictor: M2N2Predictor, backbone):
     """Lend the shared backbone to a predictor for one call (the store never keeps the model)."""
-    class _Lend:
-        def __enter__(self):
-            predictor.backbone = backbone
-            return predictor
-
-        def __exit__(self, *exc):
-            predictor.backbone = None
-    return _Lend()
+    predictor.backbone = backbone
+    try:
+        yield predictor
+    finally:
+        predictor.backbone = None
 
 
 @spaces.GPU(duration=120)
