@@ -106,14 +106,14 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         demo.load(handlers.status, state, status, api_visibility="private", queue=False)
         image.upload(handlers.set_image, [image, state], outputs, preprocess=False, show_progress_on=[image, status],
                      **gpu)
-        image.clear(handlers.clear, state, outputs, api_visibility="private")
+        image.clear(handlers.clear, state, outputs, **gpu)
         examples.click(handlers.load_example, [examples, state], outputs, show_progress_on=[image, status], **gpu)
         # A click shows its marker at once (no queue), then waits its turn; none is dropped.
         image.select(handlers.mark, [state, mode], [state, image, status], queue=False, show_progress="hidden",
                      trigger_mode="multiple", api_visibility="private")
         image.select(handlers.click, [state, mode], outputs, trigger_mode="multiple", **gpu, **quiet)
         undo.click(handlers.undo, state, outputs, trigger_mode="multiple", **gpu, **quiet)
-        reset.click(handlers.reset, state, outputs, api_visibility="private", **quiet)
+        reset.click(handlers.reset, state, outputs, **gpu, **quiet)  # in the queue: after the clicks before it
         threshold.release(handlers.override, [state, threshold], outputs, trigger_mode="always_last", **gpu, **quiet)
         automatic.click(handlers.automatic, state, outputs, **gpu, **quiet)
         apply.click(handlers.apply_settings, [state, temperature, rho, flood_fill, resolution], outputs,

@@ -235,6 +235,14 @@ def test_typed_threshold_then_back_to_automatic(handlers, loaded):
     assert back[SLIDER].value == pytest.approx(auto[SLIDER].value) and not back[AUTOMATIC].interactive
 
 
+def test_a_new_click_drops_the_override(handlers, loaded):
+    session, truth = loaded
+    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.override(session, 0.9)
+    out = handlers.click(session, BACKGROUND, select(3, 3))
+    assert out[STATE].threshold is None and "(adaptive)" in out[STATUS]
+
+
 def test_undo_reports_its_own_time_not_a_click(handlers, loaded):
     session, truth = loaded
     handlers.click(session, FOREGROUND, select(*centre_of(truth)))
