@@ -5,7 +5,7 @@ import pytest
 from matplotlib.lines import Line2D
 
 from m2n2.predictor import PointResult
-from m2n2.studio.views import (BACKGROUND_COLOUR, FONT_SIZE, FOREGROUND_COLOUR, MASK_COLOUR, OUTLINE_INNER,
+from m2n2.studio.views import (BACKGROUND_COLOUR, FONT_SIZE, FOREGROUND_COLOUR, OUTLINE_INNER,
                                OUTLINE_OUTER, colourise, cutout, heatmap_figure, marker_radius, overlay,
                                score_figure, status_line)
 
@@ -132,7 +132,6 @@ def test_the_mask_outline_shows_on_any_background(background):
 
 def test_legends_are_readable_where_the_app_shows_them():
     """The plot column is about 430 px wide at 1400 px: text must stay >= 9 px tall there."""
-    from m2n2.predictor import PointResult  # noqa: F401
     figure = score_figure(point_result(), 1)
     width_px = figure.get_figwidth() * figure.dpi
     for text in [*figure.legends[0].get_texts(), *figure.axes[0].get_legend().get_texts()]:

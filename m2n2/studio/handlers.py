@@ -14,6 +14,7 @@ import gradio as gr
 import numpy as np
 
 from ..errors import M2N2Error
+from ..geometry import Geometry
 from ..image import read_image
 from . import gpu, views
 from .api import parse_points, summarize
@@ -284,8 +285,7 @@ class Handlers:
                 return self.rejected(session, error.message)
             session.version += 1
             session.resolution = prepared.resolution
-            session.geometry = session.geometry.__class__(session.geometry.original, prepared.working,
-                                                          prepared.resolution)
+            session.geometry = Geometry(session.geometry.original, prepared.working, prepared.resolution)
             session.image_seconds = time.perf_counter() - start
         elif config.operator_fields != session.config.operator_fields:
             progress(0.3, desc="Preparing the operator again (new temperature)…")
