@@ -107,7 +107,8 @@ class Handlers:
             mask_path, cutout_path = views.write_exports(export_dir(session.id), session.image, session.shown.mask)
         out[ui.mask_file] = gr.DownloadButton(value=mask_path, interactive=clicked)
         out[ui.cutout_file] = gr.DownloadButton(value=cutout_path, interactive=clicked)
-        out[ui.threshold] = gr.Slider(value=session.shown.threshold if clicked else 0.5, interactive=clicked)
+        # Shown to the slider's step (0.001); the status line and the plot give the exact value.
+        out[ui.threshold] = gr.Slider(value=round(session.shown.threshold, 3) if clicked else 0.5, interactive=clicked)
         out[ui.automatic] = gr.Button(interactive=clicked and session.shown.overridden)
         return out
 
