@@ -22,12 +22,25 @@ from m2n2.studio.handlers import BACKGROUND, FOREGROUND, UI, Handlers
 EXAMPLES = sorted(str(path) for path in (Path(__file__).parent / "examples").glob("*.jpg"))
 RESOLUTIONS = [32, 48, 64, 96, 128]
 SESSION_TTL_S = 3600
-CSS = "#status {min-height: 2.5em}"  # the line keeps its height while it changes
-# The slider's number box sends its value when it loses focus; Enter should do the same.
+CSS = ("#status {min-height: 2.5em}"  # the line keeps its height while it changes
+       " .m2n2-hidden {display: none !important}")
 HEAD = """<script>
+// The slider's number box sends its value when it loses focus; Enter should do the same.
 document.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && event.target.matches("#threshold input[type=number]")) event.target.blur();
 });
+// Gradio finds a click's pixel from the image's natural size, which is 0 while a new picture (the
+// next marker or mask) loads: such a click would be dropped. Hold it until the picture is there.
+document.addEventListener("click", (event) => {
+  const target = event.target instanceof Element ? event.target.closest("#canvas button") : null;
+  const img = target ? target.querySelector("img") : null;
+  if (!img || (img.complete && img.naturalWidth)) return;
+  event.stopPropagation();
+  event.preventDefault();
+  const {clientX, clientY} = event;
+  img.addEventListener("load", () => target.dispatchEvent(
+    new MouseEvent("click", {bubbles: true, cancelable: true, clientX, clientY})), {once: true});
+}, true);
 </script>"""
 Options = studio.Options
 
@@ -74,10 +87,12 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
                                       elem_id="automatic")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
-            mask_file = gr.DownloadButton("Download mask (PNG)", size="sm", interactive=False,
-                                          elem_id="download-mask")
-            cutout_file = gr.DownloadButton("Download cut-out (RGBA PNG)", size="sm", interactive=False,
-                                            elem_id="download-cutout")
+            # The buttons write the file when pressed, then a hidden DownloadButton hands it to the browser.
+            mask_button = gr.Button("Download mask (PNG)", size="sm", interactive=False, elem_id="download-mask")
+            cutout_button = gr.Button("Download cut-out (RGBA PNG)", size="sm", interactive=False,
+                                      elem_id="download-cutout")
+            mask_file = gr.DownloadButton(elem_id="mask-file", elem_classes=["m2n2-hidden"])
+            cutout_file = gr.DownloadButton(elem_id="cutout-file", elem_classes=["m2n2-hidden"])
         with gr.Accordion("Advanced settings", open=False):
             with gr.Row():
                 temperature = gr.Slider(0.1, 2.0, value=config.temperature, step=0.05, label="Temperature τ")
@@ -95,7 +110,8 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
             api_summary = gr.JSON(label="summary")
             api_button = gr.Button()
 
-        ui = UI(state, image, heatmap, scores, mask_file, cutout_file, threshold, automatic, status)
+        ui = UI(state, image, heatmap, scores, mask_button, cutout_button, threshold, automatic, status,
+                mask_file, cutout_file)
         handlers = Handlers(serving, ui, EXAMPLES)
         state.delete_callback = handlers.release_state
         outputs = ui.outputs
@@ -118,6 +134,10 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         automatic.click(handlers.automatic, state, outputs, **gpu, **quiet)
         apply.click(handlers.apply_settings, [state, temperature, rho, flood_fill, resolution], outputs,
                     show_progress_on=[status], **gpu)
+        for button, export, file, elem in ((mask_button, handlers.export_mask, mask_file, "mask-file"),
+                                           (cutout_button, handlers.export_cutout, cutout_file, "cutout-file")):
+            button.click(export, state, file, api_visibility="private", show_progress="hidden").then(
+                None, js=f"() => document.getElementById('{elem}').click()")
         api_button.click(handlers.segment, [api_image, api_points], [api_mask, api_summary], api_name="segment",
                          concurrency_id="gpu", concurrency_limit=options.concurrency)
         demo.unload(handlers.end_session)

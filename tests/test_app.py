@@ -1,5 +1,6 @@
 """The app's handlers without a browser: click, undo, reset, override, settings, bad input, API."""
 
+import os
 import re
 
 import gradio as gr
@@ -37,6 +38,11 @@ def read_download(button) -> np.ndarray:
     return np.asarray(Image.open(button.value["path"]))
 
 
+def downloaded_mask(out) -> np.ndarray:
+    """The mask PNG the download button would give now (written when asked for)."""
+    return read_download(HANDLERS.export_mask(out[STATE])[HANDLERS.ui.mask_file])
+
+
 def changes_only_the_state(out) -> bool:
     """A rejected input: the dict names the state (unchanged) and nothing else."""
     return set(out) == {STATE}
@@ -70,9 +76,11 @@ def test_click_shows_mask_heatmap_scores_and_downloads(handlers, loaded):
     out = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
     assert out[STATE].clicks[-1].label == 1
     assert out[HEATMAP] is not None and out[SCORES] is not None
-    mask = read_download(out[MASK]) > 0
+    mask = downloaded_mask(out) > 0
     assert mask.shape == truth.shape and iou(mask, truth) > 0.8
-    assert Image.open(out[CUTOUT].value["path"]).mode == "RGBA"
+    assert out[MASK].interactive and out[CUTOUT].interactive
+    cut = HANDLERS.export_cutout(out[STATE])[HANDLERS.ui.cutout_file]
+    assert Image.open(cut.value["path"]).mode == "RGBA"
     assert out[SLIDER].interactive and 0 <= out[SLIDER].value <= 1
     assert "1 click" in out[STATUS] and re.search(r"click \d+\.\d\d s", out[STATUS]) and "(adaptive)" in out[STATUS]
     overlay = out[IMAGE]
@@ -83,11 +91,11 @@ def test_click_shows_mask_heatmap_scores_and_downloads(handlers, loaded):
 def test_background_click_then_undo_then_reset(handlers, loaded):
     session, truth = loaded
     first = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
-    first_mask = read_download(first[MASK]).copy()
+    first_mask = downloaded_mask(first).copy()
     second = handlers.click(first[STATE], BACKGROUND, select(3, 3))
     assert [c.label for c in second[STATE].clicks] == [1, 0] and "2 clicks" in second[STATUS]
     undone = handlers.undo(second[STATE])
-    np.testing.assert_array_equal(read_download(undone[MASK]), first_mask)
+    np.testing.assert_array_equal(downloaded_mask(undone), first_mask)
     assert len(undone[STATE].clicks) == 1
     reset = handlers.reset(undone[STATE])
     assert reset[STATE].clicks == [] and reset[HEATMAP] is None and not reset[MASK].interactive
@@ -105,13 +113,13 @@ def test_threshold_override_and_automatic(handlers, loaded):
     session, truth = loaded
     auto = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
     adaptive = auto[SLIDER].value
-    auto_mask = read_download(auto[MASK]).copy()
+    auto_mask = downloaded_mask(auto).copy()
     wide = handlers.override(auto[STATE], 1.0)
     assert wide[SLIDER].value == 1.0 and wide[STATE].threshold == 1.0
-    assert (read_download(wide[MASK]) > 0).sum() > (auto_mask > 0).sum()
+    assert (downloaded_mask(wide) > 0).sum() > (auto_mask > 0).sum()
     back = handlers.automatic(wide[STATE])
     assert back[SLIDER].value == pytest.approx(adaptive) and back[STATE].threshold is None
-    np.testing.assert_array_equal(read_download(back[MASK]), auto_mask)
+    np.testing.assert_array_equal(downloaded_mask(back), auto_mask)
 
 
 def test_override_before_any_click_warns(handlers, loaded):
@@ -152,7 +160,7 @@ def test_gray_rgba_and_16_bit_uploads_just_work(handlers, tmp_path, mode, make):
     out = handlers.set_image(str(path), None)
     assert out[STATE].has_image and out[IMAGE].shape == (60, 80, 3)
     clicked = handlers.click(out[STATE], FOREGROUND, select(*centre_of(truth)))
-    assert 0 < (read_download(clicked[MASK]) > 0).mean() < 1
+    assert 0 < (downloaded_mask(clicked) > 0).mean() < 1
 
 
 def test_huge_image_is_shown_small_and_downloaded_full_size(handlers, tmp_path):
@@ -163,7 +171,7 @@ def test_huge_image_is_shown_small_and_downloaded_full_size(handlers, tmp_path):
     assert out[IMAGE].shape == (64, 256, 3)
     x, y = centre_of(truth)
     clicked = handlers.click(out[STATE], FOREGROUND, select(x * 256 / 1200, y * 64 / 300))
-    mask = read_download(clicked[MASK])
+    mask = downloaded_mask(clicked)
     assert mask.shape == (300, 1200) and iou(mask > 0, truth) > 0.7
 
 
@@ -235,6 +243,18 @@ def test_typed_threshold_then_back_to_automatic(handlers, loaded):
     assert back[SLIDER].value == pytest.approx(auto[SLIDER].value) and not back[AUTOMATIC].interactive
 
 
+def test_downloads_are_written_only_when_asked_for(handlers, loaded, tmp_path):
+    session, truth = loaded
+    folder = serving.export_dir(session.id)
+    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    assert not os.path.exists(os.path.join(folder, "cutout.png"))
+    handlers.export_cutout(session)
+    assert os.path.exists(os.path.join(folder, "cutout.png"))
+    handlers.reset(session)
+    with pytest.warns(UserWarning, match="no mask to download"):
+        handlers.export_mask(session)
+
+
 def test_a_new_click_drops_the_override(handlers, loaded):
     session, truth = loaded
     handlers.click(session, FOREGROUND, select(*centre_of(truth)))
@@ -255,7 +275,7 @@ def test_an_evicted_image_is_prepared_again_and_the_click_applies(handlers, load
     session, truth = loaded
     handlers.serving.store.drop_session(session.id)            # e.g. the memory budget evicted it
     out = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
-    assert len(out[STATE].clicks) == 1 and iou(read_download(out[MASK]) > 0, truth) > 0.8
+    assert len(out[STATE].clicks) == 1 and iou(downloaded_mask(out) > 0, truth) > 0.8
 
 
 def test_temperature_reprepares_rho_only_recomputes_maps(handlers, loaded):

@@ -132,8 +132,12 @@ def load_example(page, name: str):
 def click_image(page, fx: float, fy: float):
     """Click at a fraction (fx, fy) of the displayed image (object-fit: contain aware)."""
     image = page.locator("#canvas img").first
+    # The image changes with every click (its marker is drawn at once): wait until it has loaded.
+    natural = image.evaluate("""img => new Promise(resolve => {
+        const done = () => resolve([img.naturalWidth, img.naturalHeight]);
+        if (img.complete && img.naturalWidth) done(); else img.addEventListener("load", done, {once: true});
+    })""")
     box = image.bounding_box()
-    natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     scale = min(box["width"] / natural[0], box["height"] / natural[1])
     left = (box["width"] - natural[0] * scale) / 2
     top = (box["height"] - natural[1] * scale) / 2
@@ -201,6 +205,10 @@ def test_click_undo_reset_in_a_real_browser(server):
             assert canvas["x"] + canvas["width"] <= heatmap["x"] < scores["x"]         # side by side
             assert abs(canvas["y"] - heatmap["y"]) < 5 and abs(canvas["y"] - scores["y"]) < 5
             assert outline_pixels(shown_image(page)) > 50                               # the mask's outline
+            with page.expect_download() as download:                                  # written on demand
+                page.locator("#download-mask").click()
+            mask = Image.open(download.value.path())
+            assert mask.size == (512, 512) and 0 < (np.asarray(mask) > 0).mean() < 0.95   # the original's size
             if os.environ.get("M2N2_SCREENSHOT"):
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
 

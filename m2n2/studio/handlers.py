@@ -32,16 +32,18 @@ class UI:
     image: object
     heatmap: object
     scores: object
-    mask_file: object
-    cutout_file: object
+    mask_button: object
+    cutout_button: object
     threshold: object
     automatic: object
     status: object
+    mask_file: object = None
+    cutout_file: object = None
 
     @property
     def outputs(self) -> list:
-        """Every component a full update touches."""
-        return [self.state, self.image, self.heatmap, self.scores, self.mask_file, self.cutout_file,
+        """Every component a full update touches (the files are written only when asked for)."""
+        return [self.state, self.image, self.heatmap, self.scores, self.mask_button, self.cutout_button,
                 self.threshold, self.automatic, self.status]
 
 
@@ -99,14 +101,12 @@ class Handlers:
         clicked = last is not None and session.shown is not None
         out = {ui.state: session, ui.image: self.overlay(session), ui.heatmap: None, ui.scores: None,
                ui.status: self.status(session)}
-        mask_path = cutout_path = None
         if clicked:
             point = session.geometry.original_to_display([(session.clicks[-1].x, session.clicks[-1].y)])[0]
             out[ui.heatmap] = views.heatmap_figure(last.markov_map, tuple(point), last.label)
             out[ui.scores] = views.score_figure(last, len(session.clicks))
-            mask_path, cutout_path = views.write_exports(export_dir(session.id), session.image, session.shown.mask)
-        out[ui.mask_file] = gr.DownloadButton(value=mask_path, interactive=clicked)
-        out[ui.cutout_file] = gr.DownloadButton(value=cutout_path, interactive=clicked)
+        out[ui.mask_button] = gr.Button(interactive=clicked)
+        out[ui.cutout_button] = gr.Button(interactive=clicked)
         # Shown to the slider's step (0.001); the status line and the plot give the exact value.
         out[ui.threshold] = gr.Slider(value=round(session.shown.threshold, 3) if clicked else 0.5, interactive=clicked)
         out[ui.automatic] = gr.Button(interactive=clicked and session.shown.overridden)
@@ -258,6 +258,24 @@ class Handlers:
         except M2N2Error as error:
             return self.rejected(session, str(error))
         return self._apply(session, session.clicks, None, "threshold")
+
+    # ------------------------------------------------------------------ downloads
+    def _export(self, session: Session | None, which: str) -> dict:
+        if not self._usable(session) or session.shown is None:
+            return self.rejected(session, "Click on the image first: there is no mask to download yet.")
+        mask_path, cutout_path = views.write_exports(export_dir(session.id), session.image, session.shown.mask,
+                                                     which=which)
+        if which == "mask":
+            return {self.ui.mask_file: gr.DownloadButton(value=mask_path)}
+        return {self.ui.cutout_file: gr.DownloadButton(value=cutout_path)}
+
+    def export_mask(self, session: Session | None) -> dict:
+        """Write the mask (PNG, original size, 0/255) now that it is asked for."""
+        return self._export(session, "mask")
+
+    def export_cutout(self, session: Session | None) -> dict:
+        """Write the RGBA cut-out (original size) now that it is asked for."""
+        return self._export(session, "cutout")
 
     # ------------------------------------------------------------------ settings
     def apply_settings(self, session: Session | None, temperature: float, rho: float, flood_fill: bool,

@@ -242,11 +242,19 @@ def status_line(*, backbone: str | None, resolution: int, reason: str | None = N
     return " · ".join(parts)
 
 
-def write_exports(folder: str, image: np.ndarray, mask: np.ndarray) -> tuple[str, str]:
-    """Write the mask (PNG, 0/255) and the RGBA cut-out of ``image`` into ``folder``; return both paths."""
+def write_exports(folder: str, image: np.ndarray, mask: np.ndarray, which: str = "both") -> tuple[str | None, str | None]:
+    """Write the mask (PNG, 0/255) and/or the RGBA cut-out of ``image`` into ``folder``.
+
+    ``which`` is ``"mask"``, ``"cutout"`` or ``"both"``; returns (mask path, cut-out path), None
+    for a file not written. A 12-megapixel cut-out takes about a second, so the app writes each
+    file only when it is downloaded.
+    """
     os.makedirs(folder, exist_ok=True)
-    mask_path = os.path.join(folder, "mask.png")
-    cutout_path = os.path.join(folder, "cutout.png")
-    Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(mask_path, compress_level=1)
-    Image.fromarray(cutout(image, mask), "RGBA").save(cutout_path, compress_level=1)
+    mask_path = cutout_path = None
+    if which in ("mask", "both"):
+        mask_path = os.path.join(folder, "mask.png")
+        Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(mask_path, compress_level=1)
+    if which in ("cutout", "both"):
+        cutout_path = os.path.join(folder, "cutout.png")
+        Image.fromarray(cutout(image, mask), "RGBA").save(cutout_path, compress_level=1)
     return mask_path, cutout_path
