@@ -1,9 +1,12 @@
-"""Memory one app session holds, at several attention resolutions and click counts.
+"""Memory one app user costs, at several attention resolutions and click counts, and what crosses the
+GPU boundary.
 
-A session (what ``gr.State`` keeps per user) holds the image (original and working copy), the
-transition operator in fp16 on the CPU, and the cached Markov-map of every click. This script
-builds real sessions and reports the bytes of every array and tensor they hold, and the size of
-the session pickled (what ZeroGPU sends to and from its GPU worker). Usage::
+The user's ``gr.State`` (a :class:`m2n2.studio.session.Session`) is plain data: the image, its
+working copy, the clicks and the latest mask. The prepared image (the transition operator in
+fp16, the guide and the cached Markov-map of every click) lives in the serving process's store,
+on the compute device. This script drives the app's GPU functions as the app does and reports the
+bytes held in the store, the pickled size of the session, and the pickled size of what one click
+sends to and gets back from :func:`m2n2.studio.gpu.segment` (what ZeroGPU moves). Usage::
 
     python benchmarks/bench_session_memory.py                         # R = 64 and 128, 512 x 512
     python benchmarks/bench_session_memory.py --resolutions 64 --size 1024 --clicks 10
@@ -22,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from m2n2 import M2N2Config  # noqa: E402
 from m2n2.image import resize_rgb  # noqa: E402
-from m2n2.session import Session, register_backbones  # noqa: E402
+from m2n2.studio import gpu, serving  # noqa: E402
+from m2n2.studio.session import Session, Shown  # noqa: E402
 
 
 class AffinityBackbone:
@@ -58,26 +62,34 @@ def backbone_factory(resolution: int):
 def measure(resolution: int, size: int, clicks: int) -> dict:
     from skimage import data
     image = resize_rgb(data.astronaut(), (size, size))
-    register_backbones("bench", backbone_factory)
-    session = Session("bench", resolution, M2N2Config.fast())  # the app's settings
+    config = M2N2Config.fast()  # the app's settings
+    started = serving.start(serving.Options(backbone="color", resolution=resolution), backbone_factory)
+    session = Session(resolution, config)
     start = time.perf_counter()
-    session.set_image(image)
+    prepared = gpu.prepare(session.next_key, image, resolution, config)
+    session.set_image(image, prepared.working, prepared.resolution, prepared.seconds)
     rows = [{"clicks": 0, "seconds": round(time.perf_counter() - start, 2),
-             "total_mib": round(session.memory_bytes() / 2 ** 20, 1)}]
+             "store_mib": round(started.store.bytes / 2 ** 20, 1)}]
     rng = np.random.default_rng(0)
     for k in range(1, clicks + 1):
-        start = time.perf_counter()
         h, w = session.display_image.shape[:2]
-        session.click(float(rng.integers(w)), float(rng.integers(h)), int(k % 3 != 0))
+        session.clicks.append(session.click_at(float(rng.integers(w)), float(rng.integers(h)), int(k % 3 != 0)))
+        points, labels = session.points
+        start = time.perf_counter()
+        result = gpu.segment(session.key, points, labels, None, config)
+        session.shown = Shown(result.mask, float(result.last.threshold), False)
         rows.append({"clicks": k, "seconds": round(time.perf_counter() - start, 2)})
         if k in (1, clicks):
-            rows[-1].update(total_mib=round(session.memory_bytes() / 2 ** 20, 1),
-                            pickled_mib=round(len(pickle.dumps(session)) / 2 ** 20, 1))
-    operator_mib = session.predictor.operator.nbytes / 2 ** 20
-    session.reset()
-    return {"resolution": resolution, "image": f"{size} x {size}", "backbone": session.backbone.description,
-            "operator": f"{session.predictor.operator.dtype}, {operator_mib:.1f} MiB", "clicks": rows,
-            "mib_without_clicks": round(session.memory_bytes() / 2 ** 20, 1)}
+            sent = len(pickle.dumps((session.key, points, labels, None, config)))
+            rows[-1].update(store_mib=round(started.store.bytes / 2 ** 20, 1),
+                            session_pickled_mib=round(len(pickle.dumps(session)) / 2 ** 20, 2),
+                            click_sends_kib=round(sent / 2 ** 10, 1),
+                            click_returns_mib=round(len(pickle.dumps(result)) / 2 ** 20, 2))
+    operator = started.store.get(session.key).operator
+    return {"resolution": resolution, "image": f"{size} x {size}",
+            "backbone": started.backbones.get(resolution).description,
+            "operator": f"{operator.dtype}, {operator.nbytes / 2 ** 20:.1f} MiB, stays on {operator.device}",
+            "clicks": rows}
 
 
 def main(argv=None) -> None:

@@ -1,11 +1,20 @@
-"""Image conversion and resizing shared by the predictor, the backbones and the app."""
+"""Reading and converting images, resizing images and masks (shared by the predictor, the backbones,
+the evaluation and the app)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .geometry import working_size
+
+__all__ = ["MAX_PIXELS", "as_rgb_uint8", "read_image", "resize_mask", "resize_rgb", "working_size"]
+
+#: Largest image :func:`read_image` accepts, in pixels (a decompression-bomb guard).
+MAX_PIXELS = 100_000_000
 
 
 def as_rgb_uint8(image) -> np.ndarray:
@@ -79,10 +88,42 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), resample))
 
 
-def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
-    """(height, width) of the working copy: the image scaled so its longest side <= max_side."""
-    longest = max(height, width)
-    if longest <= max_side:
-        return height, width
-    scale = max_side / longest
-    return max(2, round(height * scale)), max(2, round(width * scale))
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a boolean mask to ``size = (height, width)`` (bilinear, then cut at one half)."""
+    height, width = int(size[0]), int(size[1])
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape == (height, width):
+        return mask
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized) >= 128
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file into RGB uint8, with a message a user understands when it fails.
+
+    Grayscale, palette, RGBA (composited over white) and 16-bit images are converted by
+    :func:`as_rgb_uint8`; EXIF orientation is applied.
+
+    Raises
+    ------
+    InputError
+        The file is missing, is not an image, is corrupt or truncated, or is larger than
+        :data:`MAX_PIXELS`.
+    """
+    if path is None:
+        raise InputError("no image was given")
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise InputError(f"the image is too large ({image.width} x {image.height} pixels); "
+                                 f"the limit is {MAX_PIXELS // 1_000_000} megapixels")
+            image.load()
+            return as_rgb_uint8(ImageOps.exif_transpose(image))
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"the file {os.path.basename(str(path))!r} does not exist") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise InputError(f"this file is not an image M2N2 can read ({type(error).__name__})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"the image file is corrupt or truncated ({error})") from None

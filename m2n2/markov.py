@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .geometry import grid_coordinates
 from .operator import TransitionOperator
 
 # The authors add this to the interpolation's denominator (``create_semantic_markov_map_from_start_state``).
@@ -34,12 +35,9 @@ def start_states(points_xy: np.ndarray, image_size: tuple[int, int], resolution:
     torch.Tensor
         (K, R * R) fp32 states, each divided by its maximum (so its largest entry is 1).
     """
-    height, width = image_size
     points_xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     states = np.zeros((len(points_xy), resolution, resolution), dtype=np.float64)
-    for k, (x, y) in enumerate(points_xy):
-        gx = np.clip(x * (resolution - 1) / width, 0, resolution - 1)
-        gy = np.clip(y * (resolution - 1) / height, 0, resolution - 1)
+    for k, (gx, gy) in enumerate(grid_coordinates(points_xy, image_size, resolution)):
         x0, y0 = int(np.floor(gx)), int(np.floor(gy))
         x1, y1 = min(x0 + 1, resolution - 1), min(y0 + 1, resolution - 1)
         fx, fy = gx - x0, gy - y0

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .config import M2N2Config
 from .errors import InputError, NotReadyError
 from .floodfill import flood_fill
-from .image import as_rgb_uint8, resize_rgb, working_size
+from .geometry import Geometry
+from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
 from .merge import merge_maps
 from .operator import TransitionOperator, prepare_operator
@@ -165,7 +165,7 @@ class M2N2Predictor:
 
     def _working_copy(self, image) -> tuple[np.ndarray, np.ndarray]:
         original = as_rgb_uint8(image)
-        height, width = working_size(*original.shape[:2], self.config.max_side)
+        height, width = Geometry.for_image(*original.shape[:2], self.config.max_side).working
         return original, resize_rgb(original, (width, height))
 
     @staticmethod
@@ -242,6 +242,12 @@ class M2N2Predictor:
         """(H, W) of the image as given."""
         self._require_ready()
         return self._original.shape[:2]
+
+    @property
+    def geometry(self) -> Geometry:
+        """Original, working and attention-grid sizes of the current image, and the maps between them."""
+        self._require_ready()
+        return Geometry(tuple(self._original.shape[:2]), tuple(self._image.shape[:2]), self._operator.resolution)
 
     @property
     def resolution(self) -> int:
@@ -327,7 +333,8 @@ class M2N2Predictor:
         points, labels = self._validated_prompts(points, labels, threshold)
         timings = {"markov": 0.0, "upsample": 0.0, "flood_fill": 0.0, "curves": 0.0}
         start = time.perf_counter()
-        pixels = self._working_pixels(points)
+        geometry = self.geometry
+        pixels = geometry.working_pixels(points)
         keys = [tuple(p) for p in pixels]
 
         missing = list(dict.fromkeys(k for k in keys if k not in self._maps))
@@ -358,7 +365,7 @@ class M2N2Predictor:
         t0 = time.perf_counter()
         mask, distance, nearest = merge_maps(np.stack(maps), np.array([r.threshold for r in results]),
                                              labels, pixels)
-        mask = self._to_original_size(mask, points, labels)
+        mask = self._to_original_size(mask, geometry, points, labels)
         timings["merge"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
         return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings)
@@ -390,14 +397,6 @@ class M2N2Predictor:
         if threshold is not None and not (np.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise InputError(f"threshold must lie in [0, 1], got {threshold}")
         return points, labels.astype(np.int64)
-
-    def _working_pixels(self, points: np.ndarray) -> np.ndarray:
-        """Integer (row, column) of each point in the working copy."""
-        height, width = self._original.shape[:2]
-        h, w = self._image.shape[:2]
-        cols = np.clip(np.rint((points[:, 0] + 0.5) * w / width - 0.5), 0, w - 1)
-        rows = np.clip(np.rint((points[:, 1] + 0.5) * h / height - 0.5), 0, h - 1)
-        return np.stack([rows, cols], axis=1).astype(np.int64)
 
     def _compute_maps(self, keys: list[tuple[int, int]], timings: dict[str, float]) -> None:
         config, operator = self.config, self._operator
@@ -433,15 +432,13 @@ class M2N2Predictor:
         """The current image's upsampling table (None unless ``config.jbu_table``)."""
         return self._jbu
 
-    def _to_original_size(self, mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        height, width = self._original.shape[:2]
-        if mask.shape == (height, width):
+    @staticmethod
+    def _to_original_size(mask: np.ndarray, geometry: Geometry, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        if mask.shape == geometry.original:
             return mask
-        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
-        mask = np.asarray(resized) >= 128
-        rows = np.clip(np.rint(points[:, 1]).astype(int), 0, height - 1)
-        cols = np.clip(np.rint(points[:, 0]).astype(int), 0, width - 1)
-        mask[rows, cols] = labels.astype(bool)
+        mask = resize_mask(mask, geometry.original)
+        rows, cols = geometry.original_pixels(points).T
+        mask[rows, cols] = labels.astype(bool)  # every prompt pixel keeps its own label
         return mask
 
 

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from test_session import square_image
+from synthetic import square_image
 
 
 @pytest.fixture

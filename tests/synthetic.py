@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from m2n2.backbones import load
+
 
 def region_attention(labels: np.ndarray, leak: float = 0.01) -> torch.Tensor:
     """Block-structured attention: a cell attends to cells of its own region, ``leak`` elsewhere.
@@ -52,3 +54,41 @@ def random_attention(resolution: int, seed: int = 0, sharpness: float = 6.0) -> 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+class CountingBackbone:
+    """The colour-affinity backbone, counting how often it runs."""
+
+    def __init__(self, resolution: int):
+        self.inner = load("color", resolution=resolution)
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def extract(self, image: np.ndarray) -> torch.Tensor:
+        self.calls += 1
+        return self.inner.extract(image)
+
+
+def square_image(height: int = 60, width: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """A brownish square on a darker textured background, and the square's mask.
+
+    The contrast is moderate on purpose: the random walk then reaches every cell in a few steps
+    (a stark contrast leaves cells that never cross and costs the full 1000 steps per click).
+    """
+    rng = np.random.default_rng(0)
+    image = (rng.random((height, width, 3)) * 30 + 60).astype(np.uint8)
+    truth = np.zeros((height, width), dtype=bool)
+    truth[height // 4: 3 * height // 4, width // 4: width // 2 + width // 8] = True
+    image[truth] = (120, 110, 80)
+    return image, truth
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def centre_of(truth: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.nonzero(truth)
+    return float(cols.mean()), float(rows.mean())

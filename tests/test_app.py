@@ -1,23 +1,32 @@
 """The app's handlers without a browser: click, undo, reset, override, settings, bad input, API."""
 
+import os
+import re
+
 import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
-from test_session import CountingBackbone, centre_of, iou, square_image
+from synthetic import CountingBackbone, centre_of, iou, square_image
 
 import app
-from m2n2.session import Session, get_backbone, is_backbone_loaded, register_backbones
+from m2n2.studio import serving
+from m2n2.studio.handlers import BACKGROUND, FOREGROUND
+from m2n2.studio.session import Session
 
 OPTIONS = app.Options(backbone="color", resolution=16, max_side=256)
-# The outputs of every UI handler, in order.
-STATE, IMAGE, HEATMAP, SCORES, MASK, CUTOUT, SLIDER, AUTOMATIC, STATUS = range(9)
+
+
+# One app for the module; its components are the keys of every handler's dict.
+DEMO, HANDLERS = app.build(OPTIONS, serving.start(OPTIONS, CountingBackbone))
+STATE, IMAGE, HEATMAP, SCORES, MASK, CUTOUT, SLIDER, AUTOMATIC, STATUS = HANDLERS.ui.outputs
 
 
 @pytest.fixture
 def handlers():
-    register_backbones(app.BACKBONE_KEY, CountingBackbone)
-    return app.Handlers(OPTIONS)
+    """The app's handlers with fresh backbones and an empty store of prepared images."""
+    HANDLERS.serving = serving.start(OPTIONS, CountingBackbone)
+    return HANDLERS
 
 
 def select(x, y):
@@ -29,8 +38,14 @@ def read_download(button) -> np.ndarray:
     return np.asarray(Image.open(button.value["path"]))
 
 
-def is_skip(value):
-    return value == gr.skip()
+def downloaded_mask(out) -> np.ndarray:
+    """The mask PNG the download button would give now (written when asked for)."""
+    return read_download(HANDLERS.export_mask(out[STATE])[HANDLERS.ui.mask_file])
+
+
+def changes_only_the_state(out) -> bool:
+    """A rejected input: the dict names the state (unchanged) and nothing else."""
+    return set(out) == {STATE}
 
 
 @pytest.fixture
@@ -52,20 +67,22 @@ def test_upload_prepares_the_image_and_shows_it(handlers, square_file):
 
 def test_click_before_an_image_warns_and_changes_nothing(handlers):
     with pytest.warns(UserWarning, match="Upload an image or pick an example first"):
-        out = handlers.click(None, app.FOREGROUND, select(3, 4))
-    assert out[STATE] is None and all(is_skip(v) for v in out[1:])
+        out = handlers.click(None, FOREGROUND, select(3, 4))
+    assert out[STATE] is None and changes_only_the_state(out)
 
 
 def test_click_shows_mask_heatmap_scores_and_downloads(handlers, loaded):
     session, truth = loaded
-    out = handlers.click(session, app.FOREGROUND, select(*centre_of(truth)))
+    out = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
     assert out[STATE].clicks[-1].label == 1
     assert out[HEATMAP] is not None and out[SCORES] is not None
-    mask = read_download(out[MASK]) > 0
+    mask = downloaded_mask(out) > 0
     assert mask.shape == truth.shape and iou(mask, truth) > 0.8
-    assert Image.open(out[CUTOUT].value["path"]).mode == "RGBA"
+    assert out[MASK].interactive and out[CUTOUT].interactive
+    cut = HANDLERS.export_cutout(out[STATE])[HANDLERS.ui.cutout_file]
+    assert Image.open(cut.value["path"]).mode == "RGBA"
     assert out[SLIDER].interactive and 0 <= out[SLIDER].value <= 1
-    assert "1 click" in out[STATUS] and "last click" in out[STATUS]
+    assert "1 click" in out[STATUS] and re.search(r"click \d+\.\d\d s", out[STATUS]) and "(adaptive)" in out[STATUS]
     overlay = out[IMAGE]
     x, y = (int(round(v)) for v in centre_of(truth))
     assert tuple(overlay[y, x]) == (40, 200, 60)                         # the green marker
@@ -73,12 +90,12 @@ def test_click_shows_mask_heatmap_scores_and_downloads(handlers, loaded):
 
 def test_background_click_then_undo_then_reset(handlers, loaded):
     session, truth = loaded
-    first = handlers.click(session, app.FOREGROUND, select(*centre_of(truth)))
-    first_mask = read_download(first[MASK]).copy()
-    second = handlers.click(first[STATE], app.BACKGROUND, select(3, 3))
+    first = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    first_mask = downloaded_mask(first).copy()
+    second = handlers.click(first[STATE], BACKGROUND, select(3, 3))
     assert [c.label for c in second[STATE].clicks] == [1, 0] and "2 clicks" in second[STATUS]
     undone = handlers.undo(second[STATE])
-    np.testing.assert_array_equal(read_download(undone[MASK]), first_mask)
+    np.testing.assert_array_equal(downloaded_mask(undone), first_mask)
     assert len(undone[STATE].clicks) == 1
     reset = handlers.reset(undone[STATE])
     assert reset[STATE].clicks == [] and reset[HEATMAP] is None and not reset[MASK].interactive
@@ -94,15 +111,15 @@ def test_undo_with_nothing_to_undo_warns_and_keeps_the_state(handlers, loaded):
 
 def test_threshold_override_and_automatic(handlers, loaded):
     session, truth = loaded
-    auto = handlers.click(session, app.FOREGROUND, select(*centre_of(truth)))
+    auto = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
     adaptive = auto[SLIDER].value
-    auto_mask = read_download(auto[MASK]).copy()
+    auto_mask = downloaded_mask(auto).copy()
     wide = handlers.override(auto[STATE], 1.0)
     assert wide[SLIDER].value == 1.0 and wide[STATE].threshold == 1.0
-    assert (read_download(wide[MASK]) > 0).sum() > (auto_mask > 0).sum()
+    assert (downloaded_mask(wide) > 0).sum() > (auto_mask > 0).sum()
     back = handlers.automatic(wide[STATE])
     assert back[SLIDER].value == pytest.approx(adaptive) and back[STATE].threshold is None
-    np.testing.assert_array_equal(read_download(back[MASK]), auto_mask)
+    np.testing.assert_array_equal(downloaded_mask(back), auto_mask)
 
 
 def test_override_before_any_click_warns(handlers, loaded):
@@ -113,14 +130,14 @@ def test_override_before_any_click_warns(handlers, loaded):
 
 def test_corrupt_upload_warns_and_keeps_the_session(handlers, loaded, tmp_path):
     session, truth = loaded
-    clicked = handlers.click(session, app.FOREGROUND, select(*centre_of(truth)))
+    clicked = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     with pytest.warns(UserWarning, match="This file cannot be used"):
         out = handlers.set_image({"path": str(bad)}, clicked[STATE])
     assert out[STATE] is session and len(session.clicks) == 1
     np.testing.assert_array_equal(out[IMAGE], clicked[IMAGE])            # the overlay is shown again
-    assert all(is_skip(v) for v in out[2:])
+    assert set(out) == {STATE, IMAGE}
 
 
 def test_tiny_image_is_refused_with_a_message(handlers, tmp_path):
@@ -142,8 +159,8 @@ def test_gray_rgba_and_16_bit_uploads_just_work(handlers, tmp_path, mode, make):
     Image.fromarray(make(image)).save(path)
     out = handlers.set_image(str(path), None)
     assert out[STATE].has_image and out[IMAGE].shape == (60, 80, 3)
-    clicked = handlers.click(out[STATE], app.FOREGROUND, select(*centre_of(truth)))
-    assert 0 < (read_download(clicked[MASK]) > 0).mean() < 1
+    clicked = handlers.click(out[STATE], FOREGROUND, select(*centre_of(truth)))
+    assert 0 < (downloaded_mask(clicked) > 0).mean() < 1
 
 
 def test_huge_image_is_shown_small_and_downloaded_full_size(handlers, tmp_path):
@@ -153,13 +170,13 @@ def test_huge_image_is_shown_small_and_downloaded_full_size(handlers, tmp_path):
     out = handlers.set_image(str(path), None)
     assert out[IMAGE].shape == (64, 256, 3)
     x, y = centre_of(truth)
-    clicked = handlers.click(out[STATE], app.FOREGROUND, select(x * 256 / 1200, y * 64 / 300))
-    mask = read_download(clicked[MASK])
+    clicked = handlers.click(out[STATE], FOREGROUND, select(x * 256 / 1200, y * 64 / 300))
+    mask = downloaded_mask(clicked)
     assert mask.shape == (300, 1200) and iou(mask > 0, truth) > 0.7
 
 
 def test_click_on_the_last_pixel_row(handlers, loaded):
-    out = handlers.click(loaded[0], app.BACKGROUND, select(79, 59))
+    out = handlers.click(loaded[0], BACKGROUND, select(79, 59))
     assert out[STATE].clicks[-1].y == 59 and out[STATE].clicks[-1].label == 0
 
 
@@ -176,7 +193,7 @@ def test_examples_are_four_or_more_shipped_photos():
 
 def test_apply_settings_recomputes_and_warns_on_bad_values(handlers, loaded):
     session, truth = loaded
-    clicked = handlers.click(session, app.FOREGROUND, select(*centre_of(truth)))
+    clicked = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
     out = handlers.apply_settings(clicked[STATE], 0.65, 0.5, False, 8)
     assert out[STATE].resolution == 8 and out[STATE].config.rho == 0.5 and not out[STATE].config.flood_fill
     assert len(out[STATE].clicks) == 1 and out[SCORES] is not None
@@ -185,18 +202,119 @@ def test_apply_settings_recomputes_and_warns_on_bad_values(handlers, loaded):
     assert bad[STATE].config.temperature == 0.65
 
 
-def test_clear_frees_the_session(handlers, loaded):
+def test_clear_frees_the_prepared_image(handlers, loaded):
     session, truth = loaded
-    handlers.click(session, app.FOREGROUND, select(*centre_of(truth)))
+    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    assert session.key in handlers.serving.store
     out = handlers.clear(session)
-    assert out[STATE] is None and not session.has_image
+    assert not out[STATE].has_image and out[IMAGE] is None and len(handlers.serving.store) == 0
 
 
-def test_closing_the_tab_frees_the_session(handlers, square_file):
+def test_closing_the_tab_frees_the_prepared_image(handlers, square_file):
     request = type("Request", (), {"session_hash": "tab-42"})()
     session = handlers.set_image(square_file[0], None, request)[STATE]
+    assert session.key in handlers.serving.store
     handlers.end_session(request)
-    assert not session.has_image
+    assert session.key not in handlers.serving.store
+
+
+def test_clicks_made_while_busy_are_marked_at_once_and_all_applied_in_order(handlers, loaded):
+    session, truth = loaded
+    spots = [(centre_of(truth), FOREGROUND), ((3, 3), BACKGROUND), ((70, 50), BACKGROUND)]
+    for (x, y), mode in spots:                                 # the marks arrive before any computing
+        marked = handlers.mark(session, mode, select(x, y))
+        assert tuple(marked[IMAGE][int(round(y)), int(round(x))]) in {(40, 200, 60), (235, 45, 45)}
+    assert len(session.pending) == 3 and "0 clicks (+3 waiting)" in marked[STATUS]
+    for (x, y), mode in spots:                                 # then each click in its turn
+        out = handlers.click(session, mode, select(x, y))
+    assert [c.label for c in out[STATE].clicks] == [1, 0, 0] and out[STATE].pending == []
+    assert "3 clicks" in out[STATUS] and "waiting" not in out[STATUS]
+
+
+def test_typed_threshold_then_back_to_automatic(handlers, loaded):
+    session, truth = loaded
+    auto = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    assert not auto[AUTOMATIC].interactive                     # nothing to go back to yet
+    typed = handlers.override(auto[STATE], 0.25)
+    assert typed[STATE].threshold == 0.25 and "threshold 0.250 (yours)" in typed[STATUS]
+    assert typed[AUTOMATIC].interactive and typed[SLIDER].value == 0.25
+    back = handlers.automatic(typed[STATE])
+    assert back[STATE].threshold is None and "(adaptive)" in back[STATUS]
+    assert back[SLIDER].value == pytest.approx(auto[SLIDER].value) and not back[AUTOMATIC].interactive
+
+
+def test_downloads_are_written_only_when_asked_for(handlers, loaded, tmp_path):
+    session, truth = loaded
+    folder = serving.export_dir(session.id)
+    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    assert not os.path.exists(os.path.join(folder, "cutout.png"))
+    handlers.export_cutout(session)
+    assert os.path.exists(os.path.join(folder, "cutout.png"))
+    handlers.reset(session)
+    with pytest.warns(UserWarning, match="no mask to download"):
+        handlers.export_mask(session)
+
+
+def test_a_new_click_drops_the_override(handlers, loaded):
+    session, truth = loaded
+    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.override(session, 0.9)
+    out = handlers.click(session, BACKGROUND, select(3, 3))
+    assert out[STATE].threshold is None and "(adaptive)" in out[STATUS]
+
+
+def test_undo_reports_its_own_time_not_a_click(handlers, loaded):
+    session, truth = loaded
+    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.click(session, BACKGROUND, select(3, 3))
+    out = handlers.undo(session)
+    assert "undo " in out[STATUS] and not re.search(r"\bclick \d", out[STATUS])
+
+
+def test_an_evicted_image_is_prepared_again_and_the_click_applies(handlers, loaded):
+    session, truth = loaded
+    handlers.serving.store.drop_session(session.id)            # e.g. the memory budget evicted it
+    out = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    assert len(out[STATE].clicks) == 1 and iou(downloaded_mask(out) > 0, truth) > 0.8
+
+
+def test_temperature_reprepares_rho_only_recomputes_maps(handlers, loaded):
+    session, truth = loaded
+    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    backbone = handlers.serving.backbones.get(16)
+    assert backbone.calls == 1
+    handlers.apply_settings(session, session.config.temperature, 0.5, False, 16)
+    assert backbone.calls == 1 and session.config.rho == 0.5
+    handlers.apply_settings(session, 1.0, 0.5, False, 16)
+    assert backbone.calls == 2 and session.config.temperature == 1.0
+
+
+def test_settings_before_an_image_apply_to_the_next_one(handlers, square_file):
+    out = handlers.apply_settings(None, 0.65, 0.4, True, 8)
+    session = handlers.set_image(square_file[0], out[STATE])[STATE]
+    assert session.resolution == 8 and session.geometry.resolution == 8 and session.config.rho == 0.4
+
+
+def test_two_sessions_never_share_clicks(handlers, square_file):
+    path, truth = square_file
+    a = handlers.set_image(path, None)[STATE]
+    b = handlers.set_image(path, None)[STATE]
+    handlers.click(a, FOREGROUND, select(*centre_of(truth)))
+    assert b.clicks == [] and len(a.clicks) == 1 and a.key != b.key
+    assert handlers.serving.backbones.get(16).calls == 2     # one shared backbone, called once per image
+
+
+def test_the_fallback_reason_is_in_the_status_line_and_the_log(handlers, square_file, caplog):
+    class FellBack(CountingBackbone):
+        def __init__(self, resolution):
+            super().__init__(resolution)
+            self.reason = "SD2 weights are absent (offline); using the colour-affinity fallback"
+
+    handlers.serving = serving.start(OPTIONS, FellBack)
+    with caplog.at_level("WARNING", logger="m2n2.studio"):
+        out = handlers.set_image(square_file[0], None)
+    assert "SD2 weights are absent" in out[STATUS]
+    assert any("SD2 weights are absent" in record.getMessage() for record in caplog.records)
 
 
 def test_segment_api_returns_a_full_size_mask_and_summary(handlers, square_file):
@@ -213,16 +331,23 @@ def test_segment_api_errors_are_clear(handlers, square_file, points, match):
 
 
 def test_the_demo_builds_with_one_public_api_endpoint(handlers):
-    demo = app.build_demo(OPTIONS)
+    demo = DEMO
     named = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
     assert named == ["segment"]
 
 
-def test_register_loads_the_requested_backbone_lazily():
-    app.register(app.Options(backbone="color", resolution=16))
-    assert not is_backbone_loaded(app.BACKBONE_KEY, 16)
-    backbone = get_backbone(app.BACKBONE_KEY, 16)
+def test_serving_loads_the_requested_backbone_lazily():
+    started = serving.start(app.Options(backbone="color", resolution=16))
+    assert not started.backbones.is_loaded(16)
+    backbone = started.backbones.get(16)
     assert backbone.resolution == 16 and "colour-affinity fallback" in backbone.description
+    assert started.backbones.get(16) is backbone
+
+
+def test_the_title_names_the_attention_the_app_will_use():
+    assert "Stable Diffusion" not in app.heading(app.Options(backbone="color")).split("stand-in")[0]
+    assert "colour-affinity" in app.heading(app.Options(backbone="color"))
+    assert "the status line says which" in app.heading(app.Options(backbone="auto"))
 
 
 def test_command_line_flags():
@@ -231,3 +356,5 @@ def test_command_line_flags():
     assert (args.share, args.server_name, args.port, args.backbone, args.model, args.resolution, args.max_side) == \
         (True, "0.0.0.0", 7000, "sd2", "/models/sd2", 64, 512)
     assert app.parse_args([]).resolution is None and app.Options().config.max_side == 1024
+    with pytest.raises(SystemExit):
+        app.parse_args(["--backbone", "nope"])                  # choices come from the registry

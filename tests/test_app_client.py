@@ -8,10 +8,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from test_session import CountingBackbone, centre_of, iou
+from synthetic import CountingBackbone, centre_of, iou
 
 import app
-from m2n2.session import register_backbones
+from m2n2.studio import serving
 
 
 def free_port() -> int:
@@ -22,8 +22,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def client():
-    register_backbones(app.BACKBONE_KEY, CountingBackbone)
-    demo = app.build_demo(app.Options(backbone="color", resolution=16))
+    options = app.Options(backbone="color", resolution=16)
+    demo, _ = app.build(options, serving.start(options, CountingBackbone))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

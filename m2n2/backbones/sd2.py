@@ -316,22 +316,8 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype) -> tuple[st
     return key
 
 
-def _gpu(function):
-    """``spaces.GPU`` where the ``spaces`` package is installed (ZeroGPU); else the function.
-
-    ``spaces.GPU`` itself returns the function unchanged outside ZeroGPU Spaces.
-    """
-    try:
-        import spaces
-    except ImportError:
-        return function
-    return spaces.GPU(function)
-
-
-@_gpu
 def _attention(key: tuple[str, str, str], rgb: np.ndarray, resolution: int,
                chunk_bytes: int) -> torch.Tensor:
-    # Takes the cache key rather than the model so that ZeroGPU only has to pass plain data.
     model = _MODELS[key]
     tokens = resolution * resolution
     pixels = torch.tensor(rgb, device=model.device).permute(2, 0, 1)[None]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backbones import names as backbone_names
 from ..config import M2N2Config
 from ..errors import M2N2Error
 from .datasets import MASK_MODES, Sample, open_dataset
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "their NoC on its clicks")
     parser.add_argument("--ablations", action="store_true",
                         help="also run M2N2 without each score and without flood fill (the paper's ablations)")
-    parser.add_argument("--backbone", default="color", choices=("color", "sd2", "auto"),
+    parser.add_argument("--backbone", default="color", choices=backbone_names(),
                         help="attention backbone of M2N2 (auto: SD2 if its weights load, else color)")
     parser.add_argument("--resolution", type=int, help="attention resolution R (default: the backbone's)")
     parser.add_argument("--fast", action="store_true",

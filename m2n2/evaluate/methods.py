@@ -16,7 +16,8 @@ import numpy as np
 
 from ..config import M2N2Config
 from ..errors import InputError
-from ..image import resize_rgb, working_size
+from ..geometry import Geometry
+from ..image import resize_rgb
 
 # Base configurations an m2n2 spec can start from (``m2n2:preset=fast``).
 PRESETS = {"default": M2N2Config, "fast": M2N2Config.fast}
@@ -54,12 +55,6 @@ def border(shape: tuple[int, int], width: int) -> np.ndarray:
     return frame
 
 
-def _scaled_clicks(points, source: tuple[int, int], target: tuple[int, int]) -> list[tuple[int, int]]:
-    """Click coordinates of a (height, width) ``source`` image moved onto a ``target`` size."""
-    sy, sx = target[0] / source[0], target[1] / source[1]
-    return [(min(target[1] - 1, int(x * sx)), min(target[0] - 1, int(y * sy))) for x, y in points]
-
-
 def _upscale_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a bool mask to (height, width)."""
     if mask.shape == shape:
@@ -77,11 +72,12 @@ class _Downscaled:
 
     def set_image(self, image: np.ndarray) -> None:
         self.shape = image.shape[:2]
-        size = working_size(*self.shape, self.max_side) if self.max_side else self.shape
-        self.image = resize_rgb(image, (size[1], size[0]))
+        self.geometry = Geometry.for_image(*self.shape, self.max_side or max(self.shape))
+        self.image = resize_rgb(image, self.geometry.working[::-1])
 
     def _work(self, points) -> list[tuple[int, int]]:
-        return _scaled_clicks(points, self.shape, self.image.shape[:2])
+        """Clicks (x, y) moved onto the working copy (the same map as the predictor's)."""
+        return [(int(col), int(row)) for row, col in self.geometry.working_pixels(points)]
 
 
 class GrabCutMethod(_Downscaled):

@@ -5,8 +5,9 @@ import pytest
 from matplotlib.lines import Line2D
 
 from m2n2.predictor import PointResult
-from m2n2.viz import (BACKGROUND_COLOUR, FOREGROUND_COLOUR, MASK_COLOUR, colourise, cutout, heatmap_figure,
-                      marker_radius, overlay, resize_mask, score_figure)
+from m2n2.studio.views import (BACKGROUND_COLOUR, FONT_SIZE, FOREGROUND_COLOUR, OUTLINE_INNER,
+                               OUTLINE_OUTER, colourise, cutout, heatmap_figure, marker_radius, overlay,
+                               score_figure, status_line)
 
 
 def grey(height=40, width=60, value=100):
@@ -32,7 +33,8 @@ def test_overlay_tints_the_mask_only_and_draws_coloured_markers():
     assert tuple(out[0, 59]) == (100, 100, 100)                      # outside: untouched
     inside = out[20, 20].astype(int)
     assert inside[2] > 100 and inside[0] < 100                        # tinted towards blue
-    assert tuple(out[10, 20]) == MASK_COLOUR                          # outline
+    assert tuple(out[10, 20]) == OUTLINE_INNER                        # outline: light inside the border
+    assert tuple(out[9, 20]) == OUTLINE_OUTER                         # and dark just outside it
     assert tuple(out[20, 45]) == FOREGROUND_COLOUR
     assert tuple(out[35, 50]) == BACKGROUND_COLOUR
     ring = marker_radius(40, 60) + 1
@@ -50,13 +52,6 @@ def test_overlay_resizes_a_full_size_mask_and_works_without_one():
 def test_marker_on_the_last_pixel_is_clipped_not_an_error():
     out = overlay(grey(), None, [(59, 39)], [0])
     assert tuple(out[39, 59]) == BACKGROUND_COLOUR
-
-
-def test_resize_mask_keeps_the_shape_of_the_region():
-    mask = np.zeros((10, 10), dtype=bool)
-    mask[:5] = True
-    small = resize_mask(mask, (4, 6))
-    assert small.shape == (4, 6) and small[:2].all() and not small[2:].any()
 
 
 def test_colourise_maps_low_and_high_to_different_colours():
@@ -91,7 +86,9 @@ def test_score_figure_marks_the_adaptive_threshold():
     np.testing.assert_allclose(top.lines[0].get_ydata(), result.score)
     edge = next(line for line in bottom.lines if line.get_label().startswith("edge"))
     assert max(edge.get_ydata()) == pytest.approx(1.0)               # edge scaled to its maximum
-    assert len(bottom.get_legend().get_texts()) == 4
+    legend = figure.legends[0]
+    assert len(legend.get_texts()) == 4
+    assert all(text.get_fontsize() >= FONT_SIZE for text in legend.get_texts())
 
 
 def test_score_figure_shows_an_override_and_the_adaptive_choice():
@@ -119,3 +116,34 @@ def test_cutout_alpha_follows_the_mask():
     np.testing.assert_array_equal(rgba[..., :3], image)
     with pytest.raises(ValueError, match="differ in size"):
         cutout(image, np.zeros((3, 3), dtype=bool))
+
+
+@pytest.mark.parametrize("background", [(30, 144, 255), (0, 0, 0), (255, 255, 255)])
+def test_the_mask_outline_shows_on_any_background(background):
+    image = np.empty((40, 60, 3), dtype=np.uint8)
+    image[:] = background
+    mask = np.zeros((40, 60), dtype=bool)
+    mask[10:30, 10:30] = True
+    out = overlay(image, mask, [], []).astype(int)
+    ring = np.array([out[10, 20], out[9, 20]])                        # inner and outer line at the top edge
+    contrast = np.abs(ring - np.array(background)).sum(axis=1).max()
+    assert contrast >= 300                                            # one of the two lines stands out
+
+
+def test_legends_are_readable_where_the_app_shows_them():
+    """The plot column is about 430 px wide at 1400 px: text must stay >= 9 px tall there."""
+    figure = score_figure(point_result(), 1)
+    width_px = figure.get_figwidth() * figure.dpi
+    for text in [*figure.legends[0].get_texts(), *figure.axes[0].get_legend().get_texts()]:
+        assert text.get_fontsize() * figure.dpi / 72 * 430 / width_px >= 9
+
+
+def test_status_line_says_what_happened():
+    line = status_line(backbone="colour fallback, R = 16", resolution=16, reason="SD2 weights are absent",
+                       image_seconds=1.5, action=("undo", 0.01), clicks=2, pending=1, mask_fraction=0.25,
+                       threshold=(0.3, True), memory_bytes=2 ** 21)
+    assert line.startswith("⚠ Fell back: SD2 weights are absent")
+    for part in ("image 1.50 s", "undo 0.01 s", "2 clicks (+1 waiting)", "mask 25.0 %", "threshold 0.300 (yours)",
+                 "image memory 2 MiB"):
+        assert part in line
+    assert "load" in status_line(backbone=None, resolution=64)

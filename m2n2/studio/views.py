@@ -1,11 +1,14 @@
-"""Pictures of an M2N2 result: mask overlay with click markers, Markov-map heatmap, score curve.
+"""What the app shows: mask overlay with click markers, Markov-map heatmap, score curve, the status
+line, and the files it offers for download.
 
-Everything here is pure (arrays in, arrays or matplotlib figures out) so the app only wires it
-up. Figures use matplotlib's object-oriented API (no ``pyplot``), which is safe to call from
+Everything here is pure (arrays in, arrays, text or matplotlib figures out) so the app only wires
+it up. Figures use matplotlib's object-oriented API (no ``pyplot``), which is safe to call from
 the several worker threads of a web app and leaves nothing in a global figure registry.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from matplotlib import colormaps
@@ -13,21 +16,17 @@ from matplotlib.figure import Figure
 from PIL import Image
 from scipy import ndimage
 
+from ..image import resize_mask
+
 FOREGROUND_COLOUR = (40, 200, 60)
 BACKGROUND_COLOUR = (235, 45, 45)
 MASK_COLOUR = (30, 144, 255)
+# The outline is two-tone (light inside, dark outside) so that it shows on any background, blue too.
+OUTLINE_INNER, OUTLINE_OUTER = (255, 255, 255), (0, 0, 0)
+# Legends and labels of the figures, in points at the figures' 100 dpi (they are shown ~1:1).
+FONT_SIZE = 10
 HEATMAP_COLOURMAP = "magma"
 _MAX_CURVE_POINTS = 1500
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a boolean mask to ``size = (height, width)`` (bilinear, then cut at one half)."""
-    height, width = int(size[0]), int(size[1])
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape == (height, width):
-        return mask
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(resized) >= 128
 
 
 def marker_radius(height: int, width: int) -> int:
@@ -54,17 +53,19 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: f
     Returns
     -------
     numpy.ndarray
-        (h, w, 3) uint8: the image, the mask tinted blue with a solid outline, and a disc with a
-        white ring at every click.
+        (h, w, 3) uint8: the image, the mask tinted blue with a white line just inside its border
+        and a black line just outside it, and a disc with a white ring at every click.
     """
     out = np.array(image, dtype=np.float32, copy=True)
     height, width = out.shape[:2]
     if mask is not None:
         mask = resize_mask(mask, (height, width))
         out[mask] = (1.0 - alpha) * out[mask] + alpha * np.array(MASK_COLOUR, dtype=np.float32)
-        outline = mask & ~ndimage.binary_erosion(mask, iterations=max(1, min(height, width) // 300),
-                                                border_value=0)
-        out[outline] = MASK_COLOUR
+        width_px = max(1, min(height, width) // 300)
+        inner = mask & ~ndimage.binary_erosion(mask, iterations=width_px, border_value=0)
+        outer = ndimage.binary_dilation(mask, iterations=width_px) & ~mask
+        out[inner] = OUTLINE_INNER
+        out[outer] = OUTLINE_OUTER
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     radius = marker_radius(height, width)
@@ -102,18 +103,18 @@ def heatmap_figure(markov_map: np.ndarray, point_xy: tuple[float, float], label:
         values mean.
     """
     height, width = markov_map.shape
-    figure = Figure(figsize=(5.0, 5.0 * height / width + 0.9), dpi=100, layout="constrained")
+    figure = Figure(figsize=(4.2, 4.2 * height / width + 0.9), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     shown = axes.imshow(markov_map, cmap=HEATMAP_COLOURMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
     colour = np.array(FOREGROUND_COLOUR if label == 1 else BACKGROUND_COLOUR) / 255.0
     axes.plot([point_xy[0]], [point_xy[1]], marker="o", markersize=9, color=colour,
               markeredgecolor="white", markeredgewidth=2, linestyle="none")
     axes.set_axis_off()
-    axes.set_title("Markov-map of the latest click", fontsize=11)
+    axes.set_title("Markov-map of the latest click", fontsize=FONT_SIZE + 1)
     bar = figure.colorbar(shown, ax=axes, orientation="horizontal", fraction=0.06, pad=0.02, ticks=[0.0, 1.0])
     bar.ax.set_xticklabels(["0: reached first\n(like the click)", "1: reached last\n(unlike the click)"],
-                           fontsize=8)
-    bar.set_label("random-walk steps to reach a pixel (scaled)", fontsize=8)
+                           fontsize=FONT_SIZE)
+    bar.set_label("random-walk steps to reach a pixel (scaled)", fontsize=FONT_SIZE)
     return figure
 
 
@@ -148,7 +149,7 @@ def score_figure(point, click_number: int) -> Figure:
     index = _thinned_indices(len(thresholds), [int(point.threshold_index)])
     x = thresholds[index]
 
-    figure = Figure(figsize=(5.5, 5.6), dpi=100, layout="constrained")
+    figure = Figure(figsize=(4.4, 5.2), dpi=100, layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[1.2, 1.0])
     top.plot(x, np.asarray(point.score)[index], color="black", linewidth=1.6, label="total score")
     top.axvline(point.threshold, color="tab:blue", linewidth=2,
@@ -157,8 +158,8 @@ def score_figure(point, click_number: int) -> Figure:
         top.axvline(adaptive, color="tab:blue", linestyle="--", linewidth=1.2, label=f"adaptive: {adaptive:.3f}")
     top.set_ylabel("score")
     kind = "foreground" if point.label == 1 else "background"
-    top.set_title(f"Threshold scores of click {click_number} ({kind})", fontsize=11)
-    top.legend(fontsize=8, loc="upper right")
+    top.set_title(f"Threshold scores of click {click_number} ({kind})", fontsize=FONT_SIZE + 1)
+    top.legend(fontsize=FONT_SIZE, loc="upper right")
 
     edge = np.asarray(point.score_edge, dtype=np.float64)
     edge_max = float(edge.max()) if edge.size and edge.max() > 0 else 1.0
@@ -169,9 +170,11 @@ def score_figure(point, click_number: int) -> Figure:
         bottom.plot(x, np.asarray(values, dtype=np.float64)[index], color=colour, linewidth=1.2, label=name)
     bottom.axvline(point.threshold, color="tab:blue", linewidth=2)
     bottom.set_ylim(-0.05, 1.05)
-    bottom.set_xlabel("threshold λ on the Markov-map (segment = pixels with value ≤ λ)")
-    bottom.set_ylabel("component")
-    bottom.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, frameon=False)
+    bottom.set_xlabel("threshold λ (segment = pixels with value ≤ λ)", fontsize=FONT_SIZE)
+    bottom.set_ylabel("component", fontsize=FONT_SIZE)
+    # Below the axes, in the figure's own space (constrained layout makes room for it).
+    figure.legend(*bottom.get_legend_handles_labels(), fontsize=FONT_SIZE, loc="outside lower center", ncol=2,
+                  frameon=False)
     return figure
 
 
@@ -190,3 +193,68 @@ def cutout(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise ValueError(f"mask {mask.shape} and image {image.shape[:2]} differ in size")
     alpha = mask.astype(np.uint8)[..., None] * 255
     return np.concatenate([image, alpha], axis=2)
+
+
+def status_line(*, backbone: str | None, resolution: int, reason: str | None = None,
+                image_seconds: float | None = None, action: tuple[str, float] | None = None,
+                clicks: int | None = None, pending: int = 0, mask_fraction: float | None = None,
+                threshold: tuple[float, bool] | None = None, memory_bytes: int | None = None) -> str:
+    """The app's one status line (markdown).
+
+    Parameters
+    ----------
+    backbone : str or None
+        The backbone's description; None while the model is not loaded yet.
+    resolution : int
+        R the next image will use.
+    reason : str, optional
+        Why the app fell back to another backbone (shown first: it explains everything after).
+    image_seconds : float, optional
+        Time the current image took (attention and operator).
+    action : tuple, optional
+        ``(name, seconds)`` of the latest action, e.g. ``("click", 0.42)`` or ``("undo", 0.01)``.
+    clicks, pending : int
+        Clicks applied, and clicks received but still waiting for their turn.
+    mask_fraction : float, optional
+        Share of the image the mask covers.
+    threshold : tuple, optional
+        ``(value, overridden)`` of the latest click's threshold.
+    memory_bytes : int, optional
+        Memory the image's prepared state holds.
+    """
+    if backbone is None:
+        return f"The model loads with the first image (attention resolution R = {resolution})."
+    parts = [backbone]
+    if reason:
+        parts.insert(0, f"⚠ Fell back: {reason}")
+    if image_seconds is not None:
+        parts.append(f"image {image_seconds:.2f} s")
+    if action is not None:
+        parts.append(f"{action[0]} {action[1]:.2f} s")
+    if clicks is not None:
+        parts.append(f"{clicks} click{'' if clicks == 1 else 's'}" + (f" (+{pending} waiting)" if pending else ""))
+    if mask_fraction is not None:
+        parts.append(f"mask {100.0 * mask_fraction:.1f} % of the image")
+    if threshold is not None:
+        parts.append(f"threshold {threshold[0]:.3f} ({'yours' if threshold[1] else 'adaptive'})")
+    if memory_bytes is not None:
+        parts.append(f"image memory {memory_bytes / 2 ** 20:.0f} MiB")
+    return " · ".join(parts)
+
+
+def write_exports(folder: str, image: np.ndarray, mask: np.ndarray, which: str = "both") -> tuple[str | None, str | None]:
+    """Write the mask (PNG, 0/255) and/or the RGBA cut-out of ``image`` into ``folder``.
+
+    ``which`` is ``"mask"``, ``"cutout"`` or ``"both"``; returns (mask path, cut-out path), None
+    for a file not written. A 12-megapixel cut-out takes about a second, so the app writes each
+    file only when it is downloaded.
+    """
+    os.makedirs(folder, exist_ok=True)
+    mask_path = cutout_path = None
+    if which in ("mask", "both"):
+        mask_path = os.path.join(folder, "mask.png")
+        Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(mask_path, compress_level=1)
+    if which in ("cutout", "both"):
+        cutout_path = os.path.join(folder, "cutout.png")
+        Image.fromarray(cutout(image, mask), "RGBA").save(cutout_path, compress_level=1)
+    return mask_path, cutout_path

@@ -1,0 +1,336 @@
+"""The app's event handlers: plain methods returning dicts keyed by component (testable without a browser).
+
+Each handler validates its input, calls the GPU boundary (:mod:`m2n2.studio.gpu`) with plain
+arguments, and only then commits the result to the session, so a failure leaves the session
+exactly as it was. Errors the user caused become a warning toast and change nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from ..errors import M2N2Error
+from ..geometry import Geometry
+from ..image import read_image
+from . import gpu, views
+from .api import parse_points, summarize
+from .serving import Serving, end_session, export_dir
+from .session import Click, Session, Shown
+
+FOREGROUND, BACKGROUND = "Foreground (green)", "Background (red)"
+
+
+@dataclass
+class UI:
+    """The components the handlers update (built by ``app.py``)."""
+
+    state: object
+    image: object
+    heatmap: object
+    scores: object
+    mask_button: object
+    cutout_button: object
+    threshold: object
+    automatic: object
+    status: object
+    mask_file: object = None
+    cutout_file: object = None
+
+    @property
+    def outputs(self) -> list:
+        """Every component a full update touches (the files are written only when asked for)."""
+        return [self.state, self.image, self.heatmap, self.scores, self.mask_button, self.cutout_button,
+                self.threshold, self.automatic, self.status]
+
+
+class Handlers:
+    """Event handlers of one app.
+
+    Parameters
+    ----------
+    serving : Serving
+        The process's options, backbones and prepared images (:func:`m2n2.studio.serving.start`).
+    ui : UI
+        The components the returned dicts are keyed by.
+    examples : list of str
+        Paths of the example images, in the order the app lists them.
+    """
+
+    def __init__(self, serving: Serving, ui: UI, examples: list[str] = ()):
+        self.serving, self.ui, self.examples = serving, ui, list(examples)
+        self.options = serving.options
+
+    # ------------------------------------------------------------------ helpers
+    def new_session(self) -> Session:
+        """An empty session (no image yet) with the app's settings."""
+        return Session(self.options.attention_resolution, self.options.config)
+
+    def status(self, session: Session | None) -> str:
+        """The status line for ``session`` (None: a new visitor)."""
+        session = session or self.new_session()
+        backbones = self.serving.backbones
+        if not backbones.is_loaded(session.resolution):
+            return views.status_line(backbone=None, resolution=session.resolution)
+        backbone = backbones.get(session.resolution)
+        shown = session.shown
+        return views.status_line(
+            backbone=backbone.description, resolution=session.resolution, reason=getattr(backbone, "reason", None),
+            image_seconds=session.image_seconds if session.has_image else None, action=session.action,
+            clicks=len(session.clicks) if session.has_image else None, pending=len(session.pending),
+            mask_fraction=float(shown.mask.mean()) if shown is not None else None,
+            threshold=(shown.threshold, shown.overridden) if shown is not None else None,
+            memory_bytes=session.memory_bytes if session.has_image else None)
+
+    def overlay(self, session: Session) -> np.ndarray | None:
+        """The working copy with the mask and every click (pending ones too) drawn on it."""
+        if not session.has_image:
+            return None
+        geometry = session.geometry
+        clicks = session.clicks + session.pending
+        points = geometry.original_to_display([(c.x, c.y) for c in clicks]) if clicks else np.zeros((0, 2))
+        mask = session.shown.mask if session.shown is not None else None
+        return views.overlay(session.display_image, mask, points, [c.label for c in clicks])
+
+    def render(self, session: Session, last=None) -> dict:
+        """Every view of the session; ``last`` is the latest click's PointResult (None: no clicks)."""
+        ui = self.ui
+        clicked = last is not None and session.shown is not None
+        out = {ui.state: session, ui.image: self.overlay(session), ui.heatmap: None, ui.scores: None,
+               ui.status: self.status(session)}
+        if clicked:
+            point = session.geometry.original_to_display([(session.clicks[-1].x, session.clicks[-1].y)])[0]
+            out[ui.heatmap] = views.heatmap_figure(last.markov_map, tuple(point), last.label)
+            out[ui.scores] = views.score_figure(last, len(session.clicks))
+        out[ui.mask_button] = gr.Button(interactive=clicked)
+        out[ui.cutout_button] = gr.Button(interactive=clicked)
+        # Shown to the slider's step (0.001); the status line and the plot give the exact value.
+        out[ui.threshold] = gr.Slider(value=round(session.shown.threshold, 3) if clicked else 0.5, interactive=clicked)
+        out[ui.automatic] = gr.Button(interactive=clicked and session.shown.overridden)
+        return out
+
+    def rejected(self, session: Session | None, message: str, restore_image: bool = False) -> dict:
+        """Warn and change nothing (but show the session's image again over a rejected upload)."""
+        gr.Warning(message)
+        out = {self.ui.state: session}
+        if restore_image:
+            out[self.ui.image] = self.overlay(session) if session is not None else None
+        return out
+
+    def _track(self, session: Session, request) -> None:
+        if request is not None:
+            self.serving.live.track(request.session_hash, session.id)
+
+    def _segment(self, session: Session, clicks: list[Click], threshold: float | None, config=None):
+        """Segment ``clicks`` on the session's prepared image (preparing it again if the store lost it)."""
+        config = config or session.config
+        points = np.array([(c.x, c.y) for c in clicks], dtype=np.float64).reshape(-1, 2)
+        labels = np.array([c.label for c in clicks], dtype=np.int64)
+        result = gpu.segment(session.key, points, labels, threshold, config)
+        if result is None:  # evicted for memory, or another worker: prepare again from the session's copy
+            gpu.prepare(session.key, session.image, session.resolution, config)
+            result = gpu.segment(session.key, points, labels, threshold, config)
+        return result
+
+    def _apply(self, session: Session, clicks: list[Click], threshold: float | None, action: str,
+               config=None) -> dict:
+        """Segment, then commit clicks, override, settings and the result to the session."""
+        start = time.perf_counter()
+        try:
+            result = self._segment(session, clicks, threshold, config) if clicks else None
+        except gr.Error as error:
+            return self.rejected(session, error.message)
+        session.clicks, session.threshold = clicks, threshold
+        if config is not None:
+            session.config = config
+        session.action = (action, time.perf_counter() - start)
+        if result is None:
+            session.shown = None
+            return self.render(session)
+        session.shown = Shown(result.mask, float(result.last.threshold), bool(result.last.overridden))
+        session.memory_bytes = result.memory_bytes
+        return self.render(session, result.last)
+
+    @staticmethod
+    def _usable(session: Session | None) -> bool:
+        return session is not None and session.has_image
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image, session: Session | None, request: gr.Request = None, progress=gr.Progress()):
+        """A new image (a path, or an upload's raw payload): attention, operator, no clicks."""
+        session = session or self.new_session()
+        try:
+            array = read_image(image.get("path") if isinstance(image, dict) else image)
+        except M2N2Error as error:
+            return self.rejected(session, f"This file cannot be used: {error}", restore_image=True)
+        if not self.serving.backbones.is_loaded(session.resolution):
+            progress(0.05, desc="Loading the model (first use only)…")
+            try:
+                self.serving.backbones.get(session.resolution)
+            except M2N2Error as error:
+                return self.rejected(session, f"The model cannot be loaded: {error}", restore_image=True)
+        progress(0.3, desc="Extracting attention and preparing the operator…")
+        key = session.next_key
+        try:
+            prepared = gpu.prepare(key, array, session.resolution, session.config)
+        except gr.Error as error:
+            return self.rejected(session, f"This image cannot be used: {error.message}", restore_image=True)
+        progress(0.9, desc="Drawing…")
+        session.set_image(array, prepared.working, prepared.resolution, prepared.seconds)
+        session.memory_bytes = prepared.memory_bytes
+        self._track(session, request)
+        return self.render(session)
+
+    def load_example(self, index: int, session: Session | None, request: gr.Request = None,
+                     progress=gr.Progress()):
+        """Example number ``index`` (of the examples the handlers were given)."""
+        return self.set_image(self.examples[index], session, request, progress)
+
+    def clear(self, session: Session | None):
+        """The image was removed (its x button): free its prepared state, keep the settings."""
+        session = session or self.new_session()
+        end_session(self.serving.store, session.id)
+        session.forget_image()
+        return self.render(session)
+
+    # ------------------------------------------------------------------ clicks
+    def mark(self, session: Session | None, mode: str, evt: gr.SelectData):
+        """At once, before any computing: the click's marker on the image (it waits its turn)."""
+        if not self._usable(session):
+            return {}
+        try:
+            click = session.click_at(float(evt.index[0]), float(evt.index[1]), 1 if mode == FOREGROUND else 0)
+        except M2N2Error:
+            return {}
+        session.pending.append(click)
+        return {self.ui.state: session, self.ui.image: self.overlay(session), self.ui.status: self.status(session)}
+
+    def click(self, session: Session | None, mode: str, evt: gr.SelectData, request: gr.Request = None):
+        """A click on the image, labelled by the foreground/background switch; runs in arrival order."""
+        if not self._usable(session):
+            return self.rejected(session, "Upload an image or pick an example first, then click on it.")
+        try:
+            click = session.click_at(float(evt.index[0]), float(evt.index[1]), 1 if mode == FOREGROUND else 0)
+        except M2N2Error as error:
+            return self.rejected(session, str(error))
+        if click in session.pending:
+            session.pending.remove(click)
+        self._track(session, request)
+        return self._apply(session, [*session.clicks, click], None, "click")
+
+    def undo(self, session: Session | None, request: gr.Request = None):
+        """Remove the latest click (and any threshold override)."""
+        if not self._usable(session):
+            return self.rejected(session, "Upload an image or pick an example first, then click on it.")
+        if not session.clicks:
+            return self.rejected(session, "There is no click to undo.")
+        return self._apply(session, session.clicks[:-1], None, "undo")
+
+    def reset(self, session: Session | None):
+        """Remove every click (no GPU work: the image and its operator stay)."""
+        if not self._usable(session):
+            return self.rejected(session, "There is nothing to reset yet.")
+        session.clear_clicks()
+        return self.render(session)
+
+    # ------------------------------------------------------------------ threshold
+    def override(self, session: Session | None, threshold: float, request: gr.Request = None):
+        """The slider (released, or its box confirmed with Enter): use ``threshold`` for the latest click."""
+        if not self._usable(session):
+            return self.rejected(session, "Upload an image or pick an example first, then click on it.")
+        try:
+            threshold = session.check_override(float(threshold))
+        except (M2N2Error, TypeError, ValueError) as error:
+            return self.rejected(session, str(error))
+        if session.shown is not None and session.threshold == threshold:
+            return {}  # the same value again (e.g. the slider set by the app itself): nothing to do
+        return self._apply(session, session.clicks, threshold, "threshold")
+
+    def automatic(self, session: Session | None, request: gr.Request = None):
+        """Back to the latest click's adaptive threshold."""
+        if not self._usable(session):
+            return self.rejected(session, "Upload an image or pick an example first, then click on it.")
+        try:
+            session.check_override(None)
+        except M2N2Error as error:
+            return self.rejected(session, str(error))
+        return self._apply(session, session.clicks, None, "threshold")
+
+    # ------------------------------------------------------------------ downloads
+    def _export(self, session: Session | None, which: str) -> dict:
+        if not self._usable(session) or session.shown is None:
+            return self.rejected(session, "Click on the image first: there is no mask to download yet.")
+        mask_path, cutout_path = views.write_exports(export_dir(session.id), session.image, session.shown.mask,
+                                                     which=which)
+        if which == "mask":
+            return {self.ui.mask_file: gr.DownloadButton(value=mask_path)}
+        return {self.ui.cutout_file: gr.DownloadButton(value=cutout_path)}
+
+    def export_mask(self, session: Session | None) -> dict:
+        """Write the mask (PNG, original size, 0/255) now that it is asked for."""
+        return self._export(session, "mask")
+
+    def export_cutout(self, session: Session | None) -> dict:
+        """Write the RGBA cut-out (original size) now that it is asked for."""
+        return self._export(session, "cutout")
+
+    # ------------------------------------------------------------------ settings
+    def apply_settings(self, session: Session | None, temperature: float, rho: float, flood_fill: bool,
+                       resolution: int, request: gr.Request = None, progress=gr.Progress()):
+        """Advanced settings: recompute what they change, for this session only."""
+        session = session or self.new_session()
+        try:
+            config = session.config.replace(temperature=float(temperature), rho=float(rho),
+                                            flood_fill=bool(flood_fill))
+        except M2N2Error as error:
+            return self.rejected(session, str(error))
+        resolution = int(resolution)
+        if not session.has_image:
+            session.config, session.resolution = config, resolution
+            gr.Info("Settings saved: they apply to the next image.")
+            return {self.ui.state: session, self.ui.status: self.status(session)}
+        if resolution != session.resolution:
+            if not self.serving.backbones.is_loaded(resolution):
+                progress(0.05, desc="Loading the model at the new resolution (first use only)…")
+            progress(0.3, desc=f"Recomputing the attention at R = {resolution}…")
+            start = time.perf_counter()
+            key = session.next_key
+            try:
+                prepared = gpu.prepare(key, session.image, resolution, config)
+            except gr.Error as error:
+                return self.rejected(session, error.message)
+            session.version += 1
+            session.resolution = prepared.resolution
+            session.geometry = Geometry(session.geometry.original, prepared.working, prepared.resolution)
+            session.image_seconds = time.perf_counter() - start
+        elif config.operator_fields != session.config.operator_fields:
+            progress(0.3, desc="Preparing the operator again (new temperature)…")
+        return self._apply(session, session.clicks, session.threshold, "settings", config)
+
+    # ------------------------------------------------------------------ API and lifecycle
+    def segment(self, image: str, points: str):
+        """Stateless API: an image file and a JSON list of points -> mask PNG and a summary.
+
+        ``points`` is a JSON list of ``[x, y, label]`` or ``{"x", "y", "label"}`` in original
+        pixels (x column, y row; label 1 foreground, 0 background).
+        """
+        try:
+            array = read_image(image)
+            xy, labels = parse_points(points)
+        except M2N2Error as error:
+            raise gr.Error(str(error)) from None
+        prediction, description = gpu.segment_image(array, xy, labels, self.options.attention_resolution,
+                                                    self.options.config)
+        return prediction.mask.astype("uint8") * 255, summarize(prediction, description)
+
+    def end_session(self, request: gr.Request):
+        """The tab was closed: free its prepared image now rather than when ``gr.State`` expires."""
+        self.serving.live.end(request.session_hash)
+
+    def release_state(self, session: Session | None) -> None:
+        """``gr.State`` delete callback: the session expired or its tab is gone."""
+        if session is not None:
+            end_session(self.serving.store, session.id)

@@ -1,0 +1,271 @@
+"""What the serving process keeps for everyone: options, loaded backbones, prepared images, live tabs.
+
+* :class:`Options`: how the app runs (the command line's flags).
+* :class:`Backbones`: each backbone loaded once per process (Stable Diffusion 2 is gigabytes) and
+  shared by every user, loaded on first use.
+* :class:`PredictorStore`: each session's prepared image (an :class:`m2n2.M2N2Predictor` with
+  its operator, left on the compute device between clicks), least recently used first out when
+  the memory budget is exceeded. An evicted image is prepared again from the session's copy.
+* :class:`LiveSessions`: the session of each browser tab, so closing a tab frees its image at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..backbones import load
+from ..config import M2N2Config
+from ..errors import NotReadyError
+from ..predictor import M2N2Predictor
+
+log = logging.getLogger("m2n2.studio")
+
+#: Default memory budget of the prepared images of all sessions together.
+DEFAULT_BUDGET_BYTES = 8 * 2**30
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the app runs (the command line's flags)."""
+
+    backbone: str = "auto"
+    model: str | None = None
+    resolution: int | None = None
+    max_side: int = 1024
+    concurrency: int = 1
+    faithful: bool = False
+    budget_bytes: int = DEFAULT_BUDGET_BYTES
+
+    @property
+    def attention_resolution(self) -> int:
+        """R: as given, else 128 (the paper's) with a GPU and 64 on a CPU."""
+        return self.resolution or (128 if torch.cuda.is_available() else 64)
+
+    @property
+    def config(self) -> M2N2Config:
+        """Settings of new sessions and of the API, with the working-copy cap.
+
+        The fast preset by default (a click in well under a second on a CPU); ``faithful`` gives
+        the paper's exact numerics (dense upsampling: seconds per click on a CPU).
+        """
+        base = M2N2Config() if self.faithful else M2N2Config.fast()
+        return base.replace(max_side=self.max_side)
+
+
+class Backbones:
+    """Backbones loaded on first use, one per attention resolution, shared by every session.
+
+    Parameters
+    ----------
+    factory : callable
+        ``factory(resolution) -> Backbone``; called at most once per resolution.
+    """
+
+    def __init__(self, factory: Callable[[int], object]):
+        self.factory = factory
+        self.loaded: dict[int, object] = {}
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options: Options) -> "Backbones":
+        """Backbones of the kind ``options`` names (``--backbone``, ``--model``)."""
+        extra = {"model": options.model} if options.model else {}  # the colour backbone takes no model
+        return cls(lambda resolution: load(options.backbone, resolution=resolution, **extra))
+
+    def get(self, resolution: int):
+        """The backbone at ``resolution``, loading it first if needed (and logging a fallback's reason)."""
+        resolution = int(resolution)
+        with self.lock:
+            if resolution not in self.loaded:
+                backbone = self.factory(resolution)
+                if getattr(backbone, "reason", None):
+                    log.warning("M2N2 Studio fell back: %s", backbone.reason)
+                log.info("loaded %s", backbone.description)
+                self.loaded[resolution] = backbone
+            return self.loaded[resolution]
+
+    def is_loaded(self, resolution: int) -> bool:
+        """Whether :meth:`get` returns at once (no model to load first)."""
+        return int(resolution) in self.loaded
+
+
+def tensor_bytes(obj, _seen: set | None = None) -> int:
+    """Bytes of every numpy array and torch tensor reachable from ``obj`` (each counted once).
+
+    Follows dicts, lists, tuples, sets and objects' ``__dict__``; a tensor counts its whole
+    storage, so views are not double counted. This is the memory an object pins, not counting
+    small Python objects.
+    """
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        storage = obj.untyped_storage()
+        key = ("storage", storage.data_ptr(), obj.device.type)
+        if key in seen:
+            return 0
+        seen.add(key)
+        return storage.nbytes()
+    if isinstance(obj, np.ndarray):
+        base = obj.base if isinstance(obj.base, np.ndarray) else None
+        return tensor_bytes(base, seen) if base is not None else obj.nbytes
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return sum(tensor_bytes(v, seen) for v in obj)
+    if isinstance(obj, type):
+        return 0
+    if hasattr(obj, "__dict__"):  # the shared backbone is lent, not held
+        return sum(tensor_bytes(v, seen) for k, v in vars(obj).items() if k != "backbone")
+    slots = [name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())]
+    return sum(tensor_bytes(getattr(obj, name, None), seen) for name in slots)
+
+
+class PredictorStore:
+    """Prepared images by key, least recently used evicted first when over ``budget_bytes``.
+
+    The predictor that was used last is never evicted, so one image always fits.
+    """
+
+    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+        self.budget_bytes = int(budget_bytes)
+        self._items: OrderedDict[str, tuple[M2N2Predictor, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: str, predictor: M2N2Predictor) -> None:
+        """Keep ``predictor`` under ``key`` (replacing other images of the same session)."""
+        session = key.split("/")[0]
+        with self._lock:
+            for old in [k for k in self._items if k.split("/")[0] == session]:
+                del self._items[old]
+            self._items[key] = (predictor, tensor_bytes(predictor))
+            self._evict()
+
+    def get(self, key: str) -> M2N2Predictor:
+        """The predictor under ``key``; raises :class:`StoreMiss` when it is not (or no longer) here."""
+        with self._lock:
+            if key not in self._items:
+                raise StoreMiss(key)
+            self._items.move_to_end(key)
+            return self._items[key][0]
+
+    def update_size(self, key: str) -> int:
+        """Measure again what ``key`` holds (its cached maps grow with clicks); return the bytes."""
+        with self._lock:
+            if key not in self._items:
+                return 0
+            predictor = self._items[key][0]
+            self._items[key] = (predictor, tensor_bytes(predictor))
+            self._evict()
+            return self._items[key][1] if key in self._items else 0
+
+    def drop_session(self, session_id: str) -> bool:
+        """Forget every image of ``session_id``; returns whether there was one."""
+        with self._lock:
+            keys = [k for k in self._items if k.split("/")[0] == session_id]
+            for key in keys:
+                del self._items[key]
+            return bool(keys)
+
+    def _evict(self) -> None:
+        while len(self._items) > 1 and sum(size for _, size in self._items.values()) > self.budget_bytes:
+            key, _ = self._items.popitem(last=False)
+            log.info("evicted prepared image %s (memory budget)", key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes held by every prepared image together."""
+        with self._lock:
+            return sum(size for _, size in self._items.values())
+
+
+class StoreMiss(NotReadyError):
+    """The prepared image of a session is not in this process's store (evicted, or another worker)."""
+
+
+def export_dir(session_id: str) -> str:
+    """The folder of a session's downloadable files."""
+    return os.path.join(tempfile.gettempdir(), "m2n2-studio", session_id)
+
+
+class LiveSessions:
+    """The session id of each browser tab, so that closing the tab frees its image at once.
+
+    ``gr.State`` keeps a closed tab's value for an hour (in case the user comes back); the app
+    calls :meth:`end` from ``demo.unload`` to free the heavy part sooner.
+    """
+
+    def __init__(self, store: PredictorStore):
+        self.store = store
+        self._tabs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def track(self, tab: str, session_id: str) -> None:
+        """Remember ``session_id`` as the session of browser tab ``tab``."""
+        with self._lock:
+            self._tabs[tab] = session_id
+
+    def end(self, tab: str) -> bool:
+        """Free the prepared image and files of ``tab``'s session; returns whether it had an image."""
+        with self._lock:
+            session_id = self._tabs.pop(tab, None)
+        return session_id is not None and end_session(self.store, session_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tabs)
+
+
+def end_session(store: PredictorStore, session_id: str) -> bool:
+    """Free a session's prepared image and its exported files; returns whether it had an image."""
+    shutil.rmtree(export_dir(session_id), ignore_errors=True)
+    return store.drop_session(session_id)
+
+
+@dataclass
+class Serving:
+    """Everything one serving process shares between sessions."""
+
+    options: Options
+    backbones: Backbones
+    store: PredictorStore
+    live: LiveSessions
+
+
+_current: Serving | None = None
+
+
+def start(options: Options, factory: Callable[[int], object] | None = None) -> Serving:
+    """Set up this process's serving state (backbones load lazily); returns it.
+
+    ``factory(resolution) -> Backbone`` replaces the backbone ``options`` names (tests use it).
+    """
+    global _current
+    backbones = Backbones(factory) if factory is not None else Backbones.from_options(options)
+    store = PredictorStore(options.budget_bytes)
+    _current = Serving(options, backbones, store, LiveSessions(store))
+    return _current
+
+
+def current() -> Serving:
+    """This process's serving state (see :func:`start`)."""
+    if _current is None:
+        raise NotReadyError("the studio is not started: call m2n2.studio.serving.start(options) first")
+    return _current

@@ -1,0 +1,149 @@
+"""One user's state in the app, as plain data: the image, its clicks, the threshold override, settings.
+
+A :class:`Session` is what the app keeps in ``gr.State``. It holds no model, no operator and no
+tensor, so copying or pickling it is cheap; the prepared image (the predictor with its operator)
+lives in the serving process's store under :attr:`Session.key` (see :mod:`m2n2.studio.serving`)
+and is rebuilt from :attr:`Session.image` when the store no longer has it.
+
+Every method here is a state change without computation: the handlers do the computing (through
+:mod:`m2n2.studio.gpu`) and commit the result, so a failure leaves the session as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import M2N2Config
+from ..errors import InputError, NotReadyError
+from ..geometry import Geometry
+from ..image import resize_rgb
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click, in original image pixels (x column, y row); label 1 foreground, 0 background."""
+
+    x: float
+    y: float
+    label: int
+
+
+@dataclass
+class Shown:
+    """The latest result, kept to draw again without computing (plain arrays).
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        (H, W) bool at the original size.
+    threshold : float
+        The latest click's threshold.
+    overridden : bool
+        Whether that threshold is the user's.
+    """
+
+    mask: np.ndarray
+    threshold: float
+    overridden: bool
+
+
+@dataclass
+class Session:
+    """One user's image, clicks and settings.
+
+    Parameters
+    ----------
+    resolution : int
+        Attention resolution R of the next image.
+    config : M2N2Config
+        Settings of the next image.
+    """
+
+    resolution: int
+    config: M2N2Config = field(default_factory=M2N2Config)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    image: np.ndarray | None = None
+    display_image: np.ndarray | None = None
+    geometry: Geometry | None = None
+    version: int = 0
+    clicks: list[Click] = field(default_factory=list)
+    pending: list[Click] = field(default_factory=list)
+    threshold: float | None = None
+    shown: Shown | None = None
+    image_seconds: float | None = None
+    action: tuple[str, float] | None = None
+    memory_bytes: int | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def has_image(self) -> bool:
+        """Whether an image is loaded."""
+        return self.image is not None
+
+    @property
+    def key(self) -> str:
+        """Where the serving store keeps this image's prepared predictor (changes with the image)."""
+        return f"{self.id}/{self.version}"
+
+    @property
+    def next_key(self) -> str:
+        """The key the next image (or the same image at a new resolution) will have."""
+        return f"{self.id}/{self.version + 1}"
+
+    def require_image(self) -> Geometry:
+        """The image's geometry; raises :class:`NotReadyError` without an image."""
+        if self.geometry is None:
+            raise NotReadyError("upload an image or pick an example first, then click on it")
+        return self.geometry
+
+    @property
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 2) float64 click positions (x, y) in original pixels and (K,) int64 labels."""
+        return (np.array([(c.x, c.y) for c in self.clicks], dtype=np.float64).reshape(-1, 2),
+                np.array([c.label for c in self.clicks], dtype=np.int64))
+
+    # ------------------------------------------------------------------ transitions
+    def set_image(self, image: np.ndarray, working: tuple[int, int], resolution: int, seconds: float) -> None:
+        """Take a prepared image: its clicks, override and result are forgotten."""
+        height, width = image.shape[:2]
+        self.image = image
+        self.geometry = Geometry((height, width), tuple(working), int(resolution))
+        # What the app shows and clicks land on: the working copy (the predictor resizes the same way).
+        self.display_image = resize_rgb(image, self.geometry.working[::-1])
+        self.resolution = int(resolution)
+        self.version += 1
+        self.clicks, self.pending, self.threshold, self.shown = [], [], None, None
+        self.image_seconds, self.action = seconds, None
+
+    def click_at(self, x: float, y: float, label: int) -> Click:
+        """The click at (x, y) of the displayed image, in original pixels (validated, not recorded)."""
+        geometry = self.require_image()
+        if label not in (0, 1):
+            raise InputError(f"a click's label must be 1 (foreground) or 0 (background), got {label!r}")
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise InputError(f"the click ({x}, {y}) is not a position on the image")
+        ox, oy = geometry.display_to_original([(x, y)])[0]
+        return Click(float(ox), float(oy), int(label))
+
+    def clear_clicks(self) -> None:
+        """Forget every click and the override (the image stays)."""
+        self.clicks, self.pending, self.threshold, self.shown, self.action = [], [], None, None, None
+
+    def check_override(self, threshold: float | None) -> float | None:
+        """``threshold`` validated as an override of the latest click's threshold (None: automatic)."""
+        self.require_image()
+        if not self.clicks:
+            raise InputError("click on the image first: the threshold belongs to the latest click")
+        if threshold is not None and not (np.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise InputError(f"the threshold must lie in [0, 1], got {threshold}")
+        return None if threshold is None else float(threshold)
+
+    def forget_image(self) -> None:
+        """Drop the image and everything about it (the settings stay)."""
+        self.image, self.display_image, self.geometry = None, None, None
+        self.version += 1
+        self.clear_clicks()
+        self.image_seconds = None

@@ -1,0 +1,152 @@
+"""What the serving process shares: backbones loaded once, prepared images under a budget, the GPU boundary."""
+
+import numpy as np
+import pytest
+import torch
+
+from m2n2 import M2N2Config
+from m2n2.studio import gpu, serving
+from m2n2.studio.serving import Backbones, LiveSessions, PredictorStore, StoreMiss, tensor_bytes
+from synthetic import CountingBackbone, centre_of, iou, square_image
+
+OPTIONS = serving.Options(backbone="color", resolution=16)
+FAST = M2N2Config.fast()
+
+
+@pytest.fixture
+def started():
+    return serving.start(OPTIONS, CountingBackbone)
+
+
+def prepared(key="s/1", config=FAST, image=None):
+    image = square_image()[0] if image is None else image
+    return gpu.prepare(key, image, 16, config)
+
+
+def test_backbones_load_each_resolution_once():
+    made = []
+    backbones = Backbones(lambda r: made.append(r) or CountingBackbone(r))
+    assert not backbones.is_loaded(16)
+    first = backbones.get(16)
+    assert backbones.get(16) is first and made == [16] and backbones.is_loaded(16)
+    assert backbones.get(8) is not first and made == [16, 8]
+
+
+def test_without_start_the_boundary_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(serving, "_current", None)
+    with pytest.raises(Exception, match="serving.start"):
+        serving.current()
+
+
+def test_prepare_keeps_the_operator_on_the_device_and_returns_plain_numbers(started):
+    result = prepared()
+    assert result.working == (60, 80) and result.resolution == 16 and result.seconds > 0
+    predictor = started.store.get("s/1")
+    assert predictor.operator.dtype == torch.float16 and predictor.backbone is None
+    assert predictor.operator.device == started.backbones.get(16).device
+    assert result.memory_bytes >= 256 * 256 * 2                       # the fp16 operator at R = 16
+
+
+def test_faithful_settings_keep_the_fp32_operator(started):
+    prepared(config=M2N2Config())
+    assert started.store.get("s/1").operator.dtype == torch.float32
+
+
+def test_segment_finds_the_square_and_the_operator_never_moves(started):
+    _, truth = square_image()
+    prepared()
+    operator = started.store.get("s/1").operator
+    result = gpu.segment("s/1", np.array([centre_of(truth)]), np.array([1]), None, FAST)
+    assert iou(result.mask, truth) > 0.8 and not result.last.overridden
+    assert started.store.get("s/1").operator is operator               # same tensor: no copy per click
+    wide = gpu.segment("s/1", np.array([centre_of(truth)]), np.array([1]), 1.0, FAST)
+    assert wide.last.overridden and wide.mask.sum() > result.mask.sum()
+
+
+def test_segment_reports_a_missing_image_instead_of_failing(started):
+    assert gpu.segment("nobody/1", np.array([[1.0, 1.0]]), np.array([1]), None, FAST) is None
+
+
+def test_user_errors_cross_the_boundary_with_their_message(started):
+    import gradio as gr
+    prepared()
+    with pytest.raises(gr.Error, match="outside"):
+        gpu.segment("s/1", np.array([[500.0, 1.0]]), np.array([1]), None, FAST)
+    with pytest.raises(gr.Error, match="too small"):
+        gpu.prepare("s/2", np.zeros((1, 1, 3), np.uint8), 16, FAST)
+    assert "s/1" in started.store                                     # a failed new image keeps the old one
+
+
+def test_store_evicts_least_recently_used_over_budget(started):
+    store = PredictorStore(budget_bytes=1)
+    for key in ("a/1", "b/1"):
+        prepared(key)
+        store.put(key, started.store.get(key))
+    assert "a/1" not in store and "b/1" in store and len(store) == 1  # the newest always stays
+    with pytest.raises(StoreMiss):
+        store.get("a/1")
+
+
+def test_a_session_keeps_one_image_and_drop_frees_it(started):
+    prepared("s/1")
+    prepared("s/2")
+    assert "s/1" not in started.store and "s/2" in started.store
+    assert started.store.drop_session("s") and len(started.store) == 0
+
+
+def test_memory_grows_with_cached_maps(started):
+    before = prepared().memory_bytes
+    after = gpu.segment("s/1", np.array([[10.0, 10.0]]), np.array([1]), None, FAST).memory_bytes
+    assert after >= before + 60 * 80 * 4                               # one cached Markov-map
+
+
+def test_tensor_bytes_counts_shared_storage_once():
+    t = torch.zeros(100)
+    a = np.zeros(50)
+    assert tensor_bytes({"x": t, "y": t[10:], "z": [a, a[5:]]}) == 400 + 400
+
+
+def test_live_sessions_end_frees_the_image(started):
+    prepared("s/1")
+    live = LiveSessions(started.store)
+    live.track("tab-1", "s")
+    assert len(live) == 1 and live.end("tab-1") and "s/1" not in started.store
+    assert not live.end("tab-1")
+
+
+def test_exports_are_full_size_and_end_session_removes_them(started, tmp_path):
+    from PIL import Image
+
+    from m2n2.studio.views import write_exports
+    image, truth = square_image()
+    mask_path, cutout_path = write_exports(serving.export_dir("s"), image, truth)
+    np.testing.assert_array_equal(np.asarray(Image.open(mask_path)) > 0, truth)
+    cut = Image.open(cutout_path)
+    assert cut.mode == "RGBA" and cut.size == (80, 60)
+    serving.end_session(started.store, "s")
+    assert not any(map(__import__("os").path.exists, (mask_path, cutout_path)))
+
+
+def test_the_only_spaces_gpu_is_in_gpu_py():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    users = sorted(str(p.relative_to(root)) for p in [*root.glob("m2n2/**/*.py"), root / "app.py"]
+                   if "spaces.GPU" in p.read_text() or "import spaces" in p.read_text())
+    assert users == ["m2n2/studio/gpu.py"]
+
+
+def test_off_spaces_the_gpu_decorator_returns_the_function_itself():
+    import spaces
+
+    def work(x: int) -> int:
+        return x + 1
+
+    assert spaces.GPU(duration=5)(work) is work and spaces.GPU(work) is work
+
+
+def test_what_a_click_sends_across_the_boundary_is_small(started):
+    import pickle
+    result = prepared()
+    assert len(pickle.dumps(result)) < 1024                           # prepare returns a few numbers
+    arguments = ("s/1", np.array([[10.0, 10.0]] * 20), np.array([1] * 20), 0.4, FAST)
+    assert len(pickle.dumps(arguments)) < 2048                        # twenty clicks, no operator
