@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from m2n2.errors import InputError
@@ -189,7 +190,7 @@ def test_shared_backbone_extracts_once_per_image():
 
         def extract(self, image):
             self.calls += 1
-            return image.sum()
+            return torch.tensor(float(image.sum()))
 
     inner = Counting()
     shared = SharedBackbone(inner)
@@ -198,6 +199,16 @@ def test_shared_backbone_extracts_once_per_image():
     assert inner.calls == 1 and shared.resolution == 4
     shared.extract(image + 1)
     assert inner.calls == 2
+
+
+def test_m2n2_variants_sharing_a_backbone_prepare_the_same_operator():
+    # set_image works on the backbone's tensor in place: each variant must get its own copy.
+    from m2n2.backbones import load
+    image = blob_image()[0]
+    first, second = build_methods(["m2n2", "m2n2:name=again"], backbone_factory=lambda: load("color", resolution=8))
+    first.set_image(image)
+    second.set_image(image)
+    torch.testing.assert_close(second.predictor.operator.matrix(), first.predictor.operator.matrix())
 
 
 def blob_image(seed=0, shape=(48, 64)):
