@@ -19,9 +19,8 @@ never copied back and forth; on a GPU every per-click stage runs there too (Mark
 flood fill, curves, scores, merge: ``M2N2Predictor.torch_stages``) and the cached Markov-maps
 stay on the device, so only the numpy results above leave it (a test pickles them and finds no
 tensor). On a dedicated GPU the store keeps each session's prepared image resident on the
-device, least recently used first out over the memory budget
-(``Options.budget_bytes``). On ZeroGPU the
-worker holding the store may be replaced between calls (then :func:`segment` misses, below). A ZeroGPU worker may be replaced between calls; :func:`segment` then
+device, least recently used first out over the memory budget (``Options.budget_bytes``).
+A ZeroGPU worker may be replaced between calls; :func:`segment` then
 reports a miss (returns None) and the caller prepares the image again from its copy.
 
 Errors the user caused come back as ``gr.Error`` with their message (ZeroGPU replaces the text
