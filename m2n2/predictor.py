@@ -281,14 +281,16 @@ class M2N2Predictor:
 
     def to(self, device=None, dtype=None) -> "M2N2Predictor":
         """Move (and/or cast) the operator, e.g. to fp16 on the CPU between app calls."""
+        moved = device is not None and torch.device(device) != self.device
         if device is not None:
             self.device = torch.device(device)
+        if moved:
+            self._maps.clear()  # cached maps live where the stages ran
         if self._operator is not None:
             self._operator = self._operator.to(device=self.device, dtype=dtype)
             self._guide = self._guide.to(self.device)
             if self._jbu is not None:
                 self._jbu = self._jbu.to(self.device)
-            self._maps.clear()  # cached maps live where the stages ran
         return self
 
     def clear_cache(self) -> None:
