@@ -158,7 +158,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=None, choices=RESOLUTIONS,
                         help="attention resolution R (default: 128 with a GPU, 64 on a CPU)")
     parser.add_argument("--faithful", action="store_true",
-                        help="the paper's exact numerics (fp32 operator, dense upsampling) instead of the fast preset")
+                        help="the paper's exact numerics (fp32 operator, dense upsampling) instead of the fast preset "
+                             "(the default with CUDA)")
     parser.add_argument("--max-side", type=int, default=1024,
                         help="longer images are segmented at a copy this long (masks stay full size)")
     parser.add_argument("--server-name", default=None, help="address to listen on, e.g. 0.0.0.0 (default 127.0.0.1)")
@@ -172,7 +173,8 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     args = parse_args(argv)
     options = Options(backbone=args.backbone, model=args.model, resolution=args.resolution,
-                      max_side=args.max_side, concurrency=args.concurrency, faithful=args.faithful)
+                      max_side=args.max_side, concurrency=args.concurrency,
+                      faithful=True if args.faithful else None)
     serving = studio.start(options)
     if os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU forks its GPU workers from this process: the model must be loaded before that.

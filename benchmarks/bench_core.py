@@ -7,14 +7,23 @@ timings should stay comparable across commits. Usage::
 
     python benchmarks/bench_core.py                    # R = 32 and 64, image 480 x 640
     python benchmarks/bench_core.py --preset fast      # fp16 operator, precomputed upsampling table
+    python benchmarks/bench_core.py --preset fast --baseline /tmp/old   # before/after, same run
+
+``--baseline DIR`` runs the same benchmark for a checkout of another commit (e.g.
+``git worktree add /tmp/old 38a76fe``) and for this one, alternating in subprocesses so that
+both see the same machine load, and prints both with the speed-ups. ``per_pixel_s`` is the sum
+of the per-pixel stages of the click (everything but Markov); ``markov_floor`` compares the
+Markov chain's bytes read per step with a streaming copy of the operator.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,16 +65,89 @@ def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Co
         out = predictor.predict(points, labels)  # the new, fourth click
         clicks.append(time.perf_counter() - start)
         stages.append(out.timings)
+    click_stages = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]}
     return {
         "resolution": resolution,
         "image": [height, width],
         "prepare_s": statistics.median(prepare),
         "prepare_stages_s": {k: statistics.median(s[k] for s in prepare_stages) for k in prepare_stages[0]},
         "click_s": statistics.median(clicks),
-        "click_stages_s": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
+        "click_stages_s": click_stages,
+        "per_pixel_s": sum(v for k, v in click_stages.items() if k not in ("markov", "total")),
+        "markov_floor": markov_floor(predictor, points[3], (height, width), config),
         "operator_mib": predictor.operator.nbytes / 2 ** 20,
         "jbu_table_mib": predictor.upsampling_table.nbytes / 2 ** 20 if predictor.upsampling_table else 0.0,
     }
+
+
+def markov_floor(predictor, point, size, config) -> dict:
+    """Steps of one click's Markov chain, seconds per step, and the memory bandwidth they reach.
+
+    Each step reads the whole operator once (a matrix-vector product), so the step time is
+    bounded below by ``operator bytes / read bandwidth``; ``copy_gb_s`` is what a plain copy of
+    the operator reaches (read + write) on this machine, for comparison.
+    """
+    from m2n2.markov import markov_map, start_states
+    operator = predictor.operator
+    counted = {"steps": 0}
+
+    class Counting:
+        device, dtype = operator.device, operator.dtype
+
+        def step(self, states):
+            counted["steps"] += 1
+            return operator.step(states)
+
+    start = start_states(np.array([point], dtype=np.float64), size, operator.resolution)
+    t0 = time.perf_counter()
+    markov_map(Counting(), start, rho=config.rho, max_steps=config.max_steps)
+    seconds = time.perf_counter() - t0
+    steps = max(counted["steps"], 1)
+    buffer = torch.empty_like(operator.transposed)
+    copies = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        buffer.copy_(operator.transposed)
+        copies.append(time.perf_counter() - t0)
+    per_step = seconds / steps
+    return {"steps": counted["steps"], "step_ms": 1e3 * per_step,
+            "read_gb_s": operator.nbytes / per_step / 1e9,
+            "copy_gb_s": 2 * operator.nbytes / statistics.median(copies) / 1e9}
+
+
+def compare(args, argv) -> None:
+    """Run this benchmark for ``args.baseline`` and for this checkout, alternating, and print both."""
+    here = Path(__file__).resolve().parents[1]
+    ours = ("--baseline", "--rounds")  # the options of the comparison itself, not passed on
+    rest = [a for i, a in enumerate(argv) if a not in ours and (i == 0 or argv[i - 1] not in ours)]
+    runs = {"baseline": [], "current": []}
+    for _ in range(args.rounds):
+        for name, root in (("baseline", Path(args.baseline).resolve()), ("current", here)):
+            env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+            out = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_core.py"), *rest],
+                                 env=env, cwd=root, capture_output=True, text=True, check=True).stdout
+            result = json.loads(out)
+            for r in result["results"]:  # older commits print no per-pixel sum
+                r["per_pixel_s"] = sum(v for k, v in r["click_stages_s"].items() if k not in ("markov", "total"))
+            runs[name].append(result)
+    summary = []
+    for index, result in enumerate(runs["current"][0]["results"]):
+        pick = {name: [r["results"][index] for r in rs] for name, rs in runs.items()}
+        row = {"resolution": result["resolution"], "image": result["image"]}
+        for field in ("click_s", "per_pixel_s", "prepare_s"):
+            for name in runs:
+                values = [r.get(field) for r in pick[name] if r.get(field) is not None]
+                if values:
+                    row[f"{name}_{field}"] = statistics.median(values)
+            if f"baseline_{field}" in row and f"current_{field}" in row:
+                row[f"speedup_{field}"] = row[f"baseline_{field}"] / row[f"current_{field}"]
+        for name in runs:
+            row[f"{name}_click_stages_s"] = {k: statistics.median(r["click_stages_s"].get(k, 0.0) for r in pick[name])
+                                             for k in pick[name][0]["click_stages_s"]}
+        row["current_markov_floor"] = pick["current"][-1].get("markov_floor")
+        summary.append(row)
+    print(json.dumps({"baseline": str(args.baseline), "rounds": args.rounds, "args": rest,
+                      "comparison": summary}, indent=2))
 
 
 def main(argv=None) -> None:
@@ -79,7 +161,14 @@ def main(argv=None) -> None:
                         help="colour kernel of the benchmark's attention (Lab units)")
     parser.add_argument("--sigma-position", type=float, default=0.1,
                         help="spatial kernel of the benchmark's attention (fraction of the side)")
+    parser.add_argument("--baseline", help="checkout of another commit to compare with, in the same run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds with --baseline")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.baseline:
+        compare(args, argv)
+        return
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     config = M2N2Config.fast() if args.preset == "fast" else M2N2Config()
     sigmas = (args.sigma_color, args.sigma_position)
     results = [bench(r, *args.size, args.repeats, config, sigmas) for r in args.resolutions]

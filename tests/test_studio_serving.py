@@ -150,3 +150,60 @@ def test_what_a_click_sends_across_the_boundary_is_small(started):
     assert len(pickle.dumps(result)) < 1024                           # prepare returns a few numbers
     arguments = ("s/1", np.array([[10.0, 10.0]] * 20), np.array([1] * 20), 0.4, FAST)
     assert len(pickle.dumps(arguments)) < 2048                        # twenty clicks, no operator
+
+
+def test_the_exact_preset_is_the_default_with_cuda_and_the_fast_one_without(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert serving.Options().config == M2N2Config()
+    assert serving.Options(faithful=False).config == M2N2Config.fast()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert serving.Options().config == M2N2Config.fast()
+    assert serving.Options(faithful=True).config == M2N2Config()
+
+
+def _tensors_in(obj, seen=None):
+    """Every torch tensor reachable from ``obj`` (dataclasses, containers)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors_in(v, seen)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors_in(v, seen)]
+    if hasattr(obj, "__dict__"):
+        return [t for v in vars(obj).values() for t in _tensors_in(v, seen)]
+    return []
+
+
+@pytest.mark.parametrize("torch_stages", [False, True], ids=["numpy-stages", "device-stages"])
+def test_only_numpy_arrays_cross_the_boundary_and_the_device_state_stays(started, monkeypatch, torch_stages):
+    # On ZeroGPU the results are pickled out of the GPU worker: a tensor there would be a
+    # device tensor leaving it. The device path (as on CUDA, here with CPU tensors) must bring
+    # back numpy arrays only, and keep the operator and the cached maps in the worker's store.
+    import pickle
+    from m2n2 import predictor as predictor_module
+    original = predictor_module.M2N2Predictor.__init__
+
+    def with_stages(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "torch_stages": torch_stages})
+
+    monkeypatch.setattr(predictor_module.M2N2Predictor, "__init__", with_stages)
+    _, truth = square_image()
+    prepared(config=M2N2Config())
+    predictor = started.store.get("s/1")
+    operator = predictor.operator.transposed.data_ptr()
+    points, labels = [centre_of(truth)], [1]
+    for k in range(3):
+        result = gpu.segment("s/1", np.array(points), np.array(labels), None, M2N2Config())
+        assert _tensors_in(result) == [] and isinstance(result.mask, np.ndarray)
+        assert isinstance(result.last.markov_map, np.ndarray) and isinstance(result.last.score, np.ndarray)
+        assert len(pickle.dumps(result)) < 64 * result.mask.size  # mask, one map and its curves
+        points.append((5.0 + 10 * k, 5.0))
+        labels.append(0)
+    assert iou(result.mask, truth) > 0.8
+    assert predictor.operator.transposed.data_ptr() == operator and predictor.cached_points == 3
+    cached = next(iter(predictor._maps.values())).markov_map
+    assert isinstance(cached, torch.Tensor) == torch_stages  # device-path maps stay on the device

@@ -1,9 +1,19 @@
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from m2n2.config import M2N2Config
-from m2n2.threshold import quantised_gradient, score_thresholds, threshold_curves
+from m2n2.threshold import (quantised_gradient, score_thresholds, score_thresholds_torch, stable_order,
+                            threshold_curves, threshold_curves_torch)
+
+
+def torch_curves(m):
+    """The device path on CPU tensors, its curves back as numpy (the same torch code a GPU runs)."""
+    curves = threshold_curves_torch(torch.from_numpy(np.asarray(m)))
+    curves.thresholds, curves.area, curves.edge = (x.numpy() for x in (curves.thresholds, curves.area, curves.edge))
+    curves.maximum = float(curves.maximum)
+    return curves
 
 
 def smooth_map(seed=0, shape=(14, 17)):
@@ -69,10 +79,12 @@ def test_quantised_gradient_equals_plain_sobel(seed):
     np.testing.assert_array_equal(quantised_gradient(m), plain_gradient(m))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("curves_of", [threshold_curves, torch_curves])
 @pytest.mark.parametrize("seed", range(3))
-def test_curves_equal_per_candidate_brute_force(seed):
-    m = smooth_map(seed)
-    curves = threshold_curves(m)
+def test_curves_equal_per_candidate_brute_force(seed, curves_of, dtype):
+    m = smooth_map(seed).astype(dtype)
+    curves = curves_of(m)
     thresholds, edges = plain_candidates(m)
     np.testing.assert_array_equal(curves.thresholds, thresholds)
     np.testing.assert_allclose(curves.edge, edges, rtol=1e-6)
@@ -91,6 +103,21 @@ def test_choice_equals_brute_force(seed):
                               M2N2Config())
     index, threshold = plain_choice(m, same, other)
     assert (scores.index, scores.threshold) == (index, threshold)
+    on_device = score_thresholds_torch(threshold_curves_torch(torch.from_numpy(m)),
+                                       torch.tensor([m[p] for p in same]),
+                                       torch.tensor([m[p] for p in other], dtype=torch.float64), M2N2Config())
+    assert (on_device.index, on_device.threshold) == (index, threshold)
+    np.testing.assert_array_equal(on_device.score.numpy(), scores.score)
+
+
+def test_stable_order_equals_stable_argsort_on_float32():
+    rng = np.random.default_rng(0)
+    values = np.round(rng.normal(size=5000) * 8).astype(np.float32) / 8  # many ties, both signs
+    values[:3] = [-0.0, 0.0, np.float32(np.inf)]
+    values[3:5] = [-np.inf, np.float32(1e-42)]  # a subnormal
+    np.testing.assert_array_equal(stable_order(values), np.argsort(values, kind="stable"))
+    values[7] = np.nan
+    np.testing.assert_array_equal(stable_order(values), np.argsort(values, kind="stable"))
 
 
 def test_plateau_candidates_are_ranks_not_values():
@@ -143,3 +170,4 @@ def test_switching_a_score_off_removes_it_from_the_product():
     nothing = score_thresholds(curves, np.array([0.0]), np.array([]),
                                M2N2Config(use_prior=False, use_edge=False, use_pos=False, use_neg=False))
     assert nothing.threshold == 0.5
+

@@ -85,3 +85,13 @@ def test_jbu_follows_guide_edges():
     bilinear = torch.nn.functional.interpolate(low[None, None], size=(40, 40), mode="bilinear",
                                                align_corners=False)[0, 0]
     assert (out[:, 19] - out[:, 20]).abs().min() > (bilinear[:, 19] - bilinear[:, 20]).abs().max() * 5
+
+
+def test_compiled_table_equals_the_torch_gather_of_the_device_path():
+    from m2n2.upsample import _apply_table_torch
+    photo = resize_rgb(data.astronaut(), (56, 40))
+    guide = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
+    low = torch.rand((3, 8, 9), generator=torch.Generator().manual_seed(3))
+    table = jbu_table(guide, (8, 9), 1.0, 0.1)
+    torch.testing.assert_close(apply_jbu_table(table, low), _apply_table_torch(table, low, False),
+                               rtol=1e-6, atol=1e-6)

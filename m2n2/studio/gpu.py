@@ -15,7 +15,12 @@ and the GPU worker):
   click's Markov-map and score curves (h x w float32 and a few curves).
 
 The operator stays where it was prepared (the GPU, or the CPU without one) between clicks and is
-never copied back and forth. A ZeroGPU worker may be replaced between calls; :func:`segment` then
+never copied back and forth; on a GPU every per-click stage runs there too (Markov, upsampling,
+flood fill, curves, scores, merge: ``M2N2Predictor.torch_stages``) and the cached Markov-maps
+stay on the device, so only the numpy results above leave it (a test pickles them and finds no
+tensor). On a dedicated GPU the store keeps each session's prepared image resident on the
+device, least recently used first out over the memory budget (``Options.budget_bytes``).
+A ZeroGPU worker may be replaced between calls; :func:`segment` then
 reports a miss (returns None) and the caller prepares the image again from its copy.
 
 Errors the user caused come back as ``gr.Error`` with their message (ZeroGPU replaces the text
