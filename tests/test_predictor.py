@@ -192,10 +192,14 @@ def test_upsampling_table_gives_the_dense_filter_maps(scene):
 
 
 def test_set_config_builds_and_drops_the_upsampling_table(predictor):
-    before = predictor.predict([(10, 30)], [1]).mask
+    before = predictor.predict([(10, 30)], [1])
     predictor.set_config(M2N2Config(jbu_table=True))
     assert predictor.upsampling_table is not None and predictor.cached_points == 0
-    np.testing.assert_array_equal(predictor.predict([(10, 30)], [1]).mask, before)
+    after = predictor.predict([(10, 30)], [1])
+    # The table is the dense filter in another summation order: the maps agree to float
+    # rounding, and the threshold's argmax may move by a tie (a pixel or two of the mask).
+    np.testing.assert_allclose(after.points[0].markov_map, before.points[0].markov_map, atol=1e-5)
+    assert np.mean(after.mask != before.mask) < 1e-3
     predictor.set_config(M2N2Config())
     assert predictor.upsampling_table is None and predictor.cached_points == 0
 
