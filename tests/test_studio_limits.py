@@ -209,7 +209,11 @@ def test_uploads_over_the_size_limit_are_refused(tmp_path):
         big = tmp_path / "big.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(big)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        with pytest.raises(Exception, match="(?i)size"):
+        with pytest.raises(Exception, match="(?i)size"):                # the client reads the limit
             client.predict(handle_file(str(big)), "[[1, 1, 1]]", api_name="/segment")
+        import httpx                                                   # and the server enforces it
+        with open(big, "rb") as file:
+            answer = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", files={"files": file})
+        assert answer.status_code == 413
     finally:
         demo.close()
