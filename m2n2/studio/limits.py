@@ -80,7 +80,8 @@ def default_memory_budget(cuda: bool | None = None) -> int:
     rest); with a GPU, where the operators stay resident on it, 40 % of its memory (the model
     and the attention extraction need the rest), and never more than the CPU rule allows either.
     """
-    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda is None:  # on ZeroGPU the web process must not touch CUDA (its workers have their own GPU)
+        cuda = torch.cuda.is_available() and not os.environ.get("SPACES_ZERO_GPU")
     budget = host_memory_bytes() // 4
     if cuda:
         budget = min(budget, int(0.4 * torch.cuda.get_device_properties(0).total_memory))

@@ -32,8 +32,6 @@ from . import limits
 
 log = logging.getLogger("m2n2.studio")
 
-#: Default memory budget of the prepared images of all sessions together (from the host's memory).
-DEFAULT_BUDGET_BYTES = limits.default_memory_budget()
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class Options:
     max_side: int = 1024
     concurrency: int = 1
     faithful: bool = False
-    budget_bytes: int = field(default_factory=lambda: DEFAULT_BUDGET_BYTES)
+    budget_bytes: int = field(default_factory=lambda: limits.default_memory_budget())  # from the host
     max_resolution: int | None = None
     max_points: int = limits.MAX_POINTS
     max_file_size: str = limits.MAX_FILE_SIZE
@@ -155,8 +153,8 @@ class PredictorStore:
     The predictor that was used last is never evicted, so one image always fits.
     """
 
-    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES):
-        self.budget_bytes = int(budget_bytes)
+    def __init__(self, budget_bytes: int | None = None):
+        self.budget_bytes = int(budget_bytes or limits.default_memory_budget())
         self._items: OrderedDict[str, tuple[M2N2Predictor, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -235,7 +233,7 @@ def release_memory() -> None:
     An evicted operator's large blocks go back at once, but the many mid-sized arrays of its
     maps and tables stay in the allocator's arenas, and the process's memory would not shrink.
     """
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # never the first CUDA call (ZeroGPU's web process must not make one)
         torch.cuda.empty_cache()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
