@@ -222,9 +222,9 @@ def percentile(values, q) -> float:
 
 
 def run_user(url: str, name: str, image: str, mask: np.ndarray, clicks: int, think: tuple[float, float],
-             seed: int, deadline: float, result: UserResult, close: bool = True) -> None:
+             seed: int, deadline: float, result: UserResult, close: bool = True):
     """Upload, then ``clicks`` clicks with think time; a click counts as an error unless the status
-    line shows it applied (a refusal changes only the state)."""
+    line shows it applied (a refusal changes only the state). Returns the open app unless ``close``."""
     rng = np.random.default_rng(seed)
     app = None
     try:
@@ -256,6 +256,7 @@ def run_user(url: str, name: str, image: str, mask: np.ndarray, clicks: int, thi
     finally:
         if app is not None and close:
             app.close()
+    return None if close else app
 
 
 def run_hostile_api(url: str, name: str, image: str, points: int, stop: threading.Event, deadline: float,
@@ -351,9 +352,13 @@ def phase_sessions(server: Server, args, folder: str, deadline: float) -> dict:
             break
         path, mask = user_image(20_000 + i, args.height, args.width, folder)
         result = UserResult(f"session-{i}")
-        run_user(server.url, result.name, path, mask, 2, (0.0, 0.0), 20_000 + i, deadline, result, close=False)
+        apps.append(run_user(server.url, result.name, path, mask, 2, (0.0, 0.0), 20_000 + i, deadline, result,
+                             close=False))                              # the tab stays open
         errors += len(result.errors)
         rss_after.append(server.rss)
+    for app in apps:
+        if app is not None:
+            app.close()
     return {"sessions": len(rss_after), "errors": errors, "rss_after_each_mib": [round(r / 2**20) for r in rss_after]}
 
 
