@@ -289,14 +289,17 @@ def run_hostile_settings(url: str, name: str, image: str, resolution: int, stop:
     alternates, so each one recomputes the attention and the operator)."""
     app = App(url)
     try:
-        app.upload(image)
+        # With a click, each Apply recomputes the attention and the Markov-map (without, it only saves).
+        if "image" not in status_of(app.upload(image)) or "1 click" not in status_of(app.click(5, 5, BACKGROUND)):
+            result.errors.append("could not load an image and click on it")
+            return
         for k in range(10_000):
             if stop.is_set() or time.monotonic() > deadline:
                 return
             start = time.perf_counter()
             try:
                 outputs = app.call("apply_settings", None, 0.65 if k % 2 else 0.7, 0.3, True, resolution)
-                if f"R = {resolution}" not in status_of(outputs):
+                if f"R = {resolution}" not in status_of(outputs) or "settings" not in status_of(outputs):
                     result.errors.append(f"settings not applied: {status_of(outputs)[:120]!r}")
                 else:
                     result.clicks.append(time.perf_counter() - start)       # here: seconds per Apply
