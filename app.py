@@ -16,11 +16,12 @@ from pathlib import Path
 import gradio as gr
 
 from m2n2.backbones import names as backbone_names
+from m2n2.studio import limits
 from m2n2.studio import serving as studio
 from m2n2.studio.handlers import BACKGROUND, FOREGROUND, UI, Handlers
 
 EXAMPLES = sorted(str(path) for path in (Path(__file__).parent / "examples").glob("*.jpg"))
-RESOLUTIONS = [32, 48, 64, 96, 128]
+RESOLUTIONS = list(limits.RESOLUTIONS)
 SESSION_TTL_S = 3600
 CSS = ("#status {min-height: 2.5em}"  # the line keeps its height while it changes
        " .m2n2-hidden {display: none !important}")
@@ -98,7 +99,7 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
                 temperature = gr.Slider(0.1, 2.0, value=config.temperature, step=0.05, label="Temperature τ")
                 rho = gr.Slider(0.05, 0.95, value=config.rho, step=0.05, label="Relative probability threshold ρ")
                 flood_fill = gr.Checkbox(value=config.flood_fill, label="Flood fill")
-                resolution = gr.Dropdown(sorted({*RESOLUTIONS, options.attention_resolution}),
+                resolution = gr.Dropdown(options.resolutions,
                                          value=options.attention_resolution, label="Attention resolution R")
             gr.Markdown("Changing the **resolution** or the **temperature** recomputes the attention (as long "
                         "as a new image takes); ρ and flood fill recompute only the Markov-maps.")
@@ -115,15 +116,17 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         handlers = Handlers(serving, ui, EXAMPLES)
         state.delete_callback = handlers.release_state
         outputs = ui.outputs
-        # Every computing event shares one queue ("gpu"), so a user's events run in the order they came.
-        gpu = {"concurrency_id": "gpu", "concurrency_limit": options.concurrency, "api_visibility": "private"}
+        # Three queues, so that one user's heavy work never holds another's click: per-image work (a new
+        # image, settings), per-click work (clicks, undo, threshold; a user's clicks run in order) and the API.
+        gpu = {"concurrency_id": "click", "concurrency_limit": options.concurrency, "api_visibility": "private"}
+        heavy = {**gpu, "concurrency_id": "image", "concurrency_limit": 1}
         # Progress on the status line only: the image, plots and slider stay visible while working.
         quiet = {"show_progress": "minimal", "show_progress_on": [status]}
         demo.load(handlers.status, state, status, api_visibility="private", queue=False)
         image.upload(handlers.set_image, [image, state], outputs, preprocess=False, show_progress_on=[image, status],
-                     **gpu)
-        image.clear(handlers.clear, state, outputs, **gpu)
-        examples.click(handlers.load_example, [examples, state], outputs, show_progress_on=[image, status], **gpu)
+                     **heavy)
+        image.clear(handlers.clear, state, outputs, **heavy)
+        examples.click(handlers.load_example, [examples, state], outputs, show_progress_on=[image, status], **heavy)
         # A click shows its marker at once (no queue), then waits its turn; none is dropped.
         image.select(handlers.mark, [state, mode], [state, image, status], queue=False, show_progress="hidden",
                      trigger_mode="multiple", api_visibility="private")
@@ -133,13 +136,13 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         threshold.release(handlers.override, [state, threshold], outputs, trigger_mode="always_last", **gpu, **quiet)
         automatic.click(handlers.automatic, state, outputs, **gpu, **quiet)
         apply.click(handlers.apply_settings, [state, temperature, rho, flood_fill, resolution], outputs,
-                    show_progress_on=[status], **gpu)
+                    show_progress_on=[status], **heavy)
         for button, export, file, elem in ((mask_button, handlers.export_mask, mask_file, "mask-file"),
                                            (cutout_button, handlers.export_cutout, cutout_file, "cutout-file")):
             button.click(export, state, file, api_visibility="private", show_progress="hidden").then(
                 None, js=f"() => document.getElementById('{elem}').click()")
         api_button.click(handlers.segment, [api_image, api_points], [api_mask, api_summary], api_name="segment",
-                         concurrency_id="gpu", concurrency_limit=options.concurrency)
+                         concurrency_id="api", concurrency_limit=1)
         demo.unload(handlers.end_session)
     demo.queue(max_size=64)
     return demo, handlers
@@ -157,6 +160,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="Stable Diffusion 2 model id or local directory")
     parser.add_argument("--resolution", type=int, default=None, choices=RESOLUTIONS,
                         help="attention resolution R (default: 128 with a GPU, 64 on a CPU)")
+    parser.add_argument("--max-resolution", type=int, default=None, choices=RESOLUTIONS,
+                        help="largest R users may choose (default: 128 with a GPU, 64 on a CPU, where more "
+                             "takes a minute per image)")
     parser.add_argument("--faithful", action="store_true",
                         help="the paper's exact numerics (fp32 operator, dense upsampling) instead of the fast preset "
                              "(the default with CUDA)")
@@ -165,22 +171,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--server-name", default=None, help="address to listen on, e.g. 0.0.0.0 (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
-    parser.add_argument("--concurrency", type=int, default=1, help="GPU jobs that may run at once (default 1)")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="click jobs that may run at once (default 1; new images and the API have a queue each)")
+    parser.add_argument("--memory-budget", type=limits.parse_bytes, default=None,
+                        help="memory all sessions' prepared images may hold together, e.g. 4GiB (default: a "
+                             "quarter of the host's memory, at most 40%% of the GPU's); over it the least recently "
+                             "used are set aside and prepared again on their next click")
+    parser.add_argument("--max-points", type=int, default=limits.MAX_POINTS,
+                        help=f"points per API request and clicks per image (default {limits.MAX_POINTS})")
+    parser.add_argument("--max-file-size", default=limits.MAX_FILE_SIZE,
+                        help=f"largest upload, e.g. 20mb (default {limits.MAX_FILE_SIZE})")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     args = parse_args(argv)
+    budget = {"budget_bytes": args.memory_budget} if args.memory_budget else {}
     options = Options(backbone=args.backbone, model=args.model, resolution=args.resolution,
-                      max_side=args.max_side, concurrency=args.concurrency,
-                      faithful=True if args.faithful else None)
+                      max_side=args.max_side, concurrency=args.concurrency, faithful=True if args.faithful else None,
+                      max_resolution=args.max_resolution, max_points=args.max_points,
+                      max_file_size=args.max_file_size, **budget)
+    logging.getLogger("m2n2.studio").info(
+        "limits: R up to %d, %d points per request, uploads up to %s, memory budget %.0f MiB",
+        options.highest_resolution, options.max_points, options.max_file_size, options.budget_bytes / 2**20)
     serving = studio.start(options)
     if os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU forks its GPU workers from this process: the model must be loaded before that.
         serving.backbones.get(options.attention_resolution)
     build(options, serving)[0].launch(server_name=args.server_name, server_port=args.port, share=args.share,
-                                      show_error=True, css=CSS, head=HEAD, footer_links=["api", "gradio"])
+                                      show_error=True, css=CSS, head=HEAD, footer_links=["api", "gradio"],
+                                      max_file_size=options.max_file_size)
 
 
 if __name__ == "__main__":

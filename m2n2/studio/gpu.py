@@ -24,7 +24,7 @@ A ZeroGPU worker may be replaced between calls; :func:`segment` then
 reports a miss (returns None) and the caller prepares the image again from its copy.
 
 Errors the user caused come back as ``gr.Error`` with their message (ZeroGPU replaces the text
-of other exceptions with a generic one).
+of other exceptions with a generic one) and no traceback in the server log.
 """
 
 from __future__ import annotations
@@ -40,7 +40,16 @@ import spaces
 from ..config import M2N2Config
 from ..errors import M2N2Error
 from ..predictor import M2N2Predictor, PointResult, Prediction
+from .limits import Deadline
 from .serving import StoreMiss, current
+
+#: Points whose Markov-maps the stateless API computes between two checks of its time bound.
+POINTS_PER_STAGE = 5
+
+
+def user_error(error: Exception) -> gr.Error:
+    """``error`` as a ``gr.Error`` the user sees, without a traceback in the server log."""
+    return gr.Error(str(error), print_exception=False)
 
 
 @dataclass
@@ -96,7 +105,7 @@ def prepare(key: str, image: np.ndarray, resolution: int, config: M2N2Config) ->
         with _lent(predictor, backbone):
             predictor.set_image(image)
     except M2N2Error as error:
-        raise gr.Error(str(error)) from None
+        raise user_error(error) from None
     seconds = time.perf_counter() - start
     serving.store.put(key, predictor)
     return Prepared(tuple(predictor.image.shape[:2]), predictor.resolution, seconds,
@@ -124,21 +133,36 @@ def segment(key: str, points: np.ndarray, labels: np.ndarray, threshold: float |
                 predictor.set_config(config)
         prediction = predictor.predict(points, labels, threshold=threshold)
     except M2N2Error as error:
-        raise gr.Error(str(error)) from None
+        raise user_error(error) from None
     return Segmentation(prediction.mask, prediction.points[-1], time.perf_counter() - start,
                         serving.store.update_size(key))
 
 
 @spaces.GPU(duration=120)
 def segment_image(image: np.ndarray, points: np.ndarray, labels: np.ndarray, resolution: int,
-                  config: M2N2Config) -> tuple[Prediction, str]:
-    """Stateless: prepare ``image``, segment the points; returns the prediction and the backbone's line."""
+                  config: M2N2Config, seconds: float | None = None) -> tuple[Prediction, str]:
+    """Stateless: prepare ``image``, segment the points; returns the prediction and the backbone's line.
+
+    ``seconds`` bounds the work: it is checked after the attention and after each
+    :data:`POINTS_PER_STAGE` points' Markov-maps (a stage is never cut), and past it the call
+    stops with a message.
+    """
     backbone = current().backbones.get(resolution)
+    deadline = Deadline(seconds)
     try:
         predictor = M2N2Predictor(backbone, config)
         predictor.set_image(image)
+        staged: dict[str, float] = {}
+        for start in range(0, len(points) - POINTS_PER_STAGE, POINTS_PER_STAGE):
+            deadline.check(f"point {start + 1} of {len(points)}")
+            # The predictor caches each point's map: the final call below only scores and merges.
+            part = predictor.predict(points[start:start + POINTS_PER_STAGE], labels[start:start + POINTS_PER_STAGE])
+            for stage, spent in part.timings.items():
+                staged[stage] = staged.get(stage, 0.0) + spent
+        deadline.check("the last points")
         prediction = predictor.predict(points, labels)
     except M2N2Error as error:
-        raise gr.Error(str(error)) from None
-    prediction.timings = {**predictor.image_timings, **prediction.timings}
+        raise user_error(error) from None
+    timings = {stage: spent + staged.get(stage, 0.0) for stage, spent in prediction.timings.items()}
+    prediction.timings = {**predictor.image_timings, **timings}
     return prediction, backbone.description

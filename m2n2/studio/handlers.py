@@ -18,6 +18,7 @@ from ..geometry import Geometry
 from ..image import read_image
 from . import gpu, views
 from .api import parse_points, summarize
+from .limits import check_points, log_user_error
 from .serving import Serving, end_session, export_dir
 from .session import Click, Session, Shown
 
@@ -114,6 +115,7 @@ class Handlers:
 
     def rejected(self, session: Session | None, message: str, restore_image: bool = False) -> dict:
         """Warn and change nothing (but show the session's image again over a rejected upload)."""
+        log_user_error("the app", message)
         gr.Warning(message)
         out = {self.ui.state: session}
         if restore_image:
@@ -131,18 +133,22 @@ class Handlers:
         labels = np.array([c.label for c in clicks], dtype=np.int64)
         result = gpu.segment(session.key, points, labels, threshold, config)
         if result is None:  # evicted for memory, or another worker: prepare again from the session's copy
-            gpu.prepare(session.key, session.image, session.resolution, config)
+            prepared = gpu.prepare(session.key, session.image, session.resolution, config)
+            gr.Info(f"Your image had been set aside to make room for other visitors; its attention was "
+                    f"computed again ({prepared.seconds:.1f} s). Your clicks were kept.")
             result = gpu.segment(session.key, points, labels, threshold, config)
         return result
 
     def _apply(self, session: Session, clicks: list[Click], threshold: float | None, action: str,
                config=None) -> dict:
         """Segment, then commit clicks, override, settings and the result to the session."""
-        start = time.perf_counter()
+        start, key = time.perf_counter(), session.key
         try:
             result = self._segment(session, clicks, threshold, config) if clicks else None
         except gr.Error as error:
             return self.rejected(session, error.message)
+        if session.key != key:  # a new image (its own queue) was committed meanwhile: this result is stale
+            return self.rejected(session, "A new image arrived while this was computed; click on it again.")
         session.clicks, session.threshold = clicks, threshold
         if config is not None:
             session.config = config
@@ -218,6 +224,9 @@ class Handlers:
             return self.rejected(session, str(error))
         if click in session.pending:
             session.pending.remove(click)
+        if len(session.clicks) >= self.options.max_points:
+            return self.rejected(session, f"This image has {len(session.clicks)} clicks, the most one may have "
+                                          "(the evaluation protocol stops at 20): undo or reset to go on.")
         self._track(session, request)
         return self._apply(session, [*session.clicks, click], None, "click")
 
@@ -288,6 +297,10 @@ class Handlers:
         except M2N2Error as error:
             return self.rejected(session, str(error))
         resolution = int(resolution)
+        if not 2 <= resolution <= self.options.highest_resolution:  # checked here too: the wiring is no guard
+            return self.rejected(session, f"R = {resolution} is not offered here: this server computes at most "
+                                          f"R = {self.options.highest_resolution} (choose one of "
+                                          f"{', '.join(map(str, self.options.resolutions))}).")
         if not session.has_image:
             session.config, session.resolution = config, resolution
             gr.Info("Settings saved: they apply to the next image.")
@@ -318,12 +331,19 @@ class Handlers:
         pixels (x column, y row; label 1 foreground, 0 background).
         """
         try:
-            array = read_image(image)
             xy, labels = parse_points(points)
+            check_points(xy, (np.inf, np.inf), self.options.max_points)  # the count, before decoding
+            array = read_image(image)
+            check_points(xy, array.shape, self.options.max_points)       # the positions, before any attention
         except M2N2Error as error:
-            raise gr.Error(str(error)) from None
-        prediction, description = gpu.segment_image(array, xy, labels, self.options.attention_resolution,
-                                                    self.options.config)
+            log_user_error("/segment", str(error))
+            raise gpu.user_error(error) from None
+        try:
+            prediction, description = gpu.segment_image(array, xy, labels, self.options.attention_resolution,
+                                                        self.options.config, self.options.job_seconds)
+        except gr.Error as error:
+            log_user_error("/segment", error.message)
+            raise
         return prediction.mask.astype("uint8") * 255, summarize(prediction, description)
 
     def end_session(self, request: gr.Request):

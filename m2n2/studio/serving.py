@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,11 +28,10 @@ from ..backbones import load
 from ..config import M2N2Config
 from ..errors import NotReadyError
 from ..predictor import M2N2Predictor
+from . import limits
 
 log = logging.getLogger("m2n2.studio")
 
-#: Default memory budget of the prepared images of all sessions together.
-DEFAULT_BUDGET_BYTES = 8 * 2**30
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,27 @@ class Options:
     max_side: int = 1024
     concurrency: int = 1
     faithful: bool | None = None  # None: the exact preset on CUDA, the fast one elsewhere
-    budget_bytes: int = DEFAULT_BUDGET_BYTES
+    budget_bytes: int = field(default_factory=lambda: limits.default_memory_budget())  # from the host
+    max_resolution: int | None = None
+    max_points: int = limits.MAX_POINTS
+    max_file_size: str = limits.MAX_FILE_SIZE
+    job_seconds: float = limits.JOB_SECONDS
 
     @property
     def attention_resolution(self) -> int:
         """R: as given, else 128 (the paper's) with a GPU and 64 on a CPU."""
         return self.resolution or (128 if torch.cuda.is_available() else 64)
+
+    @property
+    def highest_resolution(self) -> int:
+        """The largest R users may choose: ``max_resolution``, else what the device does in
+        reasonable time (:func:`~m2n2.studio.limits.default_max_resolution`), never below R."""
+        return max(self.max_resolution or limits.default_max_resolution(), self.attention_resolution)
+
+    @property
+    def resolutions(self) -> list[int]:
+        """The resolutions the settings offer."""
+        return limits.offered_resolutions(self.highest_resolution, self.attention_resolution)
 
     @property
     def config(self) -> M2N2Config:
@@ -141,8 +156,8 @@ class PredictorStore:
     The predictor that was used last is never evicted, so one image always fits.
     """
 
-    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES):
-        self.budget_bytes = int(budget_bytes)
+    def __init__(self, budget_bytes: int | None = None):
+        self.budget_bytes = int(budget_bytes or limits.default_memory_budget())
         self._items: OrderedDict[str, tuple[M2N2Predictor, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -150,10 +165,13 @@ class PredictorStore:
         """Keep ``predictor`` under ``key`` (replacing other images of the same session)."""
         session = key.split("/")[0]
         with self._lock:
-            for old in [k for k in self._items if k.split("/")[0] == session]:
+            freed = [k for k in self._items if k.split("/")[0] == session]
+            for old in freed:
                 del self._items[old]
             self._items[key] = (predictor, tensor_bytes(predictor))
-            self._evict()
+            freed += self._evict()
+        if freed:
+            release_memory()
 
     def get(self, key: str) -> M2N2Predictor:
         """The predictor under ``key``; raises :class:`StoreMiss` when it is not (or no longer) here."""
@@ -170,8 +188,11 @@ class PredictorStore:
                 return 0
             predictor = self._items[key][0]
             self._items[key] = (predictor, tensor_bytes(predictor))
-            self._evict()
-            return self._items[key][1] if key in self._items else 0
+            evicted = self._evict()
+            size = self._items[key][1] if key in self._items else 0
+        if evicted:
+            release_memory()
+        return size
 
     def drop_session(self, session_id: str) -> bool:
         """Forget every image of ``session_id``; returns whether there was one."""
@@ -179,12 +200,22 @@ class PredictorStore:
             keys = [k for k in self._items if k.split("/")[0] == session_id]
             for key in keys:
                 del self._items[key]
-            return bool(keys)
+        if keys:
+            release_memory()
+        return bool(keys)
 
-    def _evict(self) -> None:
-        while len(self._items) > 1 and sum(size for _, size in self._items.values()) > self.budget_bytes:
-            key, _ = self._items.popitem(last=False)
-            log.info("evicted prepared image %s (memory budget)", key)
+    def _evict(self) -> list[str]:
+        """Drop least recently used images until the rest fit the budget; returns their keys."""
+        evicted = []
+        total = sum(size for _, size in self._items.values())
+        while len(self._items) > 1 and total > self.budget_bytes:
+            key, (_, size) = self._items.popitem(last=False)
+            total -= size
+            evicted.append(key)
+            log.info("set aside the prepared image of session %s (%.0f MiB) for the memory budget: "
+                     "%d images hold %.0f of %.0f MiB", key, size / 2**20, len(self._items),
+                     total / 2**20, self.budget_bytes / 2**20)
+        return evicted
 
     def __contains__(self, key: str) -> bool:
         return key in self._items
@@ -197,6 +228,20 @@ class PredictorStore:
         """Bytes held by every prepared image together."""
         with self._lock:
             return sum(size for _, size in self._items.values())
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system (glibc keeps freed heap pages otherwise; a few ms).
+
+    An evicted operator's large blocks go back at once, but the many mid-sized arrays of its
+    maps and tables stay in the allocator's arenas, and the process's memory would not shrink.
+    """
+    if torch.cuda.is_initialized():  # never the first CUDA call (ZeroGPU's web process must not make one)
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 class StoreMiss(NotReadyError):
