@@ -204,7 +204,7 @@ def test_the_example_link_opens_the_example_with_its_clicks(handlers):
     predictor.set_image(session.image)
     assert all(np.array_equal(a, b) for a, b in zip(recipes.replay(predictor, recipe), objects.masks(session)))
     # and the page offers the link back
-    assert f"?example={name}&clicks=250,120,1;60,400,0&clicks=400,450,1" in out[UI.link]
+    assert f"?example={name}&clicks=250,120,1;60,400,0&clicks=400,450,1" in out[UI.link].value
 
 
 def test_a_bad_link_is_reported(handlers):
@@ -223,7 +223,7 @@ def test_a_deep_link_replays_the_recipe_it_carries(two_objects, handlers):
     # A deep link restores the hidden recipe box of an example's state; an upload's needs its image.
     name = Path(handlers.examples[0]).stem
     shown = handlers.open_link(None, "", FakeRequest(f"example={name}&clicks=250,120,1"))
-    carried = shown[UI.recipe_text]
+    carried = shown[UI.recipe_text].value
     assert json.loads(carried)["image"]["example"] == name
     out = handlers.open_link(None, carried, FakeRequest("deep_link=abc"))
     assert np.array_equal(objects.masks(out[UI.state])[0], objects.masks(shown[UI.state])[0])

@@ -70,10 +70,13 @@ class SharingHandlers:
             out[ui.objects] = gr.Radio(choices=objects.choices(session) if has else [],
                                        value=session.active + 1 if has else None)
         if getattr(ui, "recipe_text", None) is not None:
-            out[ui.recipe_text] = self.recipe_of(session).to_json() if has and objects.finished(session) else ""
+            # As a component (not a bare value), so that Gradio's deep link records it under its own id.
+            out[ui.recipe_text] = gr.Textbox(
+                value=self.recipe_of(session).to_json() if has and objects.finished(session) else "")
         if getattr(ui, "link", None) is not None:
             query = link_query(session) if has and objects.finished(session) else None
-            out[ui.link] = (f"Link to this example with these clicks: [{query}]({query})" if query else "")
+            out[ui.link] = gr.Markdown(
+                value=f"Link to this example with these clicks: [{query}]({query})" if query else "")
         return out
 
     def overlay_objects(self, session: Session) -> np.ndarray | None:
