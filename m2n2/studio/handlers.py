@@ -114,7 +114,7 @@ class Handlers(SharingHandlers):
         # Shown to the slider's step (0.001); the status line and the plot give the exact value.
         out[ui.threshold] = gr.Slider(value=round(session.shown.threshold, 3) if clicked else 0.5, interactive=clicked)
         out[ui.automatic] = gr.Button(interactive=clicked and session.shown.overridden)
-        out.update(self.render_objects(session))
+        out.update(self.render_objects(session, out))
         return out
 
     def rejected(self, session: Session | None, message: str, restore_image: bool = False) -> dict:

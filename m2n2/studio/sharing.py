@@ -62,10 +62,17 @@ class SharingHandlers:
     """Object, recipe, export and link handlers; expects the attributes of ``Handlers``."""
 
     # ------------------------------------------------------------------ views
-    def render_objects(self, session: Session) -> dict:
-        """The object list, the recipe text (for deep links) and the example link of ``session``."""
+    def render_objects(self, session: Session, rendered: dict | None = None) -> dict:
+        """The object list, the recipe text (for deep links) and the example link of ``session``.
+
+        ``rendered`` is the rest of the update (its buttons get their labels named)."""
         ui, out = self.ui, {}
         has = session is not None and session.has_image
+        # A deep link stores the buttons as last updated: name their labels, or they come back as "Run".
+        for button in (ui.mask_button, ui.cutout_button, ui.automatic):
+            update = (rendered or {}).get(button)
+            if isinstance(update, gr.Button):
+                out[button] = gr.Button(value=button.value, interactive=update.interactive)
         if getattr(ui, "objects", None) is not None:
             out[ui.objects] = gr.Radio(choices=objects.choices(session) if has else [],
                                        value=session.active + 1 if has else None)
