@@ -71,8 +71,10 @@ class SharingHandlers:
         # A deep link stores the buttons as last updated: name their labels, or they come back as "Run".
         for button in (ui.mask_button, ui.cutout_button, ui.automatic):
             update = (rendered or {}).get(button)
-            if isinstance(update, gr.Button):
-                out[button] = gr.Button(value=button.value, interactive=update.interactive)
+            # (inside an event Gradio keeps an update's arguments, not its attributes)
+            args = getattr(update, "constructor_args", None) or {}
+            if isinstance(update, gr.Button) and "interactive" in args:
+                out[button] = gr.Button(value=button.value, interactive=args["interactive"])
         if getattr(ui, "objects", None) is not None:
             out[ui.objects] = gr.Radio(choices=objects.choices(session) if has else [],
                                        value=session.active + 1 if has else None)
