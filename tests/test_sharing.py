@@ -94,8 +94,9 @@ def test_each_object_has_its_own_colour_in_the_overlay(two_objects, handlers):
 def test_select_threshold_and_delete_act_on_the_chosen_object(two_objects, handlers):
     session, _, _ = two_objects
     second = copy.deepcopy(session.objects[1].shown.mask)
-    handlers.select_object(session, 1)
+    out = handlers.select_object(session, 1)
     assert session.active == 0
+    assert out[UI.heatmap] is not None and out[UI.objects].value == 1     # the selected object's views
     handlers.override(session, 0.9)
     assert session.objects[0].threshold == 0.9 and session.objects[1].threshold is None
     assert np.array_equal(session.objects[1].shown.mask, second)

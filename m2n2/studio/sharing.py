@@ -211,6 +211,8 @@ class SharingHandlers:
             change(session, *args)
         except M2N2Error as error:
             return self.rejected(session, str(error))
+        if session.clicks:  # show the now current object's heatmap and scores (its maps are cached)
+            return self._apply(session, session.clicks, session.threshold, "select")
         return self.render(session, None)
 
     def new_object(self, session: Session | None):
