@@ -86,6 +86,8 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
                 automatic = gr.Button("↺ Back to the automatic threshold", size="sm", interactive=False,
                                       elem_id="automatic")
         status = gr.Markdown(elem_id="status")
+        # The current recipe: what a deep link carries and restores (hidden; the download gives it).
+        recipe_text = gr.Textbox(elem_id="recipe-text", elem_classes=["m2n2-hidden"], show_label=False)
         with gr.Row(equal_height=True):
             objects_list = gr.Radio([], label="Objects (each in its own colour; undo, reset and the threshold act on "
                                               "the selected one)", elem_id="objects", scale=3)
@@ -109,8 +111,6 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
             with gr.Row():
                 gr.DeepLinkButton("Share (copy a link to this state)", size="sm")
                 link = gr.Markdown(elem_id="example-link")
-            # The current recipe: what a deep link carries and restores (hidden; the download gives it).
-            recipe_text = gr.Textbox(elem_id="recipe-text", elem_classes=["m2n2-hidden"], show_label=False)
             with gr.Row():
                 recipe_upload = gr.File(label="Recipe file (.json)", file_types=[".json"], type="filepath",
                                         elem_id="recipe-upload", height=120)
