@@ -158,7 +158,9 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         # A click shows its marker at once (no queue), then waits its turn; none is dropped.
         image.select(handlers.mark, [state, mode], [state, image, status], queue=False, show_progress="hidden",
                      trigger_mode="multiple", api_visibility="private")
-        image.select(handlers.click, [state, mode], outputs, trigger_mode="multiple", **gpu, **quiet)
+        image.select(handlers.click_only, [state, mode], ui.outputs[:9], trigger_mode="multiple", **gpu, **quiet).then(
+            handlers.share_views, state, handlers.share_outputs, queue=False, show_progress="hidden",
+            api_visibility="private")
         undo.click(handlers.undo, state, outputs, trigger_mode="multiple", **gpu, **quiet)
         reset.click(handlers.reset, state, outputs, **gpu, **quiet)  # in the queue: after the clicks before it
         threshold.release(handlers.override, [state, threshold], outputs, trigger_mode="always_last", **gpu, **quiet)
@@ -167,7 +169,7 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
                     show_progress_on=[status], **gpu)
         new_object.click(handlers.new_object, state, outputs, **gpu, **quiet)
         delete_object.click(handlers.delete_object, state, outputs, **gpu, **quiet)
-        objects_list.input(handlers.select_object, [state, objects_list], outputs, **gpu, **quiet)
+        objects_list.select(handlers.select_object, [state, objects_list], outputs, **gpu, **quiet)
         load_recipe.click(handlers.load_recipe, [state, recipe_upload, recipe_paste], outputs,
                           show_progress_on=[image, status], **gpu)
         for button, export, file, elem in ((mask_button, handlers.export_mask, mask_file, "mask-file"),

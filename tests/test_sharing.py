@@ -228,3 +228,12 @@ def test_a_deep_link_replays_the_recipe_it_carries(two_objects, handlers):
     assert json.loads(carried)["image"]["example"] == name
     out = handlers.open_link(None, carried, FakeRequest("deep_link=abc"))
     assert np.array_equal(objects.masks(out[UI.state])[0], objects.masks(shown[UI.state])[0])
+
+
+def test_a_click_updates_the_core_views_then_the_object_list_follows(handlers, square_file):
+    session = handlers.set_image({"path": square_file[0]}, None)[UI.state]
+    out = handlers.click_only(session, FOREGROUND, select(*display(session, 40, 30)))
+    assert UI.image in out and not set(out) & set(handlers.share_outputs)
+    views = handlers.share_views(session)
+    assert set(views) == set(handlers.share_outputs)
+    assert recipes.Recipe.from_json(views[UI.recipe_text].value) == handlers.recipe_of(session)

@@ -88,6 +88,23 @@ class SharingHandlers:
                 value=f"Link to this example with these clicks: [{query}]({query})" if query else "")
         return out
 
+    @property
+    def share_outputs(self) -> list:
+        """The object list, recipe box and example link (what :meth:`share_views` updates)."""
+        return [c for c in (self.ui.objects, self.ui.recipe_text, self.ui.link) if c is not None]
+
+    def share_views(self, session: Session | None) -> dict:
+        """Only the object list, recipe box and example link (refreshed after a click)."""
+        out = self.render_objects(session) if session is not None else {}
+        return {key: value for key, value in out.items() if key in self.share_outputs}
+
+    def click_only(self, session: Session | None, mode: str, evt: gr.SelectData, request: gr.Request = None):
+        """A click, updating the core views only: more outputs on this rapid event let the browser drop
+        clicks made while the picture reloads (measured with tests/test_browser.py); the object list
+        and recipe follow in :meth:`share_views`."""
+        out = self.click(session, mode, evt, request)
+        return {key: value for key, value in out.items() if key not in self.share_outputs}
+
     def overlay_objects(self, session: Session) -> np.ndarray | None:
         """The working copy with every object in its colour, the current one outlined with its clicks."""
         if not session.has_image:
