@@ -87,13 +87,37 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
                 automatic = gr.Button("↺ Back to the automatic threshold", size="sm", interactive=False,
                                       elem_id="automatic")
         status = gr.Markdown(elem_id="status")
+        # The current recipe: what a deep link carries and restores (hidden; the download gives it).
+        recipe_text = gr.Textbox(elem_id="recipe-text", elem_classes=["m2n2-hidden"], show_label=False)
+        with gr.Row(equal_height=True):
+            objects_list = gr.Radio([], label="Objects (each in its own colour; undo, reset and the threshold act on "
+                                              "the selected one)", elem_id="objects", scale=3)
+            with gr.Column(scale=1, min_width=180):
+                new_object = gr.Button("✓ Finish object / new object", size="sm", elem_id="new-object")
+                delete_object = gr.Button("Delete selected object", size="sm", elem_id="delete-object")
         with gr.Row():
             # The buttons write the file when pressed, then a hidden DownloadButton hands it to the browser.
             mask_button = gr.Button("Download mask (PNG)", size="sm", interactive=False, elem_id="download-mask")
             cutout_button = gr.Button("Download cut-out (RGBA PNG)", size="sm", interactive=False,
                                       elem_id="download-cutout")
+            instances_button = gr.Button("Instance PNG (all objects)", size="sm", elem_id="download-instances")
+            coco_button = gr.Button("COCO JSON (all objects)", size="sm", elem_id="download-coco")
+            recipe_button = gr.Button("Recipe (JSON)", size="sm", elem_id="download-recipe")
             mask_file = gr.DownloadButton(elem_id="mask-file", elem_classes=["m2n2-hidden"])
             cutout_file = gr.DownloadButton(elem_id="cutout-file", elem_classes=["m2n2-hidden"])
+            instances_file = gr.DownloadButton(elem_id="instances-file", elem_classes=["m2n2-hidden"])
+            coco_file = gr.DownloadButton(elem_id="coco-file", elem_classes=["m2n2-hidden"])
+            recipe_file = gr.DownloadButton(elem_id="recipe-file", elem_classes=["m2n2-hidden"])
+        with gr.Accordion("Share: link, recipe", open=False, elem_id="share"):
+            with gr.Row():
+                gr.DeepLinkButton("Share (copy a link to this state)", size="sm")
+                link = gr.Markdown(elem_id="example-link")
+            with gr.Row():
+                recipe_upload = gr.File(label="Recipe file (.json)", file_types=[".json"], type="filepath",
+                                        elem_id="recipe-upload", height=120)
+                recipe_paste = gr.Textbox(label="…or paste a recipe", lines=4, elem_id="recipe-paste")
+            load_recipe = gr.Button("Load recipe (on its example, or on the uploaded image it was made for)",
+                                    elem_id="load-recipe")
         with gr.Accordion("Advanced settings", open=False):
             with gr.Row():
                 temperature = gr.Slider(0.1, 2.0, value=config.temperature, step=0.05, label="Temperature τ")
@@ -110,9 +134,15 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
             api_mask = gr.Image(label="mask", type="numpy", format="png", image_mode="L")
             api_summary = gr.JSON(label="summary")
             api_button = gr.Button()
+            api_recipe = gr.Textbox(label="recipe")
+            api_instances = gr.Image(label="instances", type="numpy", format="png", image_mode="L")
+            api_coco = gr.JSON(label="coco")
+            api_replayed = gr.JSON(label="recipe")
+            api_recipe_button = gr.Button()
 
         ui = UI(state, image, heatmap, scores, mask_button, cutout_button, threshold, automatic, status,
-                mask_file, cutout_file)
+                mask_file, cutout_file, objects=objects_list, recipe_text=recipe_text, link=link,
+                instances_file=instances_file, coco_file=coco_file, recipe_file=recipe_file)
         handlers = Handlers(serving, ui, EXAMPLES)
         state.delete_callback = handlers.release_state
         outputs = ui.outputs
@@ -123,6 +153,7 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         # Progress on the status line only: the image, plots and slider stay visible while working.
         quiet = {"show_progress": "minimal", "show_progress_on": [status]}
         demo.load(handlers.status, state, status, api_visibility="private", queue=False)
+        demo.load(handlers.open_link, [state, recipe_text], outputs, show_progress_on=[image, status], **heavy)
         image.upload(handlers.set_image, [image, state], outputs, preprocess=False, show_progress_on=[image, status],
                      **heavy)
         image.clear(handlers.clear, state, outputs, **heavy)
@@ -130,19 +161,33 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         # A click shows its marker at once (no queue), then waits its turn; none is dropped.
         image.select(handlers.mark, [state, mode], [state, image, status], queue=False, show_progress="hidden",
                      trigger_mode="multiple", api_visibility="private")
-        image.select(handlers.click, [state, mode], outputs, trigger_mode="multiple", **gpu, **quiet)
+        image.select(handlers.click_only, [state, mode], ui.outputs[:9], trigger_mode="multiple", **gpu, **quiet).then(
+            handlers.share_views, state, handlers.share_outputs, queue=False, show_progress="hidden",
+            api_visibility="private")
         undo.click(handlers.undo, state, outputs, trigger_mode="multiple", **gpu, **quiet)
         reset.click(handlers.reset, state, outputs, **gpu, **quiet)  # in the queue: after the clicks before it
         threshold.release(handlers.override, [state, threshold], outputs, trigger_mode="always_last", **gpu, **quiet)
         automatic.click(handlers.automatic, state, outputs, **gpu, **quiet)
         apply.click(handlers.apply_settings, [state, temperature, rho, flood_fill, resolution], outputs,
                     show_progress_on=[status], **heavy)
+        new_object.click(handlers.new_object, state, outputs, **gpu, **quiet)
+        delete_object.click(handlers.delete_object, state, outputs, **gpu, **quiet)
+        objects_list.select(handlers.select_object, [state, objects_list], outputs, **gpu, **quiet)
+        load_recipe.click(handlers.load_recipe, [state, recipe_upload, recipe_paste], outputs,
+                          show_progress_on=[image, status], **heavy)
         for button, export, file, elem in ((mask_button, handlers.export_mask, mask_file, "mask-file"),
-                                           (cutout_button, handlers.export_cutout, cutout_file, "cutout-file")):
+                                           (cutout_button, handlers.export_cutout, cutout_file, "cutout-file"),
+                                           (instances_button, handlers.export_instances, instances_file,
+                                            "instances-file"),
+                                           (coco_button, handlers.export_coco, coco_file, "coco-file"),
+                                           (recipe_button, handlers.export_recipe, recipe_file, "recipe-file")):
             button.click(export, state, file, api_visibility="private", show_progress="hidden").then(
                 None, js=f"() => document.getElementById('{elem}').click()")
         api_button.click(handlers.segment, [api_image, api_points], [api_mask, api_summary], api_name="segment",
                          concurrency_id="api", concurrency_limit=1)
+        api_recipe_button.click(handlers.segment_recipe, [api_image, api_recipe],
+                                [api_instances, api_coco, api_replayed], api_name="segment_recipe",
+                                concurrency_id="api", concurrency_limit=1)
         demo.unload(handlers.end_session)
     demo.queue(max_size=64)
     return demo, handlers

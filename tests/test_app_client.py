@@ -50,5 +50,6 @@ def test_segment_endpoint_reports_bad_input(client, square_file):
         client.predict(handle_file(square_file[0]), "[[1, 2, 9]]", api_name="/segment")
 
 
-def test_only_the_stateless_endpoint_is_public(client):
-    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/segment"]
+def test_only_the_stateless_endpoints_are_public(client):
+    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/segment",
+                                                                                     "/segment_recipe"]

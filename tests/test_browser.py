@@ -14,6 +14,7 @@ Without chromium the test is skipped, unless ``M2N2_REQUIRE_BROWSER`` is set (as
 which case a missing browser fails it.
 """
 
+import json
 import os
 import re
 import shutil
@@ -253,5 +254,70 @@ def test_click_undo_reset_in_a_real_browser(server):
                     return top('heatmap').top >= top('canvas').bottom && top('scores').top >= top('heatmap').bottom;
                 }""")
                 assert page.evaluate("document.documentElement.scrollWidth") <= width + 1   # no sideways scroll
+        finally:
+            browser.close()
+
+
+def download(page, button: str) -> bytes:
+    """Press a download button and return the file's bytes."""
+    with page.expect_download() as downloaded:
+        page.locator(f"#{button}").click()
+    return Path(downloaded.value.path()).read_bytes()
+
+
+def test_two_objects_recipe_reload_and_links_in_a_real_browser(server, tmp_path):
+    binary, sync_playwright = require_browser()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
+            page = open_app(browser, server)
+            load_example(page, "astronaut")
+            click_image(page, 0.30, 0.85)                       # object 1: the space suit
+            clicks_shown(page, 1)
+            page.locator("#new-object").click()
+            clicks_shown(page, 0)
+            click_image(page, 0.5, 0.2)                         # object 2: the face / hair
+            clicks_shown(page, 1)
+            page.locator("#objects label").nth(1).wait_for()
+            assert page.locator("#objects label").count() == 2
+            instances = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
+            assert instances.shape == (512, 512) and set(np.unique(instances)) == {0, 1, 2}
+            recipe = tmp_path / "recipe.json"
+            recipe.write_bytes(download(page, "download-recipe"))
+
+            # A deep link (what the Share button copies) made now, before the page goes away.
+            deep_link = page.evaluate("""async () => (await (await fetch(
+                `gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text()).replace(/"/g, "")""")
+
+            page.reload()
+            page.locator("#examples button").first.wait_for()
+            page.locator("#share").get_by_text("Share: link, recipe").click()
+            page.locator("#recipe-upload input[type=file]").set_input_files(str(recipe))
+            page.locator("#load-recipe").click()
+            wait_status(page, "recipe")
+            page.locator("#objects label").nth(1).wait_for()
+            assert page.locator("#objects label").count() == 2
+            again = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
+            assert np.array_equal(again, instances)             # the same two masks
+
+            # The deep link restores the same state for whoever opens it.
+            if deep_link:
+                linked = browser.new_page(viewport={"width": 1500, "height": 1050})
+                linked.set_default_timeout(TIMEOUT_MS)
+                linked.goto(f"{server}?deep_link={deep_link}", timeout=TIMEOUT_MS)
+                wait_status(linked, "recipe")
+                linked.locator("#objects label").nth(1).wait_for()
+                carried = linked.locator("#recipe-text textarea").input_value()
+                assert json.loads(carried) == json.loads(recipe.read_text())     # the same recipe, replayed
+
+            # The example URL with clicks opens the example with the clicks applied.
+            other = browser.new_page(viewport={"width": 1500, "height": 1050})
+            other.set_default_timeout(TIMEOUT_MS)
+            other.goto(f"{server}?example=astronaut&clicks=150,430,1", timeout=TIMEOUT_MS)
+            clicks_shown(other, 1)
+            assert 0.5 < mask_percent(other) < 95.0
+            assert outline_pixels(shown_image(other)) > 50
+            other.locator("#share").get_by_text("Share: link, recipe").click()     # the link is offered there
+            other.locator("#example-link").filter(has_text="example=astronaut&clicks=150,430,1").wait_for()
         finally:
             browser.close()

@@ -166,3 +166,51 @@ def segment_image(image: np.ndarray, points: np.ndarray, labels: np.ndarray, res
     timings = {stage: spent + staged.get(stage, 0.0) for stage, spent in prediction.timings.items()}
     prediction.timings = {**predictor.image_timings, **timings}
     return prediction, backbone.description
+
+
+@spaces.GPU(duration=60)
+def segment_objects(key: str, objects: list[tuple[np.ndarray, np.ndarray, float | None]],
+                    config: M2N2Config) -> list[Segmentation] | None:
+    """Segment several objects (points, labels, override) on the image prepared under ``key``.
+
+    Each object's clicks are replayed one by one as they were made (see
+    :func:`m2n2.recipe.replay_object`); None when this process lacks the image.
+    """
+    from ..recipe import replay_object
+
+    serving = current()
+    try:
+        predictor = serving.store.get(key)
+    except StoreMiss:
+        return None
+    out = []
+    try:
+        if predictor.config != config:
+            with _lent(predictor, serving.backbones.get(predictor.resolution)):
+                predictor.set_config(config)
+        for points, labels, threshold in objects:
+            start = time.perf_counter()
+            prediction = replay_object(predictor, points, labels, threshold)
+            out.append(Segmentation(prediction.mask, prediction.points[-1], time.perf_counter() - start, 0))
+    except M2N2Error as error:
+        raise gr.Error(str(error)) from None
+    size = serving.store.update_size(key)
+    for result in out:
+        result.memory_bytes = size
+    return out
+
+
+@spaces.GPU(duration=120)
+def replay_image(image: np.ndarray, recipe) -> tuple[list[np.ndarray], str]:
+    """Stateless: the masks of a :class:`m2n2.recipe.Recipe` on ``image``, and the backbone's line."""
+    from ..recipe import check, replay
+
+    backbone = current().backbones.get(recipe.backbone.resolution)
+    try:
+        check(recipe, image, backbone)
+        predictor = M2N2Predictor(backbone, recipe.config)
+        predictor.set_image(image)
+        masks = replay(predictor, recipe)
+    except M2N2Error as error:
+        raise gr.Error(str(error)) from None
+    return masks, backbone.description

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -21,6 +22,7 @@ from .api import parse_points, summarize
 from .limits import check_points, log_user_error
 from .serving import Serving, end_session, export_dir
 from .session import Click, Session, Shown
+from .sharing import SharingHandlers
 
 FOREGROUND, BACKGROUND = "Foreground (green)", "Background (red)"
 
@@ -40,16 +42,24 @@ class UI:
     status: object
     mask_file: object = None
     cutout_file: object = None
+    # Several objects and sharing (m2n2.studio.sharing); None where an app leaves them out.
+    objects: object = None
+    recipe_text: object = None
+    link: object = None
+    instances_file: object = None
+    coco_file: object = None
+    recipe_file: object = None
 
     @property
     def outputs(self) -> list:
         """Every component a full update touches (the files are written only when asked for)."""
         return [self.state, self.image, self.heatmap, self.scores, self.mask_button, self.cutout_button,
-                self.threshold, self.automatic, self.status]
+                self.threshold, self.automatic, self.status] + [
+                    c for c in (self.objects, self.recipe_text, self.link) if c is not None]
 
 
-class Handlers:
-    """Event handlers of one app.
+class Handlers(SharingHandlers):
+    """Event handlers of one app (objects, recipes, exports and links: :class:`SharingHandlers`).
 
     Parameters
     ----------
@@ -87,14 +97,8 @@ class Handlers:
             memory_bytes=session.memory_bytes if session.has_image else None)
 
     def overlay(self, session: Session) -> np.ndarray | None:
-        """The working copy with the mask and every click (pending ones too) drawn on it."""
-        if not session.has_image:
-            return None
-        geometry = session.geometry
-        clicks = session.clicks + session.pending
-        points = geometry.original_to_display([(c.x, c.y) for c in clicks]) if clicks else np.zeros((0, 2))
-        mask = session.shown.mask if session.shown is not None else None
-        return views.overlay(session.display_image, mask, points, [c.label for c in clicks])
+        """The working copy with every object's mask and the current object's clicks (pending too)."""
+        return self.overlay_objects(session)
 
     def render(self, session: Session, last=None) -> dict:
         """Every view of the session; ``last`` is the latest click's PointResult (None: no clicks)."""
@@ -111,6 +115,7 @@ class Handlers:
         # Shown to the slider's step (0.001); the status line and the plot give the exact value.
         out[ui.threshold] = gr.Slider(value=round(session.shown.threshold, 3) if clicked else 0.5, interactive=clicked)
         out[ui.automatic] = gr.Button(interactive=clicked and session.shown.overridden)
+        out.update(self.render_objects(session, out))
         return out
 
     def rejected(self, session: Session | None, message: str, restore_image: bool = False) -> dict:
@@ -193,7 +198,12 @@ class Handlers:
     def load_example(self, index: int, session: Session | None, request: gr.Request = None,
                      progress=gr.Progress()):
         """Example number ``index`` (of the examples the handlers were given)."""
-        return self.set_image(self.examples[index], session, request, progress)
+        before = session.key if session is not None else None
+        out = self.set_image(self.examples[index], session, request, progress)
+        if out[self.ui.state] is not None and out[self.ui.state].has_image and out[self.ui.state].key != before:
+            out[self.ui.state].example = Path(self.examples[index]).stem
+            out.update(self.render_objects(out[self.ui.state]))
+        return out
 
     def clear(self, session: Session | None):
         """The image was removed (its x button): free its prepared state, keep the settings."""

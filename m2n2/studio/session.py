@@ -51,6 +51,15 @@ class Shown:
 
 
 @dataclass
+class SegObject:
+    """One object of the image: its clicks, the latest click's threshold override and its result."""
+
+    clicks: list[Click] = field(default_factory=list)
+    threshold: float | None = None
+    shown: Shown | None = None
+
+
+@dataclass
 class Session:
     """One user's image, clicks and settings.
 
@@ -69,13 +78,49 @@ class Session:
     display_image: np.ndarray | None = None
     geometry: Geometry | None = None
     version: int = 0
-    clicks: list[Click] = field(default_factory=list)
+    # Every object of the image (several objects: see m2n2.studio.objects); ``clicks``,
+    # ``threshold`` and ``shown`` below are the active one's, so undo, reset and the threshold
+    # act on the current object.
+    objects: list[SegObject] = field(default_factory=lambda: [SegObject()])
+    active: int = 0
     pending: list[Click] = field(default_factory=list)
-    threshold: float | None = None
-    shown: Shown | None = None
     image_seconds: float | None = None
     action: tuple[str, float] | None = None
     memory_bytes: int | None = None
+    example: str | None = None  # the example's name when the image is one (recipes and links name it)
+
+    # ------------------------------------------------------------------ the current object
+    @property
+    def current(self) -> SegObject:
+        """The object the clicks, undo, reset and threshold act on."""
+        return self.objects[self.active]
+
+    @property
+    def clicks(self) -> list[Click]:
+        """The current object's clicks."""
+        return self.current.clicks
+
+    @clicks.setter
+    def clicks(self, value: list[Click]) -> None:
+        self.current.clicks = list(value)
+
+    @property
+    def threshold(self) -> float | None:
+        """The current object's override of its latest click's threshold (None: adaptive)."""
+        return self.current.threshold
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        self.current.threshold = value
+
+    @property
+    def shown(self) -> Shown | None:
+        """The current object's latest result."""
+        return self.current.shown
+
+    @shown.setter
+    def shown(self, value: Shown | None) -> None:
+        self.current.shown = value
 
     # ------------------------------------------------------------------ state
     @property
@@ -115,8 +160,8 @@ class Session:
         self.display_image = resize_rgb(image, self.geometry.working[::-1])
         self.resolution = int(resolution)
         self.version += 1
-        self.clicks, self.pending, self.threshold, self.shown = [], [], None, None
-        self.image_seconds, self.action = seconds, None
+        self.objects, self.active, self.pending = [SegObject()], 0, []
+        self.image_seconds, self.action, self.example = seconds, None, None
 
     def click_at(self, x: float, y: float, label: int) -> Click:
         """The click at (x, y) of the displayed image, in original pixels (validated, not recorded)."""
@@ -129,7 +174,7 @@ class Session:
         return Click(float(ox), float(oy), int(label))
 
     def clear_clicks(self) -> None:
-        """Forget every click and the override (the image stays)."""
+        """Forget the current object's clicks and override (the image and the other objects stay)."""
         self.clicks, self.pending, self.threshold, self.shown, self.action = [], [], None, None, None
 
     def check_override(self, threshold: float | None) -> float | None:
@@ -145,5 +190,6 @@ class Session:
         """Drop the image and everything about it (the settings stay)."""
         self.image, self.display_image, self.geometry = None, None, None
         self.version += 1
+        self.objects, self.active = [SegObject()], 0
         self.clear_clicks()
         self.image_seconds = None

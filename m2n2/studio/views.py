@@ -34,7 +34,8 @@ def marker_radius(height: int, width: int) -> int:
     return max(3, round(min(height, width) / 70))
 
 
-def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: float = 0.45) -> np.ndarray:
+def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: float = 0.45,
+            colour: tuple[int, int, int] = MASK_COLOUR, others=()) -> np.ndarray:
     """Draw the mask and the clicks over an image.
 
     Parameters
@@ -49,6 +50,10 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: f
         (K,) 1 for foreground (green marker), 0 for background (red marker).
     alpha : float
         Opacity of the mask tint.
+    colour : tuple of int
+        The mask's tint (RGB).
+    others : sequence of (mask, colour)
+        Other objects' masks, tinted in their colours under the mask (no outline, no clicks).
 
     Returns
     -------
@@ -58,9 +63,12 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: f
     """
     out = np.array(image, dtype=np.float32, copy=True)
     height, width = out.shape[:2]
+    for other, other_colour in others:
+        other = resize_mask(other, (height, width))
+        out[other] = (1.0 - alpha) * out[other] + alpha * np.array(other_colour, dtype=np.float32)
     if mask is not None:
         mask = resize_mask(mask, (height, width))
-        out[mask] = (1.0 - alpha) * out[mask] + alpha * np.array(MASK_COLOUR, dtype=np.float32)
+        out[mask] = (1.0 - alpha) * out[mask] + alpha * np.array(colour, dtype=np.float32)
         width_px = max(1, min(height, width) // 300)
         inner = mask & ~ndimage.binary_erosion(mask, iterations=width_px, border_value=0)
         outer = ndimage.binary_dilation(mask, iterations=width_px) & ~mask

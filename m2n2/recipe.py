@@ -1,0 +1,250 @@
+"""Recipes: a small JSON document that fully determines a segmentation, to share and replay it.
+
+A recipe names the image by its content hash (and an example's name when it is one), the
+backbone (its name, model and attention resolution R), every M2N2 setting, and per object the
+clicks ``(x, y, label)`` in original image pixels with the override of the object's latest
+click's threshold (the one threshold M2N2 lets a user set). :func:`replay` turns a recipe and
+a prepared predictor back into the masks, bit for bit the ones that were shown when the recipe
+was written.
+
+Validation (:func:`check`) raises :class:`~m2n2.errors.InputError` with a message saying what
+is wrong (another image, a newer format, another backbone, a point outside the image) before
+anything is computed, so callers change nothing on error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import M2N2Config
+from .errors import InputError
+
+#: The ``format`` field of every recipe.
+FORMAT = "m2n2-recipe"
+#: The format version this code writes; it reads this one and older ones.
+VERSION = 1
+
+
+def image_hash(image: np.ndarray) -> str:
+    """Content hash of an RGB uint8 image: ``"sha256:<hex>"`` of its shape and pixels.
+
+    The decoded pixels are hashed, not the file, so the same picture saved again losslessly
+    (another PNG encoder, metadata changed) keeps its hash; a re-compressed JPEG does not.
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    digest = hashlib.sha256(f"{image.shape}".encode())
+    digest.update(image.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ObjectRecipe:
+    """One object: its clicks ``(x, y, label)`` in original pixels and its threshold override.
+
+    ``threshold`` overrides the adaptive threshold of the object's latest click (None: adaptive).
+    """
+
+    clicks: tuple[tuple[float, float, int], ...]
+    threshold: float | None = None
+
+    @property
+    def points(self) -> np.ndarray:
+        """(K, 2) float64 (x, y)."""
+        return np.array([(x, y) for x, y, _ in self.clicks], dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(K,) int64 labels."""
+        return np.array([label for _, _, label in self.clicks], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What a recipe says about the attention: the backbone's name, model, R and description."""
+
+    name: str
+    resolution: int
+    model: str | None = None
+    description: str = ""
+
+    @classmethod
+    def of(cls, backbone) -> "Backbone":
+        """The description of a loaded backbone (anything with ``name``, ``resolution``, ``description``)."""
+        return cls(str(backbone.name), int(backbone.resolution), getattr(backbone, "model", None),
+                   str(getattr(backbone, "description", "")))
+
+    def same_kind(self, other: "Backbone") -> bool:
+        """Same attention source (name and model); R and the device may differ."""
+        return (self.name, self.model) == (other.name, other.model)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a segmentation (see the module's docstring)."""
+
+    image_hash: str
+    width: int
+    height: int
+    backbone: Backbone
+    config: M2N2Config
+    objects: tuple[ObjectRecipe, ...] = field(default_factory=tuple)
+    example: str | None = None
+    version: int = VERSION
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (the recipe file's content)."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "image": {"sha256": self.image_hash.removeprefix("sha256:"), "width": self.width,
+                      "height": self.height, **({"example": self.example} if self.example else {})},
+            "backbone": dataclasses.asdict(self.backbone),
+            "settings": dataclasses.asdict(self.config),
+            "objects": [{"clicks": [[_number(x), _number(y), int(label)] for x, y, label in obj.clicks],
+                         "threshold": obj.threshold} for obj in self.objects],
+        }
+
+    def to_json(self) -> str:
+        """The recipe as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text) -> "Recipe":
+        """Parse a recipe (JSON text, bytes or an already parsed dict); raises InputError with the reason."""
+        if isinstance(text, (bytes, bytearray)):
+            text = text.decode("utf-8", errors="replace")
+        if isinstance(text, str):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise InputError(f"the recipe is not JSON: {error}") from None
+        else:
+            data = text
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise InputError(f'this is not an M2N2 recipe (expected a JSON object with "format": "{FORMAT}")')
+        version = data.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise InputError(f"the recipe's format version must be a positive integer, got {version!r}")
+        if version > VERSION:
+            raise InputError(f"the recipe was written by a newer M2N2 Studio (format version {version}); "
+                             f"this one reads versions up to {VERSION}: update M2N2 Studio to use it")
+        try:
+            image, backbone, settings = data["image"], data["backbone"], data["settings"]
+            known = {f.name for f in dataclasses.fields(M2N2Config)}
+            unknown = sorted(set(settings) - known)
+            if unknown:
+                raise InputError(f"the recipe has unknown settings {unknown}")
+            config = M2N2Config(**settings)
+            objects = tuple(_object(number, obj) for number, obj in enumerate(data.get("objects", []), start=1))
+            return cls(image_hash="sha256:" + str(image["sha256"]), width=int(image["width"]),
+                       height=int(image["height"]),
+                       backbone=Backbone(str(backbone["name"]), int(backbone["resolution"]),
+                                         backbone.get("model"), str(backbone.get("description", ""))),
+                       config=config, objects=objects, example=image.get("example"), version=version)
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InputError(f"the recipe is incomplete or malformed ({type(error).__name__}: {error})") from None
+
+
+def _number(value: float):
+    """Whole numbers as ints in the JSON (clicks are pixel positions), others as floats."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _object(number: int, data) -> ObjectRecipe:
+    if not isinstance(data, dict) or not isinstance(data.get("clicks"), list) or not data["clicks"]:
+        raise InputError(f"object {number} of the recipe needs a non-empty list of clicks [x, y, label]")
+    clicks = []
+    for item in data["clicks"]:
+        if (not isinstance(item, (list, tuple)) or len(item) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[:2])
+                or item[2] not in (0, 1)):
+            raise InputError(f"object {number}: a click must be [x, y, label] with label 0 or 1, got {item!r}")
+        clicks.append((float(item[0]), float(item[1]), int(item[2])))
+    threshold = data.get("threshold")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise InputError(f"object {number}: the threshold must be null or lie in [0, 1], got {threshold!r}")
+        threshold = float(threshold)
+    return ObjectRecipe(tuple(clicks), threshold)
+
+
+def make(image: np.ndarray, backbone, config: M2N2Config, objects, example: str | None = None) -> Recipe:
+    """The recipe of ``objects`` (ObjectRecipe, or ``(clicks, threshold)`` pairs) on ``image``.
+
+    ``backbone`` is a loaded backbone or a :class:`Backbone`.
+    """
+    height, width = np.asarray(image).shape[:2]
+    described = backbone if isinstance(backbone, Backbone) else Backbone.of(backbone)
+    objects = tuple(obj if isinstance(obj, ObjectRecipe) else
+                    ObjectRecipe(tuple((float(x), float(y), int(label)) for x, y, label in obj[0]),
+                                 None if obj[1] is None else float(obj[1]))
+                    for obj in objects)
+    return Recipe(image_hash(image), int(width), int(height), described, config, objects, example)
+
+
+def check(recipe: Recipe, image: np.ndarray | None = None, backbone=None) -> None:
+    """Raise :class:`InputError` when ``recipe`` cannot reproduce its result here.
+
+    Parameters
+    ----------
+    recipe : Recipe
+    image : numpy.ndarray, optional
+        The image it is to be replayed on: its content hash must match.
+    backbone : optional
+        The running backbone (or a :class:`Backbone`): it must be the same kind (name and model).
+    """
+    if image is not None:
+        found = image_hash(image)
+        if found != recipe.image_hash:
+            height, width = np.asarray(image).shape[:2]
+            raise InputError(
+                f"this recipe was made for another image ({recipe.width} x {recipe.height}, "
+                f"{recipe.image_hash[:19]}…), not this one ({width} x {height}, {found[:19]}…)"
+                + (f"; it names the example '{recipe.example}'" if recipe.example else
+                   ": load the image it was made for first"))
+    if backbone is not None:
+        running = backbone if isinstance(backbone, Backbone) else Backbone.of(backbone)
+        if not running.same_kind(recipe.backbone):
+            wanted = recipe.backbone.name + (f" ({recipe.backbone.model})" if recipe.backbone.model else "")
+            have = running.name + (f" ({running.model})" if running.model else "")
+            raise InputError(f"this recipe was made with the backbone {wanted}, but this one runs {have}: "
+                             "its masks would differ")
+    for number, obj in enumerate(recipe.objects, start=1):
+        for x, y, _ in obj.clicks:
+            if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < recipe.width and 0 <= y < recipe.height):
+                raise InputError(f"object {number}: the click ({x:g}, {y:g}) lies outside the "
+                                 f"{recipe.width} x {recipe.height} image")
+
+
+def replay_object(predictor, points, labels, threshold: float | None = None):
+    """Segment one object the way the app does: each click's Markov-map computed on its own, in order.
+
+    The app computes a click's map when the click arrives; computing several maps in one batch
+    may round differently, so a replay walks the clicks one by one to give the same bits.
+    Returns the final :class:`~m2n2.predictor.Prediction`.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    labels = np.asarray(labels, dtype=np.int64)
+    for count in range(1, len(points)):
+        predictor.predict(points[:count], labels[:count])
+    return predictor.predict(points, labels, threshold=threshold)
+
+
+def replay(predictor, recipe: Recipe) -> list[np.ndarray]:
+    """The masks of ``recipe``'s objects ((H, W) bool each) on ``predictor``'s image.
+
+    ``predictor`` must hold the recipe's image (checked by hash) with the recipe's settings
+    (its config is set to them first).
+    """
+    check(recipe, predictor.original_image, getattr(predictor, "backbone", None))
+    if predictor.config != recipe.config:
+        predictor.set_config(recipe.config)
+    return [replay_object(predictor, obj.points, obj.labels, obj.threshold).mask for obj in recipe.objects]

