@@ -178,6 +178,8 @@ def test_cli_reports_a_recipe_for_another_image_and_writes_nothing(square_file, 
     (lambda r: r.update(version=recipes.VERSION + 1), "newer M2N2 Studio"),
     (lambda r: r["backbone"].update(name="Stable Diffusion 2", model="x/y"), "backbone Stable Diffusion 2"),
     (lambda r: r["objects"][0]["clicks"].append([5000, 1, 1]), "outside"),
+    (lambda r: r["objects"][0]["clicks"].extend([[1, 1, 0]] * 50), "more than the 20 allowed"),
+    (lambda r: r["backbone"].update(resolution=4096), "R up to"),
 ])
 def test_a_recipe_that_does_not_fit_changes_nothing(two_objects, handlers, spoil, message):
     session, _, _ = two_objects
@@ -237,3 +239,11 @@ def test_a_click_updates_the_core_views_then_the_object_list_follows(handlers, s
     views = handlers.share_views(session)
     assert set(views) == set(handlers.share_outputs)
     assert recipes.Recipe.from_json(views[UI.recipe_text].value) == handlers.recipe_of(session)
+
+
+def test_the_recipe_api_refuses_a_recipe_beyond_the_limits_before_reading_the_image(two_objects, handlers):
+    session, _, _ = two_objects
+    data = json.loads(handlers.recipe_of(session).to_json())
+    data["objects"][0]["clicks"].extend([[1, 1, 0]] * 50)
+    with pytest.raises(gr.Error, match="more than the 20 allowed"):
+        handlers.segment_recipe("/no/such/image.png", json.dumps(data))  # the file is never opened

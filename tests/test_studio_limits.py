@@ -187,9 +187,10 @@ def test_store_evicts_to_the_budget_and_logs_each(caplog):
 
 def test_heavy_work_clicks_and_the_api_have_separate_queues():
     queues = {fn.name: fn.concurrency_id for fn in DEMO.fns.values()}
-    assert queues["click"] == queues["undo"] == queues["override"] == "click"
+    assert queues["click_only"] == queues["undo"] == queues["override"] == queues["new_object"] == "click"
     assert queues["set_image"] == queues["load_example"] == queues["apply_settings"] == "image"
-    assert queues["segment"] == "api"
+    assert queues["load_recipe"] == queues["open_link"] == "image"  # both prepare an image
+    assert queues["segment"] == queues["segment_recipe"] == "api"
 
 
 def free_port() -> int:

@@ -128,6 +128,23 @@ class SharingHandlers:
     def _example_named(self, name: str | None) -> str | None:
         return next((path for path in self.examples if Path(path).stem == name), None) if name else None
 
+    def check_recipe_limits(self, recipe: recipes.Recipe) -> None:
+        """Refuse a recipe beyond the public limits (clicks, objects, R) before any work.
+
+        A recipe replays every click of every object, so without this one request could
+        carry thousands of Markov-maps or ask a CPU for R = 128.
+        """
+        limit = self.options.max_points
+        if len(recipe.objects) > limit:
+            raise InputError(f"the recipe has {len(recipe.objects)} objects, more than the {limit} allowed")
+        for number, obj in enumerate(recipe.objects, 1):
+            if len(obj.clicks) > limit:
+                raise InputError(f"object {number} of the recipe has {len(obj.clicks)} clicks, "
+                                 f"more than the {limit} allowed")
+        if recipe.backbone.resolution > self.options.highest_resolution:
+            raise InputError(f"the recipe asks for R = {recipe.backbone.resolution}; this server allows "
+                             f"R up to {self.options.highest_resolution}")
+
     def apply_recipe(self, session: Session | None, recipe: recipes.Recipe, request=None, progress=None) -> dict:
         """Replay ``recipe`` into the session (its image, or the example it names); bad: nothing changes."""
         session = session or self.new_session()
@@ -137,6 +154,7 @@ class SharingHandlers:
         elif self._example_named(recipe.example):
             image, example = read_image(self._example_named(recipe.example)), recipe.example
         try:
+            self.check_recipe_limits(recipe)
             recipes.check(recipe, image if image is not None else (session.image if session.has_image else None))
             if image is None:
                 raise InputError("load the image this recipe was made for first (upload it), then load the recipe")
@@ -286,8 +304,9 @@ class SharingHandlers:
     def segment_recipe(self, image: str, recipe_text: str):
         """Stateless API: an image file and a recipe -> instance PNG, COCO JSON and the recipe replayed."""
         try:
-            array = read_image(image)
             recipe = recipes.Recipe.from_json(recipe_text)
+            self.check_recipe_limits(recipe)  # before the image is even decoded
+            array = read_image(image)
             recipes.check(recipe, array)
         except M2N2Error as error:
             raise gr.Error(str(error)) from None
