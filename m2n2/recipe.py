@@ -176,10 +176,13 @@ def _object(number: int, data) -> ObjectRecipe:
     return ObjectRecipe(tuple(clicks), threshold)
 
 
-def make(image: np.ndarray, backbone, config: M2N2Config, objects, example: str | None = None) -> Recipe:
+def make(image: np.ndarray, backbone, config: M2N2Config, objects, example: str | None = None,
+         hashed: str | None = None) -> Recipe:
     """The recipe of ``objects`` (ObjectRecipe, or ``(clicks, threshold)`` pairs) on ``image``.
 
-    ``backbone`` is a loaded backbone or a :class:`Backbone`.
+    ``backbone`` is a loaded backbone or a :class:`Backbone`. ``hashed`` is the image's
+    :func:`image_hash` when the caller already has it (hashing a 12-megapixel image takes
+    about 50 ms, too much to repeat on every click).
     """
     height, width = np.asarray(image).shape[:2]
     described = backbone if isinstance(backbone, Backbone) else Backbone.of(backbone)
@@ -187,7 +190,7 @@ def make(image: np.ndarray, backbone, config: M2N2Config, objects, example: str 
                     ObjectRecipe(tuple((float(x), float(y), int(label)) for x, y, label in obj[0]),
                                  None if obj[1] is None else float(obj[1]))
                     for obj in objects)
-    return Recipe(image_hash(image), int(width), int(height), described, config, objects, example)
+    return Recipe(hashed or image_hash(image), int(width), int(height), described, config, objects, example)
 
 
 def check(recipe: Recipe, image: np.ndarray | None = None, backbone=None) -> None:

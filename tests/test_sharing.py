@@ -247,3 +247,14 @@ def test_the_recipe_api_refuses_a_recipe_beyond_the_limits_before_reading_the_im
     data["objects"][0]["clicks"].extend([[1, 1, 0]] * 50)
     with pytest.raises(gr.Error, match="more than the 20 allowed"):
         handlers.segment_recipe("/no/such/image.png", json.dumps(data))  # the file is never opened
+
+
+def test_the_recipe_box_after_a_click_reuses_the_image_hash(two_objects, handlers, monkeypatch):
+    session, _, _ = two_objects
+    assert session.image_sha256 == recipes.image_hash(session.image)
+
+    def rehash(image):
+        raise AssertionError("a click hashed the whole image again")
+
+    monkeypatch.setattr(recipes, "image_hash", rehash)
+    assert handlers.recipe_of(session).image_hash == session.image_sha256

@@ -20,6 +20,7 @@ from ..config import M2N2Config
 from ..errors import InputError, NotReadyError
 from ..geometry import Geometry
 from ..image import resize_rgb
+from ..recipe import image_hash
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Session:
     action: tuple[str, float] | None = None
     memory_bytes: int | None = None
     example: str | None = None  # the example's name when the image is one (recipes and links name it)
+    image_sha256: str | None = None  # recipe.image_hash of ``image``, computed once per image
 
     # ------------------------------------------------------------------ the current object
     @property
@@ -155,6 +157,7 @@ class Session:
         """Take a prepared image: its clicks, override and result are forgotten."""
         height, width = image.shape[:2]
         self.image = image
+        self.image_sha256 = image_hash(image)
         self.geometry = Geometry((height, width), tuple(working), int(resolution))
         # What the app shows and clicks land on: the working copy (the predictor resizes the same way).
         self.display_image = resize_rgb(image, self.geometry.working[::-1])

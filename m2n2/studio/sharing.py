@@ -123,7 +123,7 @@ class SharingHandlers:
         """The recipe of the session's finished objects."""
         backbone = self.serving.backbones.get(session.resolution)
         done = [([(c.x, c.y, c.label) for c in obj.clicks], obj.threshold) for _, obj in objects.finished(session)]
-        return recipes.make(session.image, backbone, session.config, done, session.example)
+        return recipes.make(session.image, backbone, session.config, done, session.example, session.image_sha256)
 
     def _example_named(self, name: str | None) -> str | None:
         return next((path for path in self.examples if Path(path).stem == name), None) if name else None
@@ -149,7 +149,7 @@ class SharingHandlers:
         """Replay ``recipe`` into the session (its image, or the example it names); bad: nothing changes."""
         session = session or self.new_session()
         image, example = None, session.example
-        if session.has_image and recipes.image_hash(session.image) == recipe.image_hash:
+        if session.has_image and session.image_sha256 == recipe.image_hash:
             image = session.image
         elif self._example_named(recipe.example):
             image, example = read_image(self._example_named(recipe.example)), recipe.example
