@@ -92,3 +92,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def centre_of(truth: np.ndarray) -> tuple[float, float]:
     rows, cols = np.nonzero(truth)
     return float(cols.mean()), float(rows.mean())
+
+
+def select_event(x, y):
+    """The event data of a click at (x, y) on a Gradio image (gradio imported only here)."""
+    import gradio as gr
+    return gr.SelectData(None, {"index": [x, y], "value": None})

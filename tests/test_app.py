@@ -7,7 +7,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic import CountingBackbone, centre_of, iou, square_image
+from synthetic import CountingBackbone, centre_of, iou, square_image, select_event as select
 
 import app
 from m2n2.studio import serving
@@ -27,10 +27,6 @@ def handlers():
     """The app's handlers with fresh backbones and an empty store of prepared images."""
     HANDLERS.serving = serving.start(OPTIONS, CountingBackbone)
     return HANDLERS
-
-
-def select(x, y):
-    return gr.SelectData(None, {"index": [x, y], "value": None})
 
 
 def read_download(button) -> np.ndarray:

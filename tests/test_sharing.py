@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from starlette.datastructures import QueryParams
-from synthetic import CountingBackbone, centre_of
+from synthetic import CountingBackbone, centre_of, select_event as select
 
 import app
 from m2n2 import export
@@ -35,10 +35,6 @@ class FakeRequest:
 def handlers():
     HANDLERS.serving = serving.start(OPTIONS, CountingBackbone)
     return HANDLERS
-
-
-def select(x, y):
-    return gr.SelectData(None, {"index": [x, y], "value": None})
 
 
 def display(session, x, y):

@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic import CountingBackbone, centre_of, iou, square_image
+from synthetic import CountingBackbone, centre_of, iou, square_image, select_event as select
 
 import app
 from m2n2 import InputError, M2N2Config
@@ -25,10 +25,6 @@ STATE = HANDLERS.ui.state
 def handlers():
     HANDLERS.serving = serving.start(OPTIONS, CountingBackbone)
     return HANDLERS
-
-
-def select(x, y):
-    return gr.SelectData(None, {"index": [x, y], "value": None})
 
 
 def attention_runs(handlers) -> int:
