@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from m2n2.operator import TransitionOperator, apply_temperature, prepare_operator, sinkhorn_scaling
+from m2n2.operator import TransitionOperator, _half_step_on_cpu, apply_temperature, prepare_operator, sinkhorn_scaling
 from synthetic import random_attention
 
 
@@ -54,7 +54,7 @@ def test_fp16_storage_stays_close_to_fp32():
 def test_operator_to_changes_storage_but_not_the_matrix():
     operator = prepare_operator(random_attention(8), 0.65, 50)
     half = operator.to(dtype=torch.float16)
-    assert half.dtype == torch.float16 and half.nbytes == operator.nbytes // 2
+    assert half.dtype == torch.float16 and half.transposed.nbytes == operator.transposed.nbytes // 2
     torch.testing.assert_close(half.to(dtype=torch.float32).matrix(), operator.matrix(), rtol=2e-3, atol=1e-6)
     assert operator.to() is operator
 
@@ -68,6 +68,20 @@ def test_half_step_on_the_cpu_is_the_fp32_product_of_the_stored_entries(resoluti
     operator = TransitionOperator(transposed, float(n), resolution)
     widened = transposed.float()
     one, many = torch.rand(n), torch.rand(n, 3)
-    torch.testing.assert_close(operator.step(one), widened @ one, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(operator.step(many), widened @ many, rtol=1e-6, atol=1e-5)
+    # fp32 sums in another order (an fp16 sum would be off by about 1e-3)
+    torch.testing.assert_close(operator.step(one), widened @ one, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(operator.step(many), widened @ many, rtol=1e-5, atol=1e-5)
     assert operator.step(one).dtype == torch.float32 and operator.step(many).shape == (n, 3)
+    # the fallback where FBGEMM is missing: widened blocks of rows
+    torch.testing.assert_close(_half_step_on_cpu(transposed, one), widened @ one, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(_half_step_on_cpu(transposed, many), widened @ many, rtol=1e-6, atol=1e-5)
+
+
+def test_the_packed_fp16_copy_is_counted_and_used_only_on_the_cpu():
+    n = 16 ** 2
+    transposed = torch.rand(n, n).half()
+    operator = TransitionOperator(transposed, float(n), 16)
+    if operator._packed is None:
+        pytest.skip("this torch build has no FBGEMM (not x86): the CPU uses the widened blocks")
+    assert operator.nbytes == 2 * n * n * 2  # the fp16 matrix and FBGEMM's packed copy
+    assert TransitionOperator(transposed.float(), 1.0, 16).nbytes == n * n * 4  # fp32: no copy

@@ -106,6 +106,17 @@ def test_tensor_bytes_counts_shared_storage_once():
     assert tensor_bytes({"x": t, "y": t[10:], "z": [a, a[5:]]}) == 400 + 400
 
 
+def test_tensor_bytes_counts_memory_held_outside_tensors():
+    class Holder:
+        def __init__(self):
+            self.t = torch.zeros(100)
+
+        def opaque_nbytes(self):
+            return 1000
+
+    assert tensor_bytes([Holder()]) == 400 + 1000
+
+
 def test_live_sessions_end_frees_the_image(started):
     prepared("s/1")
     live = LiveSessions(started.store)

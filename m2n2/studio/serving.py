@@ -121,7 +121,8 @@ def tensor_bytes(obj, _seen: set | None = None) -> int:
     """Bytes of every numpy array and torch tensor reachable from ``obj`` (each counted once).
 
     Follows dicts, lists, tuples, sets and objects' ``__dict__``; a tensor counts its whole
-    storage, so views are not double counted. This is the memory an object pins, not counting
+    storage, so views are not double counted; an object's ``opaque_nbytes()``, where it has
+    one, adds memory held outside tensors (FBGEMM's packed operator). This is the memory an object pins, not counting
     small Python objects.
     """
     seen = set() if _seen is None else _seen
@@ -145,7 +146,8 @@ def tensor_bytes(obj, _seen: set | None = None) -> int:
     if isinstance(obj, type):
         return 0
     if hasattr(obj, "__dict__"):  # the shared backbone is lent, not held
-        return sum(tensor_bytes(v, seen) for k, v in vars(obj).items() if k != "backbone")
+        opaque = obj.opaque_nbytes() if callable(getattr(obj, "opaque_nbytes", None)) else 0
+        return opaque + sum(tensor_bytes(v, seen) for k, v in vars(obj).items() if k != "backbone")
     slots = [name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())]
     return sum(tensor_bytes(getattr(obj, name, None), seen) for name in slots)
 
