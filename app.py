@@ -89,6 +89,9 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         status = gr.Markdown(elem_id="status")
         # The current recipe: what a deep link carries and restores (hidden; the download gives it).
         recipe_text = gr.Textbox(elem_id="recipe-text", elem_classes=["m2n2-hidden"], show_label=False)
+        # The uploaded image itself (hidden), so that a deep link reproduces an upload, not only an example.
+        original = gr.Image(type="filepath", interactive=False, elem_id="original-image",
+                            elem_classes=["m2n2-hidden"], show_label=False)
         with gr.Row(equal_height=True):
             objects_list = gr.Radio([], label="Objects (each in its own colour; undo, reset and the threshold act on "
                                               "the selected one)", elem_id="objects", scale=3)
@@ -142,7 +145,7 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
 
         ui = UI(state, image, heatmap, scores, mask_button, cutout_button, threshold, automatic, status,
                 mask_file, cutout_file, objects=objects_list, recipe_text=recipe_text, link=link,
-                instances_file=instances_file, coco_file=coco_file, recipe_file=recipe_file)
+                instances_file=instances_file, coco_file=coco_file, recipe_file=recipe_file, original=original)
         handlers = Handlers(serving, ui, EXAMPLES)
         state.delete_callback = handlers.release_state
         outputs = ui.outputs
@@ -153,11 +156,16 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         # Progress on the status line only: the image, plots and slider stay visible while working.
         quiet = {"show_progress": "minimal", "show_progress_on": [status]}
         demo.load(handlers.status, state, status, api_visibility="private", queue=False)
-        demo.load(handlers.open_link, [state, recipe_text], outputs, show_progress_on=[image, status], **heavy)
+        # After every change of image: the hidden copy of an upload, for deep links.
+        keep_original = {"fn": handlers.original_view, "inputs": state, "outputs": original, "queue": False,
+                         "show_progress": "hidden", "api_visibility": "private"}
+        demo.load(handlers.open_link, [state, recipe_text, original], outputs, show_progress_on=[image, status],
+                  **heavy).then(**keep_original)
         image.upload(handlers.set_image, [image, state], outputs, preprocess=False, show_progress_on=[image, status],
-                     **heavy)
-        image.clear(handlers.clear, state, outputs, **heavy)
-        examples.click(handlers.load_example, [examples, state], outputs, show_progress_on=[image, status], **heavy)
+                     **heavy).then(**keep_original)
+        image.clear(handlers.clear, state, outputs, **heavy).then(**keep_original)
+        examples.click(handlers.load_example, [examples, state], outputs, show_progress_on=[image, status],
+                       **heavy).then(**keep_original)
         # A click shows its marker at once (no queue), then waits its turn; none is dropped.
         image.select(handlers.mark, [state, mode], [state, image, status], queue=False, show_progress="hidden",
                      trigger_mode="multiple", api_visibility="private")
@@ -174,7 +182,7 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
         delete_object.click(handlers.delete_object, state, outputs, **gpu, **quiet)
         objects_list.select(handlers.select_object, [state, objects_list], outputs, **gpu, **quiet)
         load_recipe.click(handlers.load_recipe, [state, recipe_upload, recipe_paste], outputs,
-                          show_progress_on=[image, status], **heavy)
+                          show_progress_on=[image, status], **heavy).then(**keep_original)
         for button, export, file, elem in ((mask_button, handlers.export_mask, mask_file, "mask-file"),
                                            (cutout_button, handlers.export_cutout, cutout_file, "cutout-file"),
                                            (instances_button, handlers.export_instances, instances_file,

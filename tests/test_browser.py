@@ -301,14 +301,14 @@ def test_two_objects_recipe_reload_and_links_in_a_real_browser(server, tmp_path)
             assert np.array_equal(again, instances)             # the same two masks
 
             # The deep link restores the same state for whoever opens it.
-            if deep_link:
-                linked = browser.new_page(viewport={"width": 1500, "height": 1050})
-                linked.set_default_timeout(TIMEOUT_MS)
-                linked.goto(f"{server}?deep_link={deep_link}", timeout=TIMEOUT_MS)
-                wait_status(linked, "recipe")
-                linked.locator("#objects label").nth(1).wait_for()
-                carried = linked.locator("#recipe-text textarea").input_value()
-                assert json.loads(carried) == json.loads(recipe.read_text())     # the same recipe, replayed
+            assert deep_link, "the server made no deep link"
+            linked = browser.new_page(viewport={"width": 1500, "height": 1050})
+            linked.set_default_timeout(TIMEOUT_MS)
+            linked.goto(f"{server}?deep_link={deep_link}", timeout=TIMEOUT_MS)
+            wait_status(linked, "recipe")
+            linked.locator("#objects label").nth(1).wait_for()
+            carried = linked.locator("#recipe-text textarea").input_value()
+            assert json.loads(carried) == json.loads(recipe.read_text())     # the same recipe, replayed
 
             # The example URL with clicks opens the example with the clicks applied.
             other = browser.new_page(viewport={"width": 1500, "height": 1050})
@@ -319,5 +319,35 @@ def test_two_objects_recipe_reload_and_links_in_a_real_browser(server, tmp_path)
             assert outline_pixels(shown_image(other)) > 50
             other.locator("#share").get_by_text("Share: link, recipe").click()     # the link is offered there
             other.locator("#example-link").filter(has_text="example=astronaut&clicks=150,430,1").wait_for()
+        finally:
+            browser.close()
+
+
+def test_a_deep_link_reproduces_an_uploaded_image_in_a_real_browser(server, tmp_path):
+    from skimage import data
+    upload = tmp_path / "upload.png"  # not one of the examples: the link has to carry the image itself
+    Image.fromarray(data.coffee()[::2, ::2]).save(upload)
+    binary, sync_playwright = require_browser()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
+            page = open_app(browser, server)
+            page.locator("#canvas input[type=file]").set_input_files(str(upload))
+            wait_status(page, "0 clicks")
+            click_image(page, 0.45, 0.45)                       # the cup
+            clicks_shown(page, 1)
+            instances = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
+            assert instances.shape == (200, 300) and set(np.unique(instances)) == {0, 1}
+            deep_link = page.evaluate("""async () => (await (await fetch(
+                `gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text()).replace(/"/g, "")""")
+            assert deep_link, "the server made no deep link"
+
+            linked = browser.new_page(viewport={"width": 1500, "height": 1050})
+            linked.set_default_timeout(TIMEOUT_MS)
+            linked.goto(f"{server}?deep_link={deep_link}", timeout=TIMEOUT_MS)
+            wait_status(linked, "recipe")
+            clicks_shown(linked, 1)
+            again = np.asarray(Image.open(BytesIO(download(linked, "download-instances"))))
+            assert np.array_equal(again, instances)             # the same image, clicks and mask
         finally:
             browser.close()

@@ -192,7 +192,7 @@ def test_a_recipe_that_does_not_fit_changes_nothing(two_objects, handlers, spoil
 
 def test_the_example_link_opens_the_example_with_its_clicks(handlers):
     name = Path(handlers.examples[0]).stem
-    out = handlers.open_link(None, "", FakeRequest(f"example={name}&clicks=250,120,1;60,400,0&clicks=400,450,1"))
+    out = handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1;60,400,0&clicks=400,450,1"))
     session = out[UI.state]
     assert session.example == name and len(objects.finished(session)) == 2
     assert [c.label for c in session.objects[0].clicks] == [1, 0]
@@ -209,23 +209,43 @@ def test_the_example_link_opens_the_example_with_its_clicks(handlers):
 def test_a_bad_link_is_reported(handlers):
     name = Path(handlers.examples[0]).stem
     with pytest.warns(UserWarning, match="no example called"):
-        out = handlers.open_link(None, "", FakeRequest("example=nope&clicks=1,1,1"))
+        out = handlers.open_link(None, "", None, FakeRequest("example=nope&clicks=1,1,1"))
     assert set(out) == {UI.state}
     with pytest.warns(UserWarning, match="outside"):
-        handlers.open_link(None, "", FakeRequest(f"example={name}&clicks=9999,1,1"))
+        handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=9999,1,1"))
     with pytest.warns(UserWarning, match="x,y,label"):
-        handlers.open_link(None, "", FakeRequest(f"example={name}&clicks=abc"))
+        handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=abc"))
 
 
 def test_a_deep_link_replays_the_recipe_it_carries(two_objects, handlers):
     session, _, _ = two_objects
     # A deep link restores the hidden recipe box of an example's state; an upload's needs its image.
     name = Path(handlers.examples[0]).stem
-    shown = handlers.open_link(None, "", FakeRequest(f"example={name}&clicks=250,120,1"))
+    shown = handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1"))
     carried = shown[UI.recipe_text].value
     assert json.loads(carried)["image"]["example"] == name
-    out = handlers.open_link(None, carried, FakeRequest("deep_link=abc"))
+    out = handlers.open_link(None, carried, None, FakeRequest("deep_link=abc"))
     assert np.array_equal(objects.masks(out[UI.state])[0], objects.masks(shown[UI.state])[0])
+
+
+def test_a_deep_link_reproduces_an_uploaded_image_from_the_copy_it_carries(two_objects, handlers):
+    session, path, _ = two_objects
+    carried = handlers.share_views(session)[UI.recipe_text].value
+    assert "example" not in json.loads(carried)["image"]  # an upload: no example can stand in
+    original = handlers.original_view(session)[UI.original]
+    assert original == path                               # the hidden copy is the uploaded file
+    # Without the image, nothing changes and the page says what is missing.
+    with pytest.warns(UserWarning, match="load the image"):
+        refused = handlers.open_link(None, carried, None, FakeRequest("deep_link=abc"))
+    assert set(refused) == {UI.state}
+    out = handlers.open_link(None, carried, original, FakeRequest("deep_link=abc"))
+    restored = out[UI.state]
+    assert restored.id != session.id and restored.source == path
+    assert all(np.array_equal(a, b) for a, b in zip(objects.masks(restored), objects.masks(session)))
+    # An example's state carries no copy: the recipe names the example.
+    name = Path(handlers.examples[0]).stem
+    shown = handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1"))
+    assert handlers.original_view(shown[UI.state])[UI.original] is None
 
 
 def test_a_click_updates_the_core_views_then_the_object_list_follows(handlers, square_file):

@@ -49,6 +49,7 @@ class UI:
     instances_file: object = None
     coco_file: object = None
     recipe_file: object = None
+    original: object = None  # hidden: the uploaded file, so that a deep link carries the image
 
     @property
     def outputs(self) -> list:
@@ -173,8 +174,9 @@ class Handlers(SharingHandlers):
     def set_image(self, image, session: Session | None, request: gr.Request = None, progress=gr.Progress()):
         """A new image (a path, or an upload's raw payload): attention, operator, no clicks."""
         session = session or self.new_session()
+        path = image.get("path") if isinstance(image, dict) else image
         try:
-            array = read_image(image.get("path") if isinstance(image, dict) else image)
+            array = read_image(path)
         except M2N2Error as error:
             return self.rejected(session, f"This file cannot be used: {error}", restore_image=True)
         if not self.serving.backbones.is_loaded(session.resolution):
@@ -191,6 +193,7 @@ class Handlers(SharingHandlers):
             return self.rejected(session, f"This image cannot be used: {error.message}", restore_image=True)
         progress(0.9, desc="Drawing…")
         session.set_image(array, prepared.working, prepared.resolution, prepared.seconds)
+        session.source = str(path) if path else None
         session.memory_bytes = prepared.memory_bytes
         self._track(session, request)
         return self.render(session)

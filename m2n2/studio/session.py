@@ -90,6 +90,7 @@ class Session:
     memory_bytes: int | None = None
     example: str | None = None  # the example's name when the image is one (recipes and links name it)
     image_sha256: str | None = None  # recipe.image_hash of ``image``, computed once per image
+    source: str | None = None  # the uploaded file the image came from (a deep link carries it)
 
     # ------------------------------------------------------------------ the current object
     @property
@@ -164,7 +165,7 @@ class Session:
         self.resolution = int(resolution)
         self.version += 1
         self.objects, self.active, self.pending = [SegObject()], 0, []
-        self.image_seconds, self.action, self.example = seconds, None, None
+        self.image_seconds, self.action, self.example, self.source = seconds, None, None, None
 
     def click_at(self, x: float, y: float, label: int) -> Click:
         """The click at (x, y) of the displayed image, in original pixels (validated, not recorded)."""
@@ -191,7 +192,7 @@ class Session:
 
     def forget_image(self) -> None:
         """Drop the image and everything about it (the settings stay)."""
-        self.image, self.display_image, self.geometry = None, None, None
+        self.image, self.display_image, self.geometry, self.source = None, None, None, None
         self.version += 1
         self.objects, self.active = [SegObject()], 0
         self.clear_clicks()

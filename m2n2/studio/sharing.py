@@ -93,6 +93,11 @@ class SharingHandlers:
         """The object list, recipe box and example link (what :meth:`share_views` updates)."""
         return [c for c in (self.ui.objects, self.ui.recipe_text, self.ui.link) if c is not None]
 
+    def original_view(self, session: Session | None) -> dict:
+        """The hidden copy of an uploaded image (None for an example, which a recipe names)."""
+        has = session is not None and session.has_image and not session.example
+        return {self.ui.original: session.source if has else None}
+
     def share_views(self, session: Session | None) -> dict:
         """Only the object list, recipe box and example link (refreshed after a click)."""
         out = self.render_objects(session) if session is not None else {}
@@ -145,14 +150,23 @@ class SharingHandlers:
             raise InputError(f"the recipe asks for R = {recipe.backbone.resolution}; this server allows "
                              f"R up to {self.options.highest_resolution}")
 
-    def apply_recipe(self, session: Session | None, recipe: recipes.Recipe, request=None, progress=None) -> dict:
-        """Replay ``recipe`` into the session (its image, or the example it names); bad: nothing changes."""
+    def apply_recipe(self, session: Session | None, recipe: recipes.Recipe, request=None, progress=None,
+                     upload: str | None = None) -> dict:
+        """Replay ``recipe`` into the session; bad: nothing changes.
+
+        The image is the session's own when the recipe was made for it, else ``upload`` (a file
+        a deep link carried), else the example the recipe names."""
         session = session or self.new_session()
-        image, example = None, session.example
-        if session.has_image and session.image_sha256 == recipe.image_hash:
-            image = session.image
-        elif self._example_named(recipe.example):
-            image, example = read_image(self._example_named(recipe.example)), recipe.example
+        image, example, source = None, session.example, session.source
+        try:
+            if session.has_image and session.image_sha256 == recipe.image_hash:
+                image = session.image
+            elif upload:
+                image, example, source = read_image(upload), None, str(upload)
+            elif self._example_named(recipe.example):
+                image, example = read_image(self._example_named(recipe.example)), recipe.example
+        except M2N2Error as error:
+            return self.rejected(session, f"This recipe's image cannot be used: {error}")
         try:
             self.check_recipe_limits(recipe)
             recipes.check(recipe, image if image is not None else (session.image if session.has_image else None))
@@ -181,6 +195,7 @@ class SharingHandlers:
         # Everything worked: commit.
         if fresh:
             session.set_image(image, prepared.working, prepared.resolution, prepared.seconds)
+            session.source = source if example is None else None
         elif prepared is not None:
             session.version += 1
             session.resolution = prepared.resolution
@@ -212,9 +227,10 @@ class SharingHandlers:
             return self.rejected(session, f"This recipe cannot be used: {error}")
         return self.apply_recipe(session, recipe, request, progress)
 
-    def open_link(self, session: Session | None, recipe_text: str, request: gr.Request = None,
-                  progress=gr.Progress()):
-        """On page load: apply ``?example=...&clicks=...``, or a deep link's recipe; else just the status."""
+    def open_link(self, session: Session | None, recipe_text: str, original: str | None = None,
+                  request: gr.Request = None, progress=gr.Progress()):
+        """On page load: apply ``?example=...&clicks=...``, or a deep link's recipe (on the uploaded
+        image the link carries, or the example the recipe names); else just the status."""
         params = request.query_params if request is not None else {}
         if params.get("example"):
             name = params.get("example")
@@ -235,7 +251,7 @@ class SharingHandlers:
                 recipe = recipes.Recipe.from_json(recipe_text)
             except M2N2Error as error:
                 return self.rejected(session, f"This link cannot be used: {error}")
-            return self.apply_recipe(session, recipe, request, progress)
+            return self.apply_recipe(session, recipe, request, progress, upload=original)
         return {self.ui.status: self.status(session)}
 
     # ------------------------------------------------------------------ objects
