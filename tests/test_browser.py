@@ -331,20 +331,29 @@ def test_a_deep_link_reproduces_an_uploaded_image_in_a_real_browser(server, tmp_
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
         try:
-            page = open_app(browser, server)
+            context = browser.new_context(viewport={"width": 1500, "height": 1050},
+                                          permissions=["clipboard-read", "clipboard-write"])
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(server, timeout=TIMEOUT_MS)
             page.locator("#canvas input[type=file]").set_input_files(str(upload))
             wait_status(page, "0 clicks")
             click_image(page, 0.45, 0.45)                       # the cup
             clicks_shown(page, 1)
             instances = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
             assert instances.shape == (200, 300) and set(np.unique(instances)) == {0, 1}
-            deep_link = page.evaluate("""async () => (await (await fetch(
-                `gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text()).replace(/"/g, "")""")
-            assert deep_link, "the server made no deep link"
+            # The Share button itself: it asks the server for a deep link and copies the page's URL with it.
+            page.locator("#share").get_by_text("Share: link, recipe").click()
+            page.get_by_role("button", name="Share (copy a link to this state)").click()
+            shared, deadline = "", time.monotonic() + 60
+            while "deep_link=" not in shared and time.monotonic() < deadline:
+                page.wait_for_timeout(200)
+                shared = page.evaluate("() => navigator.clipboard.readText()")
+            assert "deep_link=" in shared, f"the Share button copied {shared!r}"
 
-            linked = browser.new_page(viewport={"width": 1500, "height": 1050})
+            linked = context.new_page()
             linked.set_default_timeout(TIMEOUT_MS)
-            linked.goto(f"{server}?deep_link={deep_link}", timeout=TIMEOUT_MS)
+            linked.goto(shared, timeout=TIMEOUT_MS)
             wait_status(linked, "recipe")
             clicks_shown(linked, 1)
             again = np.asarray(Image.open(BytesIO(download(linked, "download-instances"))))
