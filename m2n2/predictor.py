@@ -16,6 +16,7 @@ from .geometry import Geometry
 from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
 from .merge import merge_maps, merge_maps_torch
+from .numerics import denormals_flushed
 from .operator import TransitionOperator, prepare_operator
 from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
                         threshold_curves_torch)
@@ -205,8 +206,9 @@ class M2N2Predictor:
         row_sums = flat.sum(dim=1, keepdim=True)
         # Never write into the caller's tensor; our own copy is reused in place to save memory.
         flat = flat.div_(row_sums) if private else flat / row_sums
-        operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
-                                    dtype=_DTYPES[self.config.operator_dtype], inplace=True)
+        with denormals_flushed(self.config.flush_denormals):
+            operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
+                                        dtype=_DTYPES[self.config.operator_dtype], inplace=True)
         elapsed = time.perf_counter() - start
         # Only now, after everything that can fail, replace the state.
         self._operator = operator
@@ -223,8 +225,9 @@ class M2N2Predictor:
         if self.config.jbu_table:
             start = time.perf_counter()
             resolution = self._operator.resolution
-            self._jbu = jbu_table(self._guide, (resolution, resolution), self.config.sigma_spatial,
-                                  self.config.sigma_range)
+            with denormals_flushed(self.config.flush_denormals):
+                self._jbu = jbu_table(self._guide, (resolution, resolution), self.config.sigma_spatial,
+                                      self.config.sigma_range)
             self.image_timings["jbu_table"] = time.perf_counter() - start
 
     # ------------------------------------------------------------------ state
@@ -353,20 +356,21 @@ class M2N2Predictor:
         pixels = geometry.working_pixels(points)
         keys = [tuple(p) for p in pixels]
 
-        missing = list(dict.fromkeys(k for k in keys if k not in self._maps))
-        if missing:
-            self._compute_maps(missing, timings)
-        for key in keys:
-            self._maps.move_to_end(key)
-        while len(self._maps) > max(_MAX_CACHED_MAPS, len(keys)):
-            self._maps.popitem(last=False)
+        with denormals_flushed(self.config.flush_denormals):
+            missing = list(dict.fromkeys(k for k in keys if k not in self._maps))
+            if missing:
+                self._compute_maps(missing, timings)
+            for key in keys:
+                self._maps.move_to_end(key)
+            while len(self._maps) > max(_MAX_CACHED_MAPS, len(keys)):
+                self._maps.popitem(last=False)
 
-        if self.torch_stages:
-            mask, distance, nearest, results = self._score_and_merge_torch(points, labels, pixels, keys,
-                                                                           threshold, timings)
-        else:
-            mask, distance, nearest, results = self._score_and_merge(points, labels, pixels, keys,
-                                                                     threshold, timings)
+            if self.torch_stages:
+                mask, distance, nearest, results = self._score_and_merge_torch(points, labels, pixels, keys,
+                                                                               threshold, timings)
+            else:
+                mask, distance, nearest, results = self._score_and_merge(points, labels, pixels, keys,
+                                                                         threshold, timings)
         t0 = time.perf_counter()
         mask = self._to_original_size(mask, geometry, points, labels)
         timings["merge"] += time.perf_counter() - t0
