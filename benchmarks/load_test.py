@@ -175,32 +175,47 @@ class App:
     def __init__(self, url: str):
         from gradio_client import Client
         self.client = Client(url, verbose=False, download_files=False)
-        self.index = {d.get("api_name"): d.get("id", i) for i, d in enumerate(self.client.config["dependencies"])}
+        config = self.client.config
+        self.index = {d.get("api_name"): d.get("id", i) for i, d in enumerate(config["dependencies"])}
+        # Where the status line is among each event's outputs (the events output more after it).
+        status = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "status"]
+        self.status_at = {d.get("api_name"): d["outputs"].index(status[0])
+                          for d in config["dependencies"] if status and status[0] in d["outputs"]}
 
     def call(self, name: str, *data, event_data=None):
         """Run the app's event ``name`` with ``data`` (state inputs as None) like the browser does."""
         endpoint = self.client.endpoints[self.index[name]]
         data = endpoint.process_input_files(*data)                   # uploads files, as the browser does
         predict = endpoint.make_predict(self.client.new_helper(endpoint.fn_index))
-        return predict(*data, event_data=event_data)
+        outputs = predict(*data, event_data=event_data)
+        at = self.status_at.get(name)
+        return Outputs(outputs, outputs[at] if at is not None and len(outputs) > at else None)
 
     def upload(self, path: str):
         from gradio_client import handle_file
         return self.call("set_image", handle_file(path), None)
 
     def click(self, x: int, y: int, mode: str):
-        return self.call("click", None, mode, event_data={"index": [x, y], "value": None})
+        return self.call("click_only", None, mode, event_data={"index": [x, y], "value": None})
 
     def close(self):
         self.client.close()
 
 
-def status_of(outputs) -> str:
-    """The status line among an event's outputs (the last one)."""
-    last = outputs[-1] if outputs else None
-    if isinstance(last, dict):
-        last = last.get("value")
-    return last if isinstance(last, str) else ""
+@dataclass
+class Outputs:
+    """An event's outputs and, among them, the status line's value."""
+
+    values: object
+    status: object = None
+
+
+def status_of(outputs: Outputs) -> str:
+    """The status line among an event's outputs."""
+    status = outputs.status
+    if isinstance(status, dict):
+        status = status.get("value")
+    return status if isinstance(status, str) else ""
 
 
 @dataclass

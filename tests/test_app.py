@@ -354,3 +354,13 @@ def test_command_line_flags():
     assert app.parse_args([]).resolution is None and app.Options().config.max_side == 1024
     with pytest.raises(SystemExit):
         app.parse_args(["--backbone", "nope"])                  # choices come from the registry
+
+
+def test_the_memory_budget_counts_each_sessions_image_until_its_state_expires(handlers, loaded):
+    session, truth = loaded
+    store = handlers.serving.store
+    assert store.session_bytes >= session.image.nbytes  # (the display copy is the image itself when small)
+    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    assert store.session_bytes >= session.image.nbytes + session.shown.mask.nbytes
+    handlers.release_state(session)                     # gr.State's delete callback
+    assert store.session_bytes == 0 and session.key not in store

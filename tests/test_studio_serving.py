@@ -219,3 +219,22 @@ def test_only_numpy_arrays_cross_the_boundary_and_the_device_state_stays(started
     assert predictor.operator.transposed.data_ptr() == operator and predictor.cached_points == 3
     cached = next(iter(predictor._maps.values())).markov_map
     assert isinstance(cached, torch.Tensor) == torch_stages  # device-path maps stay on the device
+
+
+def test_the_budget_counts_the_sessions_own_arrays(started):
+    prepared("s/1")
+    prepared("t/1")
+    one, two = started.store.get("s/1"), started.store.get("t/1")
+    size = tensor_bytes(one)
+    store = PredictorStore(budget_bytes=int(2.5 * size))
+    store.put("s/1", one)
+    store.put("t/1", two)
+    assert len(store) == 2
+    # A session's image and masks cannot be set aside: the older prepared image makes room.
+    store.note_session("u", size)
+    assert "s/1" not in store and "t/1" in store and store.session_bytes == size
+    store.forget_session("u")
+    assert store.session_bytes == 0
+    store.put("s/1", one)
+    assert len(store) == 2
+

@@ -20,7 +20,7 @@ from ..image import read_image
 from . import gpu, views
 from .api import parse_points, summarize
 from .limits import check_points, log_user_error
-from .serving import Serving, end_session, export_dir
+from .serving import Serving, end_session, export_dir, tensor_bytes
 from .session import Click, Session, Shown
 from .sharing import SharingHandlers
 
@@ -104,6 +104,8 @@ class Handlers(SharingHandlers):
     def render(self, session: Session, last=None) -> dict:
         """Every view of the session; ``last`` is the latest click's PointResult (None: no clicks)."""
         ui = self.ui
+        # Every change of a session is drawn: count its arrays against the memory budget here.
+        self.serving.store.note_session(session.id, tensor_bytes(session))
         clicked = last is not None and session.shown is not None
         out = {ui.state: session, ui.image: self.overlay(session), ui.heatmap: None, ui.scores: None,
                ui.status: self.status(session)}
@@ -367,3 +369,4 @@ class Handlers(SharingHandlers):
         """``gr.State`` delete callback: the session expired or its tab is gone."""
         if session is not None:
             end_session(self.serving.store, session.id)
+            self.serving.store.forget_session(session.id)

@@ -155,13 +155,35 @@ def tensor_bytes(obj, _seen: set | None = None) -> int:
 class PredictorStore:
     """Prepared images by key, least recently used evicted first when over ``budget_bytes``.
 
+    The budget covers the sessions' own arrays too (their images and masks, noted with
+    :meth:`note_session`): they cannot be set aside, so the prepared images make room for them.
     The predictor that was used last is never evicted, so one image always fits.
     """
 
     def __init__(self, budget_bytes: int | None = None):
         self.budget_bytes = int(budget_bytes or limits.default_memory_budget())
         self._items: OrderedDict[str, tuple[M2N2Predictor, int]] = OrderedDict()
+        self._sessions: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def note_session(self, session_id: str, nbytes: int) -> None:
+        """Count ``nbytes`` held by a session's state (image, masks) against the budget."""
+        with self._lock:
+            self._sessions[session_id] = int(nbytes)
+            evicted = self._evict()
+        if evicted:
+            release_memory()
+
+    def forget_session(self, session_id: str) -> None:
+        """The session's state is gone (its ``gr.State`` expired): stop counting it."""
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    @property
+    def session_bytes(self) -> int:
+        """Bytes of the sessions' own arrays, as last noted."""
+        with self._lock:
+            return sum(self._sessions.values())
 
     def put(self, key: str, predictor: M2N2Predictor) -> None:
         """Keep ``predictor`` under ``key`` (replacing other images of the same session)."""
@@ -209,7 +231,7 @@ class PredictorStore:
     def _evict(self) -> list[str]:
         """Drop least recently used images until the rest fit the budget; returns their keys."""
         evicted = []
-        total = sum(size for _, size in self._items.values())
+        total = sum(size for _, size in self._items.values()) + sum(self._sessions.values())
         while len(self._items) > 1 and total > self.budget_bytes:
             key, (_, size) = self._items.popitem(last=False)
             total -= size
