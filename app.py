@@ -219,8 +219,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--faithful", action="store_true",
                         help="the paper's exact numerics (fp32 operator, dense upsampling) instead of the fast preset "
                              "(the default with CUDA)")
-    parser.add_argument("--max-side", type=int, default=1024,
-                        help="longer images are segmented at a copy this long (masks stay full size)")
+    parser.add_argument("--max-side", type=int, default=None,
+                        help="longer images are segmented at a copy this long, masks stay full size (default: "
+                             "1024 with a GPU, 640 on a CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of each job (default 1: on a small host one core per job serves several "
+                             "users best, and lets the clicks' queue keep a core while images are prepared)")
     parser.add_argument("--server-name", default=None, help="address to listen on, e.g. 0.0.0.0 (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
@@ -244,7 +248,7 @@ def main(argv=None) -> None:
     options = Options(backbone=args.backbone, model=args.model, resolution=args.resolution,
                       max_side=args.max_side, concurrency=args.concurrency, faithful=True if args.faithful else None,
                       max_resolution=args.max_resolution, max_points=args.max_points,
-                      max_file_size=args.max_file_size, **budget)
+                      max_file_size=args.max_file_size, threads=args.threads, **budget)
     logging.getLogger("m2n2.studio").info(
         "limits: R up to %d, %d points per request, uploads up to %s, memory budget %.0f MiB",
         options.highest_resolution, options.max_points, options.max_file_size, options.budget_bytes / 2**20)

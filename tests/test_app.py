@@ -6,6 +6,7 @@ import re
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from synthetic import CountingBackbone, centre_of, iou, square_image, select_event as select
 
@@ -351,7 +352,8 @@ def test_command_line_flags():
                            "--model", "/models/sd2", "--resolution", "64", "--max-side", "512"])
     assert (args.share, args.server_name, args.port, args.backbone, args.model, args.resolution, args.max_side) == \
         (True, "0.0.0.0", 7000, "sd2", "/models/sd2", 64, 512)
-    assert app.parse_args([]).resolution is None and app.Options().config.max_side == 1024
+    assert app.parse_args([]).resolution is None and app.parse_args([]).threads == 1
+    assert app.Options().config.max_side == (1024 if torch.cuda.is_available() else 640)
     with pytest.raises(SystemExit):
         app.parse_args(["--backbone", "nope"])                  # choices come from the registry
 

@@ -169,8 +169,10 @@ def test_the_exact_preset_is_the_default_with_cuda_and_the_fast_one_without(monk
     assert serving.Options(budget_bytes=2**30).config == M2N2Config()
     assert serving.Options(budget_bytes=2**30, faithful=False).config == M2N2Config.fast()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert serving.Options(budget_bytes=2**30).config == M2N2Config.fast()
-    assert serving.Options(budget_bytes=2**30, faithful=True).config == M2N2Config()
+    # and on a CPU a smaller working copy: the upsampling's cost grows with the side's fourth power
+    assert serving.Options(budget_bytes=2**30).config == M2N2Config.fast(max_side=640)
+    assert serving.Options(budget_bytes=2**30, faithful=True).config == M2N2Config(max_side=640)
+    assert serving.Options(budget_bytes=2**30, max_side=800).config.max_side == 800
 
 
 def _tensors_in(obj, seen=None):

@@ -20,6 +20,7 @@ from ..image import read_image
 from . import gpu, views
 from .api import parse_points, summarize
 from .limits import check_points, log_user_error
+from .priority import run_heavy
 from .serving import Serving, end_session, export_dir, tensor_bytes
 from .session import Click, Session, Shown
 from .sharing import SharingHandlers
@@ -190,7 +191,7 @@ class Handlers(SharingHandlers):
         progress(0.3, desc="Extracting attention and preparing the operator…")
         key = session.next_key
         try:
-            prepared = gpu.prepare(key, array, session.resolution, session.config)
+            prepared = run_heavy(gpu.prepare, key, array, session.resolution, session.config)
         except gr.Error as error:
             return self.rejected(session, f"This image cannot be used: {error.message}", restore_image=True)
         progress(0.9, desc="Drawing…")
@@ -327,7 +328,7 @@ class Handlers(SharingHandlers):
             start = time.perf_counter()
             key = session.next_key
             try:
-                prepared = gpu.prepare(key, session.image, resolution, config)
+                prepared = run_heavy(gpu.prepare, key, session.image, resolution, config)
             except gr.Error as error:
                 return self.rejected(session, error.message)
             session.version += 1
@@ -354,8 +355,9 @@ class Handlers(SharingHandlers):
             log_user_error("/segment", str(error))
             raise gpu.user_error(error) from None
         try:
-            prediction, description = gpu.segment_image(array, xy, labels, self.options.attention_resolution,
-                                                        self.options.config, self.options.job_seconds)
+            prediction, description = run_heavy(gpu.segment_image, array, xy, labels,
+                                                self.options.attention_resolution, self.options.config,
+                                                self.options.job_seconds)
         except gr.Error as error:
             log_user_error("/segment", error.message)
             raise

@@ -24,6 +24,7 @@ from ..errors import InputError, M2N2Error
 from ..geometry import Geometry
 from ..image import read_image
 from . import gpu, objects, views
+from .priority import run_heavy
 from .serving import export_dir
 from .session import Click, SegObject, Session, Shown
 
@@ -185,11 +186,11 @@ class SharingHandlers:
             if key != session.key:
                 if progress is not None:
                     progress(0.3, desc="Preparing the recipe's image…")
-                prepared = gpu.prepare(key, image, recipe.backbone.resolution, recipe.config)
-            results = gpu.segment_objects(key, wanted, recipe.config) if wanted else []
+                prepared = run_heavy(gpu.prepare, key, image, recipe.backbone.resolution, recipe.config)
+            results = run_heavy(gpu.segment_objects, key, wanted, recipe.config) if wanted else []
             if results is None:  # the store lost it: prepare again
-                prepared = gpu.prepare(key, image, recipe.backbone.resolution, recipe.config)
-                results = gpu.segment_objects(key, wanted, recipe.config)
+                prepared = run_heavy(gpu.prepare, key, image, recipe.backbone.resolution, recipe.config)
+                results = run_heavy(gpu.segment_objects, key, wanted, recipe.config)
         except gr.Error as error:
             return self.rejected(session, f"This recipe cannot be used: {error.message}")
         # Everything worked: commit.
@@ -326,7 +327,7 @@ class SharingHandlers:
             recipes.check(recipe, array)
         except M2N2Error as error:
             raise gr.Error(str(error)) from None
-        masks, _ = gpu.replay_image(array, recipe)
+        masks, _ = run_heavy(gpu.replay_image, array, recipe)
         if not masks:
             raise gr.Error("the recipe has no object")
         return export.instance_map(masks, array.shape[:2]), export.coco(masks), recipe.to_dict()
