@@ -88,6 +88,7 @@ class Server:
             command += ["--memory-budget", args.memory_budget]
         if args.max_resolution:
             command += ["--max-resolution", str(args.max_resolution)]
+        command += args.app_arg
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
         if args.server_threads:
             env["OMP_NUM_THREADS"] = str(args.server_threads)
@@ -363,8 +364,17 @@ def phase_users(server: Server, args, folder: str, count: int, first_seed: int, 
 
 
 def phase_sessions(server: Server, args, folder: str, deadline: float) -> dict:
-    """Sessions opened in turn, each kept open (its tab not closed); the server's RSS after each."""
-    rss_after, errors, apps = [], 0, []
+    """Sessions opened in turn, each kept open (its tab not closed); the server's RSS after each.
+
+    First one warm-up session, closed again: the process's baseline is its RSS after that (the
+    libraries a first image and click load: numba's machine code, FBGEMM, matplotlib...).
+    """
+    warm = UserResult("warm-up")
+    run_user(server.url, warm.name, *user_image(19_999, args.height, args.width, folder), 2, (0.0, 0.0), 19_999,
+             deadline, warm)                                            # closes its tab: the image is freed
+    time.sleep(2.0)
+    warm_rss = server.rss
+    rss_after, errors, apps = [], len(warm.errors), []
     for i in range(args.sessions):
         if time.monotonic() > deadline:
             break
@@ -377,7 +387,8 @@ def phase_sessions(server: Server, args, folder: str, deadline: float) -> dict:
     for app in apps:
         if app is not None:
             app.close()
-    return {"sessions": len(rss_after), "errors": errors, "rss_after_each_mib": [round(r / 2**20) for r in rss_after]}
+    return {"sessions": len(rss_after), "errors": errors, "rss_warm_mib": round(warm_rss / 2**20),
+            "rss_after_each_mib": [round(r / 2**20) for r in rss_after]}
 
 
 def print_table(title: str, results: list[UserResult], unit: str = "click") -> None:
@@ -412,6 +423,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default="color", help="the app's --backbone (default color)")
     parser.add_argument("--height", type=int, default=360, help="users' image height (default 360)")
     parser.add_argument("--width", type=int, default=480, help="users' image width (default 480)")
+    parser.add_argument("--app-arg", action="append", default=[],
+                        help="one more argument for app.py (repeat it), e.g. --app-arg=--switch-interval=0.005")
     parser.add_argument("--max-side", type=int, default=1024, help="side of the hostile users' image (default 1024)")
     parser.add_argument("--max-points", type=int, default=None, help="points per hostile request (default: the limit)")
     parser.add_argument("--server-threads", type=int, default=None, help="OMP_NUM_THREADS of the server")
@@ -471,8 +484,14 @@ def main(argv=None) -> int:
             sessions["peak_rss_mib"] = round(server.peak_since(start) / 2**20)
             report["sessions"] = sessions
             print(f"\n{sessions['sessions']} sessions in turn: errors {sessions['errors']}, RSS before "
-                  f"{sessions['rss_before_mib']} MiB, peak {sessions['peak_rss_mib']} MiB, after each: "
-                  f"{sessions['rss_after_each_mib']}")
+                  f"{sessions['rss_before_mib']} MiB, warm (after one session, closed) {sessions['rss_warm_mib']} "
+                  f"MiB, peak {sessions['peak_rss_mib']} MiB, after each: {sessions['rss_after_each_mib']}")
+            if args.memory_budget:
+                from m2n2.studio.limits import parse_bytes
+                budget = round(parse_bytes(args.memory_budget) / 2**20)
+                sessions["peak_over_warm_mib"] = sessions["peak_rss_mib"] - sessions["rss_warm_mib"]
+                print(f"  peak - warm baseline = {sessions['peak_over_warm_mib']} MiB against a budget of "
+                      f"{budget} MiB")
         report["peak_rss_mib"] = round(server.peak / 2**20)
         report["rss_end_mib"] = round(server.rss / 2**20)
         print(f"\nserver RSS: ready {report['rss_ready_mib']} MiB, peak {report['peak_rss_mib']} MiB, "

@@ -240,3 +240,28 @@ def test_the_budget_counts_the_sessions_own_arrays(started):
     store.put("s/1", one)
     assert len(store) == 2
 
+
+
+def test_a_preparation_first_makes_room_for_what_it_will_hold(started):
+    prepared("s/1")
+    one = started.store.get("s/1")
+    size = tensor_bytes(one)
+    store = PredictorStore(budget_bytes=3 * size)
+    store.put("s/1", one)
+    store.put("t/1", one)
+    store.reserve(size)                                 # fits beside both
+    assert len(store) == 2
+    store.reserve(2 * size)                             # does not: the least recently used goes
+    assert "s/1" not in store and "t/1" in store
+    store.reserve(4 * size)                             # even the last one goes for a preparation
+    assert len(store) == 0
+
+
+def test_preparation_bytes_grow_with_r_and_the_table():
+    from m2n2 import M2N2Config
+    from m2n2.studio.serving import preparation_bytes
+    fast, exact = M2N2Config.fast(max_side=640), M2N2Config(max_side=640)
+    assert preparation_bytes(480, 640, 64, exact) == 3 * 64 ** 4 * 4
+    assert preparation_bytes(480, 640, 64, fast) == 3 * 64 ** 4 * 4 + 2 * 480 * 640 * 256
+    assert preparation_bytes(4800, 6400, 64, fast) == preparation_bytes(480, 640, 64, fast)  # the working copy
+    assert preparation_bytes(480, 640, 32, exact) == preparation_bytes(480, 640, 64, exact) // 16

@@ -41,7 +41,7 @@ from ..config import M2N2Config
 from ..errors import M2N2Error
 from ..predictor import M2N2Predictor, PointResult, Prediction
 from .limits import Deadline
-from .serving import StoreMiss, current
+from .serving import StoreMiss, current, preparation_bytes
 
 #: Points whose Markov-maps the stateless API computes between two checks of its time bound.
 POINTS_PER_STAGE = 5
@@ -99,6 +99,8 @@ def prepare(key: str, image: np.ndarray, resolution: int, config: M2N2Config) ->
     """Compute the attention and the operator of ``image`` and keep the predictor under ``key``."""
     serving = current()
     start = time.perf_counter()
+    # Room first, for what the preparation holds while it runs (the budget covers it too).
+    serving.store.reserve(preparation_bytes(*image.shape[:2], resolution, config))
     try:
         backbone = serving.backbones.get(resolution)
         predictor = M2N2Predictor(None, config, device=backbone.device)

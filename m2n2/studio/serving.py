@@ -27,6 +27,7 @@ import torch
 from ..backbones import load
 from ..config import M2N2Config
 from ..errors import NotReadyError
+from ..geometry import Geometry
 from ..predictor import M2N2Predictor
 from . import limits
 
@@ -182,6 +183,13 @@ class PredictorStore:
         if evicted:
             release_memory()
 
+    def reserve(self, nbytes: int) -> None:
+        """Make room for work about to hold ``nbytes`` (a preparation): set images aside until it fits."""
+        with self._lock:
+            evicted = self._evict(extra=int(nbytes), keep=0)
+        if evicted:
+            release_memory()
+
     def forget_session(self, session_id: str) -> None:
         """The session's state is gone (its ``gr.State`` expired): stop counting it."""
         with self._lock:
@@ -236,11 +244,12 @@ class PredictorStore:
             release_memory()
         return bool(keys)
 
-    def _evict(self) -> list[str]:
-        """Drop least recently used images until the rest fit the budget; returns their keys."""
+    def _evict(self, extra: int = 0, keep: int = 1) -> list[str]:
+        """Drop least recently used images until the rest (and ``extra``) fit the budget, keeping
+        the ``keep`` most recent; returns their keys."""
         evicted = []
-        total = sum(size for _, size in self._items.values()) + sum(self._sessions.values())
-        while len(self._items) > 1 and total > self.budget_bytes:
+        total = sum(size for _, size in self._items.values()) + sum(self._sessions.values()) + extra
+        while len(self._items) > keep and total > self.budget_bytes:
             key, (_, size) = self._items.popitem(last=False)
             total -= size
             evicted.append(key)
@@ -260,6 +269,17 @@ class PredictorStore:
         """Bytes held by every prepared image together."""
         with self._lock:
             return sum(size for _, size in self._items.values())
+
+
+def preparation_bytes(height: int, width: int, resolution: int, config: M2N2Config) -> int:
+    """About the most memory preparing an image holds at once: the attention and the operator
+    being built (N x N fp32 each), the prepared operator (4 bytes per entry: fp32, or fp16 with
+    FBGEMM's packed copy) and, with ``jbu_table``, the table and its build (256 bytes per
+    working pixel each)."""
+    working = Geometry.for_image(height, width, config.max_side).working
+    entries = resolution ** 4
+    table = working[0] * working[1] * 256 if config.jbu_table else 0
+    return 3 * entries * 4 + 2 * table
 
 
 def release_memory() -> None:
