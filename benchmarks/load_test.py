@@ -366,12 +366,16 @@ def phase_users(server: Server, args, folder: str, count: int, first_seed: int, 
 def phase_sessions(server: Server, args, folder: str, deadline: float) -> dict:
     """Sessions opened in turn, each kept open (its tab not closed); the server's RSS after each.
 
-    First one warm-up session, closed again: the process's baseline is its RSS after that (the
-    libraries a first image and click load: numba's machine code, FBGEMM, matplotlib...).
+    First one warm-up session, its image removed again (the image's x button) and its tab closed:
+    the process's baseline is its RSS after that (with what a first image and click load:
+    numba's machine code, FBGEMM, matplotlib...).
     """
     warm = UserResult("warm-up")
-    run_user(server.url, warm.name, *user_image(19_999, args.height, args.width, folder), 2, (0.0, 0.0), 19_999,
-             deadline, warm)                                            # closes its tab: the image is freed
+    app = run_user(server.url, warm.name, *user_image(19_999, args.height, args.width, folder), 2, (0.0, 0.0),
+                   19_999, deadline, warm, close=False)
+    if app is not None:
+        app.call("clear", None)                                         # its x button: the image is freed
+        app.close()
     time.sleep(2.0)
     warm_rss = server.rss
     rss_after, errors, apps = [], len(warm.errors), []

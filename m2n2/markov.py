@@ -13,6 +13,7 @@ import torch
 
 from .geometry import grid_coordinates
 from .operator import TransitionOperator
+from .pausing import pause_point
 
 # The authors add this to the interpolation's denominator (``create_semantic_markov_map_from_start_state``).
 _DELTA_EPSILON = 1e-6
@@ -86,6 +87,7 @@ def markov_map(operator: TransitionOperator, starts: torch.Tensor, rho: float = 
     pending = state <= rho
     times[~pending] = 0.0
     for i in range(max_steps):
+        pause_point()
         previous = state
         state = operator.step(state)
         state = state / state.amax(dim=0, keepdim=True)

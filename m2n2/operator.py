@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .pausing import pause_point
+
 _ROW_CHUNK = 2048  # rows per chunk: bounds the temporaries at R = 128 to a few hundred MiB
 _IPF_BLOCK = 256  # rows per block in IPF: small enough to stay in cache between its two uses
 
@@ -75,6 +77,7 @@ def sinkhorn_scaling(matrix: torch.Tensor, iterations: int) -> tuple[torch.Tenso
     block_rows = _IPF_BLOCK if matrix.device.type == "cpu" else n  # GPUs prefer one big product
     col_sums = r @ matrix
     for iteration in range(iterations):
+        pause_point()
         c = 1.0 / col_sums.clamp_min(tiny)
         last = iteration == iterations - 1
         next_col_sums = None if last else torch.zeros(n, dtype=torch.float32, device=matrix.device)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .pausing import pause_point
+
 # Colour given to pixels outside the image: far enough from [0, 1] that their range weight is 0.
 _OUTSIDE = 1.0e3
 _CUTOFF = 3.0  # the window holds offsets up to this many spatial sigmas
@@ -108,6 +110,7 @@ def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spati
     numerator = torch.zeros_like(dense)
     denominator = torch.zeros((height, width), dtype=torch.float32, device=guide.device)
     for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
+        pause_point()
         ys, xs = pad_y + dy, pad_x + dx
         denominator += weight
         numerator.addcmul_(padded_maps[:, ys:ys + height, xs:xs + width], weight)
@@ -227,6 +230,7 @@ def jbu_table(guide: torch.Tensor, low_shape: tuple[int, int], sigma_spatial: fl
         del partial[dy]
 
     for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
+        pause_point()
         if dy not in partial:
             for done in [d for d in partial if abs(d) != abs(dy)]:
                 flush(done)

@@ -20,7 +20,7 @@ from ..image import read_image
 from . import gpu, views
 from .api import parse_points, summarize
 from .limits import check_points, log_user_error
-from .priority import run_heavy
+from .priority import click_running, run_heavy
 from .serving import Serving, end_session, export_dir, tensor_bytes
 from .session import Click, Session, Shown
 from .sharing import SharingHandlers
@@ -140,12 +140,13 @@ class Handlers(SharingHandlers):
         config = config or session.config
         points = np.array([(c.x, c.y) for c in clicks], dtype=np.float64).reshape(-1, 2)
         labels = np.array([c.label for c in clicks], dtype=np.int64)
-        result = gpu.segment(session.key, points, labels, threshold, config)
-        if result is None:  # evicted for memory, or another worker: prepare again from the session's copy
-            prepared = gpu.prepare(session.key, session.image, session.resolution, config)
-            gr.Info(f"Your image had been set aside to make room for other visitors; its attention was "
-                    f"computed again ({prepared.seconds:.1f} s). Your clicks were kept.")
+        with click_running():  # the preparation of other users' images waits meanwhile
             result = gpu.segment(session.key, points, labels, threshold, config)
+            if result is None:  # evicted for memory, or another worker: prepare again from the session's copy
+                prepared = gpu.prepare(session.key, session.image, session.resolution, config)
+                gr.Info(f"Your image had been set aside to make room for other visitors; its attention was "
+                        f"computed again ({prepared.seconds:.1f} s). Your clicks were kept.")
+                result = gpu.segment(session.key, points, labels, threshold, config)
         return result
 
     def _apply(self, session: Session, clicks: list[Click], threshold: float | None, action: str,
