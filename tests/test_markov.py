@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,23 @@ def test_unreached_cells_get_max_steps_and_early_stop_changes_nothing():
     times = markov_map(operator, start, max_steps=40).reshape(r, r)
     assert torch.all(times[:, 3:] == 40)
     assert torch.all(times[:, :3] < 40)
+
+
+def test_the_chain_calls_only_its_own_threads_pause_hook_once_per_step():
+    import threading
+
+    from m2n2.pausing import set_pause_hook
+    operator = prepare_operator(random_attention(6, seed=4), 0.65, 100)
+    start = start_states(np.array([[10.0, 10.0]]), (60, 60), 6)
+    calls = []
+    set_pause_hook(lambda: calls.append(1))
+    try:
+        with_hook = markov_map(operator, start, max_steps=7)
+        other = []
+        thread = threading.Thread(target=lambda: other.append(markov_map(operator, start, max_steps=7)))
+        thread.start()
+        thread.join()
+    finally:
+        set_pause_hook(None)
+    assert len(calls) == math.ceil(float(with_hook.max()))   # one call per step taken (value i + frac at step i + 1)
+    assert torch.equal(other[0], with_hook)                          # and nothing else changes
