@@ -250,8 +250,9 @@ def main(argv=None) -> None:
                       max_resolution=args.max_resolution, max_points=args.max_points,
                       max_file_size=args.max_file_size, threads=args.threads, **budget)
     logging.getLogger("m2n2.studio").info(
-        "limits: R up to %d, %d points per request, uploads up to %s, memory budget %.0f MiB",
-        options.highest_resolution, options.max_points, options.max_file_size, options.budget_bytes / 2**20)
+        "limits: R up to %d, %d points per request, uploads up to %s, memory budget %.0f MiB, images segmented "
+        "at up to %d px, %d CPU thread(s) per job", options.highest_resolution, options.max_points,
+        options.max_file_size, options.budget_bytes / 2**20, options.working_side, options.threads)
     serving = studio.start(options)
     if os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU forks its GPU workers from this process: the model must be loaded before that.
