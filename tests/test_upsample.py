@@ -95,3 +95,29 @@ def test_compiled_table_equals_the_torch_gather_of_the_device_path():
     table = jbu_table(guide, (8, 9), 1.0, 0.1)
     torch.testing.assert_close(apply_jbu_table(table, low), _apply_table_torch(table, low, False),
                                rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("height, width", [(37, 53), (96, 128)])
+def test_compiled_window_weights_are_torchs_bit_for_bit(height, width):
+    import torch.nn.functional as F
+
+    from m2n2.upsample import _OUTSIDE, _window_weights, window_offsets
+    rng = np.random.default_rng(height)
+    guide = torch.from_numpy(rng.random((3, height, width), dtype=np.float32))
+    if height == 96:  # and a photo, whose smooth regions give many close colours
+        guide = torch.from_numpy(np.array(resize_rgb(data.astronaut(), (width, height)))).permute(2, 0, 1)
+        guide = guide.float().div_(255.0).contiguous()
+    offsets = window_offsets(height, width, 8, 8, 1.0)
+    pad_y, pad_x = max(abs(o[0]) for o in offsets), max(abs(o[1]) for o in offsets)
+    padded = F.pad(guide, (pad_x, pad_x, pad_y, pad_y), value=_OUTSIDE)
+    checked = 0
+    for dy, dx, weight in _window_weights(guide, offsets, 0.1):
+        if (dy, dx) < (0, 0):
+            continue
+        ys, xs = pad_y + dy, pad_x + dx
+        log_spatial = next(ls for oy, ox, ls in offsets if (oy, ox) == (dy, dx))
+        diff = padded[:, ys:ys + height, xs:xs + width] - guide
+        expected = torch.exp(diff.square_().sum(dim=0).mul_(-1.0 / (2.0 * 0.1 ** 2)).add_(log_spatial))
+        assert torch.equal(weight, expected), (dy, dx)
+        checked += 1
+    assert checked > 100
