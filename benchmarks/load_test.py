@@ -275,6 +275,24 @@ def run_user(url: str, name: str, image: str, mask: np.ndarray, clicks: int, thi
     return None if close else app
 
 
+def repeat_timed(request, stop: threading.Event, deadline: float, result: UserResult) -> None:
+    """Call ``request()`` again and again until ``stop`` or ``deadline``, its seconds in
+    ``result.clicks``; it returns an error message (or raises) when it was not applied. Gives up
+    after 20 errors."""
+    while not stop.is_set() and time.monotonic() < deadline:
+        start = time.perf_counter()
+        try:
+            error = request()
+        except Exception as raised:  # noqa: BLE001
+            error = f"{type(raised).__name__}: {str(raised)[:120]}"
+        if error:
+            result.errors.append(error)
+            if len(result.errors) > 20:
+                return
+        else:
+            result.clicks.append(time.perf_counter() - start)              # here: seconds per request
+
+
 def run_hostile_api(url: str, name: str, image: str, points: int, stop: threading.Event, deadline: float,
                     result: UserResult) -> None:
     """The largest stateless request allowed, again and again until the others are done."""
@@ -286,15 +304,10 @@ def run_hostile_api(url: str, name: str, image: str, points: int, stop: threadin
     payload = json.dumps([[int(rng.integers(width)), int(rng.integers(height)), int(k % 2 == 0)]
                           for k in range(points)])
     try:
-        while not stop.is_set() and time.monotonic() < deadline:
-            start = time.perf_counter()
-            try:
-                client.predict(handle_file(image), payload, api_name="/segment")
-                result.clicks.append(time.perf_counter() - start)           # here: seconds per request
-            except Exception as error:  # noqa: BLE001
-                result.errors.append(f"{type(error).__name__}: {str(error)[:120]}")
-                if len(result.errors) > 20:
-                    return
+        def segment():  # a refusal raises (gradio_client's AppError)
+            client.predict(handle_file(image), payload, api_name="/segment")
+
+        repeat_timed(segment, stop, deadline, result)
     finally:
         client.close()
 
@@ -309,20 +322,16 @@ def run_hostile_settings(url: str, name: str, image: str, resolution: int, stop:
         if "image" not in status_of(app.upload(image)) or "1 click" not in status_of(app.click(5, 5, BACKGROUND)):
             result.errors.append("could not load an image and click on it")
             return
-        for k in range(10_000):
-            if stop.is_set() or time.monotonic() > deadline:
-                return
-            start = time.perf_counter()
-            try:
-                outputs = app.call("apply_settings", None, 0.65 if k % 2 else 0.7, 0.3, True, resolution)
-                if f"R = {resolution}" not in status_of(outputs) or "settings" not in status_of(outputs):
-                    result.errors.append(f"settings not applied: {status_of(outputs)[:120]!r}")
-                else:
-                    result.clicks.append(time.perf_counter() - start)       # here: seconds per Apply
-            except Exception as error:  # noqa: BLE001
-                result.errors.append(f"{type(error).__name__}: {str(error)[:120]}")
-                if len(result.errors) > 20:
-                    return
+        applied = []
+
+        def apply():  # the temperature alternates, so each Apply recomputes the attention
+            outputs = app.call("apply_settings", None, 0.65 if len(applied) % 2 else 0.7, 0.3, True, resolution)
+            applied.append(1)
+            if f"R = {resolution}" not in status_of(outputs) or "settings" not in status_of(outputs):
+                return f"settings not applied: {status_of(outputs)[:120]!r}"
+            return None
+
+        repeat_timed(apply, stop, deadline, result)
     finally:
         app.close()
 
