@@ -40,6 +40,7 @@ HOW_TO_ENABLE = ("install Debian's chromium (`sudo apt-get install chromium`, or
                  "chromium binary) and the playwright Python package; CI sets M2N2_REQUIRE_BROWSER=1 so that a "
                  "missing browser fails instead of skipping")
 TIMEOUT_MS = 180_000
+VIEWPORT = {"width": 1500, "height": 1050}
 
 
 def chromium_path() -> str | None:
@@ -104,10 +105,28 @@ def server(tmp_path_factory):
             process.wait()
 
 
-def open_app(browser, url):
-    page = browser.new_page(viewport={"width": 1500, "height": 1050})
+@pytest.fixture
+def browser():
+    """A headless Chromium (the test is skipped where none is installed), closed afterwards."""
+    binary, sync_playwright = require_browser()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def new_page(owner, url):
+    """A page of ``owner`` (the browser, or one of its contexts) at ``url``, with the tests' time-out."""
+    page = owner.new_page(viewport=VIEWPORT) if hasattr(owner, "new_context") else owner.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url, timeout=TIMEOUT_MS)
+    return page
+
+
+def open_app(browser, url):
+    page = new_page(browser, url)
     page.locator("#examples button").first.wait_for()
     return page
 
@@ -184,78 +203,72 @@ def threshold_shown(page) -> str:
     return match.group(2)
 
 
-def test_click_undo_reset_in_a_real_browser(server):
-    binary, sync_playwright = require_browser()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
-        try:
-            page = open_app(browser, server)
-            load_example(page, "astronaut")
-            before = page.locator("#canvas img").first.get_attribute("src")
+def test_click_undo_reset_in_a_real_browser(browser, server):
+    page = open_app(browser, server)
+    load_example(page, "astronaut")
+    before = page.locator("#canvas img").first.get_attribute("src")
 
-            click_image(page, 0.30, 0.85)                       # the space suit
-            clicks_shown(page, 1)
-            assert 0.5 < mask_percent(page) < 95.0
-            page.locator("#heatmap img").first.wait_for()
-            page.locator("#scores img").first.wait_for()
-            assert page.locator("#canvas img").first.get_attribute("src") != before
-            assert page.locator("#download-mask").is_enabled()
-            assert "R = 32" in page.locator("#status").inner_text()
-            canvas, heatmap, scores = (page.locator(f"#{name}").bounding_box()
-                                       for name in ("canvas", "heatmap", "scores"))
-            assert canvas["x"] + canvas["width"] <= heatmap["x"] < scores["x"]         # side by side
-            assert abs(canvas["y"] - heatmap["y"]) < 5 and abs(canvas["y"] - scores["y"]) < 5
-            assert outline_pixels(shown_image(page)) > 50                               # the mask's outline
-            with page.expect_download() as download:                                  # written on demand
-                page.locator("#download-mask").click()
-            mask = Image.open(download.value.path())
-            assert mask.size == (512, 512) and 0 < (np.asarray(mask) > 0).mean() < 0.95   # the original's size
-            if os.environ.get("M2N2_SCREENSHOT"):
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+    click_image(page, 0.30, 0.85)                       # the space suit
+    clicks_shown(page, 1)
+    assert 0.5 < mask_percent(page) < 95.0
+    page.locator("#heatmap img").first.wait_for()
+    page.locator("#scores img").first.wait_for()
+    assert page.locator("#canvas img").first.get_attribute("src") != before
+    assert page.locator("#download-mask").is_enabled()
+    assert "R = 32" in page.locator("#status").inner_text()
+    canvas, heatmap, scores = (page.locator(f"#{name}").bounding_box()
+                               for name in ("canvas", "heatmap", "scores"))
+    assert canvas["x"] + canvas["width"] <= heatmap["x"] < scores["x"]         # side by side
+    assert abs(canvas["y"] - heatmap["y"]) < 5 and abs(canvas["y"] - scores["y"]) < 5
+    assert outline_pixels(shown_image(page)) > 50                               # the mask's outline
+    with page.expect_download() as download:                                  # written on demand
+        page.locator("#download-mask").click()
+    mask = Image.open(download.value.path())
+    assert mask.size == (512, 512) and 0 < (np.asarray(mask) > 0).mean() < 0.95   # the original's size
+    if os.environ.get("M2N2_SCREENSHOT"):
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-            # A threshold typed into the slider's box applies on Enter; the button goes back to automatic.
-            assert threshold_shown(page) == "adaptive"
-            box = page.locator("#threshold input[type=number]")
-            box.fill("0.05")
-            box.press("Enter")
-            wait_status(page, "threshold 0.050 (yours)")
-            assert page.locator("#automatic").is_enabled()
-            page.locator("#automatic").click()
-            wait_status(page, "(adaptive)")
-            assert not page.locator("#automatic").is_enabled()
+    # A threshold typed into the slider's box applies on Enter; the button goes back to automatic.
+    assert threshold_shown(page) == "adaptive"
+    box = page.locator("#threshold input[type=number]")
+    box.fill("0.05")
+    box.press("Enter")
+    wait_status(page, "threshold 0.050 (yours)")
+    assert page.locator("#automatic").is_enabled()
+    page.locator("#automatic").click()
+    wait_status(page, "(adaptive)")
+    assert not page.locator("#automatic").is_enabled()
 
-            # Another user in another browser sees none of this and keeps their own clicks.
-            other = open_app(browser, server)
-            load_example(other, "coffee")
-            click_image(other, 0.5, 0.5)
-            clicks_shown(other, 1)
-            clicks_shown(page, 1)
-            assert "1 click" in page.locator("#status").inner_text()
+    # Another user in another browser sees none of this and keeps their own clicks.
+    other = open_app(browser, server)
+    load_example(other, "coffee")
+    click_image(other, 0.5, 0.5)
+    clicks_shown(other, 1)
+    clicks_shown(page, 1)
+    assert "1 click" in page.locator("#status").inner_text()
 
-            # Six clicks 0.3 s apart, while the first ones are still being computed: six points.
-            for k in range(6):
-                click_image(page, 0.05 + 0.15 * k, 0.05)
-                assert page.locator("#canvas img").first.is_visible()               # no overlay hides it
-                page.wait_for_timeout(300)
-            clicks_shown(page, 7)
-            assert "waiting" not in page.locator("#status").inner_text()
-            page.locator("#undo").click()
-            clicks_shown(page, 6)
-            page.locator("#reset").click()
-            clicks_shown(page, 0)
-            page.locator("#heatmap img").first.wait_for(state="detached")
-            assert not page.locator("#download-mask").is_enabled()
-            clicks_shown(other, 1)
+    # Six clicks 0.3 s apart, while the first ones are still being computed: six points.
+    for k in range(6):
+        click_image(page, 0.05 + 0.15 * k, 0.05)
+        assert page.locator("#canvas img").first.is_visible()               # no overlay hides it
+        page.wait_for_timeout(300)
+    clicks_shown(page, 7)
+    assert "waiting" not in page.locator("#status").inner_text()
+    page.locator("#undo").click()
+    clicks_shown(page, 6)
+    page.locator("#reset").click()
+    clicks_shown(page, 0)
+    page.locator("#heatmap img").first.wait_for(state="detached")
+    assert not page.locator("#download-mask").is_enabled()
+    clicks_shown(other, 1)
 
-            for width in (600, 420):                                                 # a phone: stacked
-                page.set_viewport_size({"width": width, "height": 900})
-                page.wait_for_function("""() => {
-                    const top = id => document.getElementById(id).getBoundingClientRect();
-                    return top('heatmap').top >= top('canvas').bottom && top('scores').top >= top('heatmap').bottom;
-                }""")
-                assert page.evaluate("document.documentElement.scrollWidth") <= width + 1   # no sideways scroll
-        finally:
-            browser.close()
+    for width in (600, 420):                                                 # a phone: stacked
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_function("""() => {
+            const top = id => document.getElementById(id).getBoundingClientRect();
+            return top('heatmap').top >= top('canvas').bottom && top('scores').top >= top('heatmap').bottom;
+        }""")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width + 1   # no sideways scroll
 
 
 def download(page, button: str) -> bytes:
@@ -265,98 +278,78 @@ def download(page, button: str) -> bytes:
     return Path(downloaded.value.path()).read_bytes()
 
 
-def test_two_objects_recipe_reload_and_links_in_a_real_browser(server, tmp_path):
-    binary, sync_playwright = require_browser()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
-        try:
-            page = open_app(browser, server)
-            load_example(page, "astronaut")
-            click_image(page, 0.30, 0.85)                       # object 1: the space suit
-            clicks_shown(page, 1)
-            page.locator("#new-object").click()
-            clicks_shown(page, 0)
-            click_image(page, 0.5, 0.2)                         # object 2: the face / hair
-            clicks_shown(page, 1)
-            page.locator("#objects label").nth(1).wait_for()
-            assert page.locator("#objects label").count() == 2
-            instances = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
-            assert instances.shape == (512, 512) and set(np.unique(instances)) == {0, 1, 2}
-            recipe = tmp_path / "recipe.json"
-            recipe.write_bytes(download(page, "download-recipe"))
+def test_two_objects_recipe_reload_and_links_in_a_real_browser(browser, server, tmp_path):
+    page = open_app(browser, server)
+    load_example(page, "astronaut")
+    click_image(page, 0.30, 0.85)                       # object 1: the space suit
+    clicks_shown(page, 1)
+    page.locator("#new-object").click()
+    clicks_shown(page, 0)
+    click_image(page, 0.5, 0.2)                         # object 2: the face / hair
+    clicks_shown(page, 1)
+    page.locator("#objects label").nth(1).wait_for()
+    assert page.locator("#objects label").count() == 2
+    instances = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
+    assert instances.shape == (512, 512) and set(np.unique(instances)) == {0, 1, 2}
+    recipe = tmp_path / "recipe.json"
+    recipe.write_bytes(download(page, "download-recipe"))
 
-            # A deep link (what the Share button copies) made now, before the page goes away.
-            deep_link = page.evaluate("""async () => (await (await fetch(
-                `gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text()).replace(/"/g, "")""")
+    # A deep link (what the Share button copies) made now, before the page goes away.
+    deep_link = page.evaluate("""async () => (await (await fetch(
+        `gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text()).replace(/"/g, "")""")
 
-            page.reload()
-            page.locator("#examples button").first.wait_for()
-            page.locator("#share").get_by_text("Share: link, recipe").click()
-            page.locator("#recipe-upload input[type=file]").set_input_files(str(recipe))
-            page.locator("#load-recipe").click()
-            wait_status(page, "recipe")
-            page.locator("#objects label").nth(1).wait_for()
-            assert page.locator("#objects label").count() == 2
-            again = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
-            assert np.array_equal(again, instances)             # the same two masks
+    page.reload()
+    page.locator("#examples button").first.wait_for()
+    page.locator("#share").get_by_text("Share: link, recipe").click()
+    page.locator("#recipe-upload input[type=file]").set_input_files(str(recipe))
+    page.locator("#load-recipe").click()
+    wait_status(page, "recipe")
+    page.locator("#objects label").nth(1).wait_for()
+    assert page.locator("#objects label").count() == 2
+    again = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
+    assert np.array_equal(again, instances)             # the same two masks
 
-            # The deep link restores the same state for whoever opens it.
-            assert deep_link, "the server made no deep link"
-            linked = browser.new_page(viewport={"width": 1500, "height": 1050})
-            linked.set_default_timeout(TIMEOUT_MS)
-            linked.goto(f"{server}?deep_link={deep_link}", timeout=TIMEOUT_MS)
-            wait_status(linked, "recipe")
-            linked.locator("#objects label").nth(1).wait_for()
-            carried = linked.locator("#recipe-text textarea").input_value()
-            assert json.loads(carried) == json.loads(recipe.read_text())     # the same recipe, replayed
+    # The deep link restores the same state for whoever opens it.
+    assert deep_link, "the server made no deep link"
+    linked = new_page(browser, f"{server}?deep_link={deep_link}")
+    wait_status(linked, "recipe")
+    linked.locator("#objects label").nth(1).wait_for()
+    carried = linked.locator("#recipe-text textarea").input_value()
+    assert json.loads(carried) == json.loads(recipe.read_text())     # the same recipe, replayed
 
-            # The example URL with clicks opens the example with the clicks applied.
-            other = browser.new_page(viewport={"width": 1500, "height": 1050})
-            other.set_default_timeout(TIMEOUT_MS)
-            other.goto(f"{server}?example=astronaut&clicks=150,430,1", timeout=TIMEOUT_MS)
-            clicks_shown(other, 1)
-            assert 0.5 < mask_percent(other) < 95.0
-            assert outline_pixels(shown_image(other)) > 50
-            other.locator("#share").get_by_text("Share: link, recipe").click()     # the link is offered there
-            other.locator("#example-link").filter(has_text="example=astronaut&clicks=150,430,1").wait_for()
-        finally:
-            browser.close()
+    # The example URL with clicks opens the example with the clicks applied.
+    other = new_page(browser, f"{server}?example=astronaut&clicks=150,430,1")
+    clicks_shown(other, 1)
+    assert 0.5 < mask_percent(other) < 95.0
+    assert outline_pixels(shown_image(other)) > 50
+    other.locator("#share").get_by_text("Share: link, recipe").click()     # the link is offered there
+    other.locator("#example-link").filter(has_text="example=astronaut&clicks=150,430,1").wait_for()
 
 
-def test_a_deep_link_reproduces_an_uploaded_image_in_a_real_browser(server, tmp_path):
+def test_a_deep_link_reproduces_an_uploaded_image_in_a_real_browser(browser, server, tmp_path):
     from skimage import data
     upload = tmp_path / "upload.png"  # not one of the examples: the link has to carry the image itself
     Image.fromarray(data.coffee()[::2, ::2]).save(upload)
-    binary, sync_playwright = require_browser()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1500, "height": 1050},
-                                          permissions=["clipboard-read", "clipboard-write"])
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server, timeout=TIMEOUT_MS)
-            page.locator("#canvas input[type=file]").set_input_files(str(upload))
-            wait_status(page, "0 clicks")
-            click_image(page, 0.45, 0.45)                       # the cup
-            clicks_shown(page, 1)
-            instances = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
-            assert instances.shape == (200, 300) and set(np.unique(instances)) == {0, 1}
-            # The Share button itself: it asks the server for a deep link and copies the page's URL with it.
-            page.locator("#share").get_by_text("Share: link, recipe").click()
-            page.get_by_role("button", name="Share (copy a link to this state)").click()
-            shared, deadline = "", time.monotonic() + 60
-            while "deep_link=" not in shared and time.monotonic() < deadline:
-                page.wait_for_timeout(200)
-                shared = page.evaluate("() => navigator.clipboard.readText()")
-            assert "deep_link=" in shared, f"the Share button copied {shared!r}"
+    context = browser.new_context(viewport=VIEWPORT,
+                                  permissions=["clipboard-read", "clipboard-write"])
+    page = new_page(context, server)
+    page.locator("#canvas input[type=file]").set_input_files(str(upload))
+    wait_status(page, "0 clicks")
+    click_image(page, 0.45, 0.45)                       # the cup
+    clicks_shown(page, 1)
+    instances = np.asarray(Image.open(BytesIO(download(page, "download-instances"))))
+    assert instances.shape == (200, 300) and set(np.unique(instances)) == {0, 1}
+    # The Share button itself: it asks the server for a deep link and copies the page's URL with it.
+    page.locator("#share").get_by_text("Share: link, recipe").click()
+    page.get_by_role("button", name="Share (copy a link to this state)").click()
+    shared, deadline = "", time.monotonic() + 60
+    while "deep_link=" not in shared and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+        shared = page.evaluate("() => navigator.clipboard.readText()")
+    assert "deep_link=" in shared, f"the Share button copied {shared!r}"
 
-            linked = context.new_page()
-            linked.set_default_timeout(TIMEOUT_MS)
-            linked.goto(shared, timeout=TIMEOUT_MS)
-            wait_status(linked, "recipe")
-            clicks_shown(linked, 1)
-            again = np.asarray(Image.open(BytesIO(download(linked, "download-instances"))))
-            assert np.array_equal(again, instances)             # the same image, clicks and mask
-        finally:
-            browser.close()
+    linked = new_page(context, shared)
+    wait_status(linked, "recipe")
+    clicks_shown(linked, 1)
+    again = np.asarray(Image.open(BytesIO(download(linked, "download-instances"))))
+    assert np.array_equal(again, instances)             # the same image, clicks and mask
