@@ -110,10 +110,12 @@ class TransitionOperator:
     scale: float
     resolution: int
     _packed: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    _zeros: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)  # FBGEMM's bias
 
     def __post_init__(self) -> None:
         if self.transposed.dtype == torch.float16 and self.transposed.device.type == "cpu":
             self._packed = _pack_half_for_cpu(self.transposed)
+            self._zeros = torch.zeros(self.transposed.shape[0], dtype=torch.float32)
 
     @property
     def device(self) -> torch.device:
@@ -139,7 +141,7 @@ class TransitionOperator:
     def step(self, states: torch.Tensor) -> torch.Tensor:
         """One unnormalised step ``v P`` for states of shape (N,) or (N, K); result fp32."""
         if self._packed is not None:
-            return _packed_half_step(self._packed, states)
+            return _packed_half_step(self._packed, self._zeros, states)
         if self.dtype == torch.float16 and self.device.type == "cpu":
             return _half_step_on_cpu(self.transposed, states)
         if states.dim() == 1:
@@ -181,11 +183,10 @@ def _pack_half_for_cpu(transposed: torch.Tensor) -> torch.Tensor | None:
             return None
 
 
-def _packed_half_step(packed: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-    """``transposed @ states`` through FBGEMM's packed fp16 matrix: fp32 in, fp32 out."""
+def _packed_half_step(packed: torch.Tensor, bias: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """``transposed @ states`` through FBGEMM's packed fp16 matrix (plus ``bias``, zeros): fp32 in and out."""
     single = states.dim() == 1
     rows = states.reshape(-1, 1).T if single else states.T  # FBGEMM computes input @ weight.T
-    bias = torch.zeros(rows.shape[1], dtype=torch.float32)  # the operator is square
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = torch.fbgemm_linear_fp16_weight_fp32_activation(
