@@ -97,10 +97,13 @@ def test_compiled_table_equals_the_torch_gather_of_the_device_path():
                                rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("flush", [False, True])
 @pytest.mark.parametrize("height, width", [(37, 53), (96, 128)])
-def test_compiled_window_weights_are_torchs_bit_for_bit(height, width):
+def test_compiled_window_weights_are_torchs_bit_for_bit(height, width, flush):
+    """Also with subnormals flushed, where lanes that underflow skip torch's exp."""
     import torch.nn.functional as F
 
+    from m2n2.numerics import denormals_flushed
     from m2n2.upsample import _OUTSIDE, _window_weights, window_offsets
     rng = np.random.default_rng(height)
     guide = torch.from_numpy(rng.random((3, height, width), dtype=np.float32))
@@ -110,14 +113,36 @@ def test_compiled_window_weights_are_torchs_bit_for_bit(height, width):
     offsets = window_offsets(height, width, 8, 8, 1.0)
     pad_y, pad_x = max(abs(o[0]) for o in offsets), max(abs(o[1]) for o in offsets)
     padded = F.pad(guide, (pad_x, pad_x, pad_y, pad_y), value=_OUTSIDE)
-    checked = 0
-    for dy, dx, weight in _window_weights(guide, offsets, 0.1):
-        if (dy, dx) < (0, 0):
-            continue
-        ys, xs = pad_y + dy, pad_x + dx
-        log_spatial = next(ls for oy, ox, ls in offsets if (oy, ox) == (dy, dx))
-        diff = padded[:, ys:ys + height, xs:xs + width] - guide
-        expected = torch.exp(diff.square_().sum(dim=0).mul_(-1.0 / (2.0 * 0.1 ** 2)).add_(log_spatial))
-        assert torch.equal(weight, expected), (dy, dx)
-        checked += 1
+    checked = underflowing = 0
+    with denormals_flushed(flush):
+        for dy, dx, weight in _window_weights(guide, offsets, 0.1):
+            if (dy, dx) < (0, 0):
+                continue
+            ys, xs = pad_y + dy, pad_x + dx
+            log_spatial = next(ls for oy, ox, ls in offsets if (oy, ox) == (dy, dx))
+            diff = padded[:, ys:ys + height, xs:xs + width] - guide
+            exponent = diff.square_().sum(dim=0).mul_(-1.0 / (2.0 * 0.1 ** 2)).add_(log_spatial)
+            expected = torch.exp(exponent)
+            assert torch.equal(weight, expected), (dy, dx)
+            underflowing += int((exponent < -87.5).sum())
+            checked += 1
     assert checked > 100
+    assert underflowing > 1000  # the underflow lanes are exercised (and, flushed, skipped)
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_fused_dense_sums_are_torchs_bit_for_bit(monkeypatch, flush):
+    """The CPU's one-pass sums against torch's += and addcmul_ loop, on a photo, two maps at once."""
+    import m2n2.upsample as upsample
+    from m2n2.numerics import denormals_flushed
+
+    assert upsample._addcmul_is_fma()  # else the fused pass is never taken here
+    guide = torch.from_numpy(np.array(resize_rgb(data.astronaut(), (72, 56)))).permute(2, 0, 1)
+    guide = guide.float().div_(255.0).contiguous()
+    low = torch.from_numpy(np.random.default_rng(3).random((2, 7, 9), dtype=np.float32) * 500)
+    with denormals_flushed(flush):
+        fused = joint_bilateral_upsample(low, guide, 1.0, 0.1)
+        monkeypatch.setattr(upsample, "_addcmul_is_fma", lambda: False)
+        loop = joint_bilateral_upsample(low, guide, 1.0, 0.1)
+    assert torch.equal(fused, loop)
+    assert not torch.equal(fused[0], fused[1])
