@@ -17,7 +17,7 @@ from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
 from .merge import merge_maps, merge_maps_torch
 from .numerics import denormals_flushed
-from .operator import TransitionOperator, prepare_operator
+from .operator import TransitionOperator, prepare_operator, with_leap
 from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
                         threshold_curves_torch)
 from .upsample import JBUTable, apply_jbu_table, jbu_table, joint_bilateral_upsample
@@ -209,7 +209,11 @@ class M2N2Predictor:
         with denormals_flushed(self.config.flush_denormals):
             operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
                                         dtype=_DTYPES[self.config.operator_dtype], inplace=True)
-        elapsed = time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            del flat
+            if self.config.markov_leap > 1:
+                operator = with_leap(operator, self.config.markov_leap)
+        leap_elapsed = time.perf_counter() - start - elapsed
         # Only now, after everything that can fail, replace the state.
         self._operator = operator
         self._original, self._image = original, work
@@ -217,6 +221,8 @@ class M2N2Predictor:
         self._attention = None if owned else attention
         self._maps.clear()
         self.image_timings = {"operator": elapsed}
+        if operator.leap is not None:
+            self.image_timings["leap"] = leap_elapsed
         self._prepare_upsampling()
 
     def _prepare_upsampling(self) -> None:
@@ -323,7 +329,8 @@ class M2N2Predictor:
             upsampling = ("sigma_spatial", "sigma_range", "jbu_table")
             if any(getattr(old, f) != getattr(config, f) for f in upsampling):
                 self._prepare_upsampling()
-            if any(getattr(old, f) != getattr(config, f) for f in ("rho", "max_steps", "flood_fill", *upsampling)):
+            markov = ("rho", "max_steps", "markov_leap_after", "flood_fill")
+            if any(getattr(old, f) != getattr(config, f) for f in (*markov, *upsampling)):
                 self._maps.clear()
 
     def _require_ready(self) -> None:
@@ -468,7 +475,8 @@ class M2N2Predictor:
         t0 = time.perf_counter()
         xy = np.array([[col, row] for row, col in keys], dtype=np.float64)
         starts = start_states(xy, (h, w), operator.resolution)
-        steps = markov_map(operator, starts, rho=config.rho, max_steps=config.max_steps)
+        steps = markov_map(operator, starts, rho=config.rho, max_steps=config.max_steps,
+                           leap_after=config.markov_leap_after if operator.leap is not None else None)
         steps = steps.reshape(len(keys), operator.resolution, operator.resolution)
         _synchronise(operator.device)
         timings["markov"] += time.perf_counter() - t0

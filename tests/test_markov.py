@@ -94,3 +94,58 @@ def test_the_chain_calls_only_its_own_threads_pause_hook_once_per_step():
         set_pause_hook(None)
     assert len(calls) == math.ceil(float(with_hook.max()))   # one call per step taken (value i + frac at step i + 1)
     assert torch.equal(other[0], with_hook)                          # and nothing else changes
+
+
+def plain_leaping_markov_map(p: torch.Tensor, k: int, after: int, start: torch.Tensor, rho: float,
+                             max_steps: int) -> torch.Tensor:
+    """The leaping iteration restated: single steps up to ``after``, then P^k while k steps fit."""
+    p = p.double()
+    power = torch.linalg.matrix_power(p, k)
+    v = start.double().clone()
+    times = torch.full_like(v, float(max_steps))
+    crossed = v > rho
+    times[crossed] = 0
+    i = 0
+    while i < max_steps:
+        size = k if i >= after and i + k <= max_steps else 1
+        prev = v
+        v = v @ (power if size == k else p)
+        v = v / v.max()
+        for cell in range(len(v)):
+            if not crossed[cell] and v[cell] > rho:
+                delta = (1 - rho) if i == 0 else (v[cell] - prev[cell])
+                times[cell] = i + size * (1 - (v[cell] - rho) / (delta + 1e-6))
+                crossed[cell] = True
+        i += size
+    return times
+
+
+@pytest.mark.parametrize("k, after", [(4, 3), (8, 0), (2, 2)])
+def test_leaps_match_their_plain_restatement(k, after):
+    from m2n2.operator import with_leap
+    operator = with_leap(prepare_operator(random_attention(6, seed=4), 0.4, 100), k)
+    start = start_states(np.array([[13.0, 27.0]]), (60, 60), 6)[0]
+    leaping = markov_map(operator, start, rho=0.3, max_steps=60, leap_after=after)
+    plain = plain_leaping_markov_map(operator.matrix(), k, after, start, 0.3, 60)
+    torch.testing.assert_close(leaping.double(), plain, rtol=1e-4, atol=1e-3)
+    assert not torch.allclose(leaping, markov_map(operator, start, rho=0.3, max_steps=60))  # leaps did happen
+
+
+def test_leaps_are_off_unless_asked_and_place_crossings_near_the_single_steps():
+    from m2n2.operator import with_leap
+    # a random walk on the grid (attention to the 3 x 3 neighbourhood) mixes slowly
+    r = 8
+    grid = np.stack(np.meshgrid(np.arange(r), np.arange(r), indexing="ij"), -1).reshape(-1, 2)
+    near = (np.abs(grid[:, None] - grid[None]).max(-1) <= 1).astype(np.float32)
+    attention = torch.from_numpy(near / near.sum(1, keepdims=True)).reshape(r, r, r, r)
+    operator = prepare_operator(attention, 1.0, 100)
+    leaping = with_leap(operator, 8)
+    start = start_states(np.array([[30.0, 50.0]]), (80, 80), 8)[0]
+    single = markov_map(operator, start, max_steps=300)
+    assert torch.equal(markov_map(leaping, start, max_steps=300), single)  # leap_after=None: every step
+    assert torch.equal(markov_map(leaping, start, max_steps=300, leap_after=300), single)
+    leaped = markov_map(leaping, start, max_steps=300, leap_after=4)
+    early = single <= 4
+    assert torch.equal(leaped[early], single[early])  # crossings before the first leap are untouched
+    assert float((leaped - single).abs().max()) < 8  # later ones within a leap
+    assert float(single.max()) > 12  # and there are later ones

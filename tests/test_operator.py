@@ -85,3 +85,20 @@ def test_the_packed_fp16_copy_is_counted_and_used_only_on_the_cpu():
         pytest.skip("this torch build has no FBGEMM (not x86): the CPU uses the widened blocks")
     assert operator.nbytes == 2 * n * n * 2  # the fp16 matrix and FBGEMM's packed copy
     assert TransitionOperator(transposed.float(), 1.0, 16).nbytes == n * n * 4  # fp32: no copy
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_the_leap_is_the_operators_power_stored_like_it(dtype):
+    from m2n2.operator import with_leap
+    operator = prepare_operator(random_attention(6, seed=2), 0.65, 100, dtype=dtype)
+    leaping = with_leap(operator, 8)
+    assert leaping.leap.steps == 8 and leaping.leap.dtype == dtype and leaping.leap.scale == operator.scale
+    expected = torch.linalg.matrix_power(operator.matrix().double(), 8)
+    tolerance = 1e-3 if dtype == torch.float16 else 1e-5
+    torch.testing.assert_close(leaping.leap.matrix().double(), expected, rtol=tolerance, atol=tolerance / 36)
+    assert leaping.transposed is operator.transposed and operator.leap is None  # P shared, not copied
+    assert leaping.nbytes == 2 * operator.nbytes
+    assert leaping.to(dtype=torch.float32).leap.dtype == torch.float32
+    assert with_leap(leaping, 1).leap is None
+    with pytest.raises(ValueError):
+        with_leap(operator, 6)

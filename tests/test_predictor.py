@@ -204,6 +204,29 @@ def test_set_config_builds_and_drops_the_upsampling_table(predictor):
     assert predictor.upsampling_table is None and predictor.cached_points == 0
 
 
+def test_markov_leap_prepares_the_power_and_keeps_the_segment(predictor, scene):
+    _, _, truth = scene
+    before = predictor.predict([(10, 30)], [1])
+    predictor.set_config(M2N2Config(markov_leap=4, markov_leap_after=2))
+    assert predictor.operator.leap is not None and predictor.operator.leap.steps == 4
+    assert "leap" in predictor.image_timings and predictor.cached_points == 0
+    after = predictor.predict([(10, 30)], [1])
+    assert not np.array_equal(after.points[0].markov_map, before.points[0].markov_map)  # it leapt
+    assert iou(after.mask, before.mask) >= 0.99 and iou(after.mask, truth == 0) >= 0.95
+    predictor.set_config(M2N2Config(markov_leap=4, markov_leap_after=1000))  # no leap fits: every step
+    assert predictor.operator.leap is not None and predictor.cached_points == 0
+    np.testing.assert_array_equal(predictor.predict([(10, 30)], [1]).points[0].markov_map,
+                                  before.points[0].markov_map)
+    predictor.set_config(M2N2Config())
+    assert predictor.operator.leap is None
+
+
+@pytest.mark.parametrize("changes", [{"markov_leap": 3}, {"markov_leap": 0}, {"markov_leap_after": -1}])
+def test_markov_leap_settings_are_checked(changes):
+    with pytest.raises(InputError, match="markov_leap"):
+        M2N2Config(**changes)
+
+
 @pytest.mark.parametrize("config", [M2N2Config(), M2N2Config.fast(), M2N2Config(flood_fill=False)],
                          ids=["exact", "fast", "no-flood-fill"])
 def test_device_path_on_cpu_tensors_equals_the_numpy_path(config):
