@@ -274,7 +274,7 @@ def with_leap(operator: TransitionOperator, steps: int) -> TransitionOperator:
     """The operator with its power P^steps attached, for :func:`~m2n2.markov.markov_map`'s leaps.
 
     The power is computed in fp32 by repeated squaring (``steps`` a power of two: log2(steps)
-    N x N products, 0.74 s each at N = 4096 on one CPU thread) and stored like P (same dtype
+    N x N products, about 0.8 s each at N = 4096 on one CPU thread) and stored like P (same dtype
     and scale). ``steps`` = 1 returns the operator without a leap.
     """
     if steps < 1 or steps & (steps - 1):

@@ -262,6 +262,8 @@ def test_preparation_bytes_grow_with_r_and_the_table():
     from m2n2.studio.serving import preparation_bytes
     fast, exact = M2N2Config.fast(max_side=640), M2N2Config(max_side=640)
     assert preparation_bytes(480, 640, 64, exact) == 3 * 64 ** 4 * 4
-    assert preparation_bytes(480, 640, 64, fast) == 3 * 64 ** 4 * 4 + 2 * 480 * 640 * 256
+    assert preparation_bytes(480, 640, 64, fast) == 4 * 64 ** 4 * 4 + 2 * 480 * 640 * 256  # with the leap
     assert preparation_bytes(4800, 6400, 64, fast) == preparation_bytes(480, 640, 64, fast)  # the working copy
     assert preparation_bytes(480, 640, 32, exact) == preparation_bytes(480, 640, 64, exact) // 16
+    leaping = exact.replace(markov_leap=fast.markov_leap)
+    assert preparation_bytes(480, 640, 64, leaping) == preparation_bytes(480, 640, 64, exact) + 64 ** 4 * 4
