@@ -81,26 +81,31 @@ def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Co
 
 
 def markov_floor(predictor, point, size, config) -> dict:
-    """Steps of one click's Markov chain, seconds per step, and the memory bandwidth they reach.
+    """Products of one click's Markov chain, seconds per product, and the memory bandwidth they reach.
 
-    Each step reads the whole operator once (a matrix-vector product), so the step time is
-    bounded below by ``operator bytes / read bandwidth``; ``copy_gb_s`` is what a plain copy of
-    the operator reaches (read + write) on this machine, for comparison.
+    Each product (one step, or a leap of ``markov_leap`` steps) reads a whole N x N matrix once
+    (a matrix-vector product), so its time is bounded below by ``matrix bytes / read
+    bandwidth``; ``copy_gb_s`` is what a plain copy of the operator reaches (read + write) on
+    this machine, for comparison. ``steps`` counts products, ``chain_steps`` the steps they make.
     """
     from m2n2.markov import markov_map, start_states
     operator = predictor.operator
-    counted = {"steps": 0}
+    counted = {"steps": 0, "chain_steps": 0}
 
     class Counting:
-        device, dtype = operator.device, operator.dtype
+        def __init__(self, inner):
+            self.inner, self.device, self.dtype, self.steps = inner, inner.device, inner.dtype, inner.steps
+            self.leap = Counting(inner.leap) if inner.leap is not None else None
 
         def step(self, states):
             counted["steps"] += 1
-            return operator.step(states)
+            counted["chain_steps"] += self.steps
+            return self.inner.step(states)
 
     start = start_states(np.array([point], dtype=np.float64), size, operator.resolution)
+    leap_after = config.markov_leap_after if operator.leap is not None else None
     t0 = time.perf_counter()
-    markov_map(Counting(), start, rho=config.rho, max_steps=config.max_steps)
+    markov_map(Counting(operator), start, rho=config.rho, max_steps=config.max_steps, leap_after=leap_after)
     seconds = time.perf_counter() - t0
     steps = max(counted["steps"], 1)
     buffer = torch.empty_like(operator.transposed)
@@ -112,7 +117,7 @@ def markov_floor(predictor, point, size, config) -> dict:
     per_step = seconds / steps
     stored = operator.transposed.numel() * operator.transposed.element_size()
     read = operator.opaque_nbytes() or stored  # a step reads FBGEMM's packed copy where there is one
-    return {"steps": counted["steps"], "step_ms": 1e3 * per_step,
+    return {"steps": counted["steps"], "chain_steps": counted["chain_steps"], "step_ms": 1e3 * per_step,
             "read_gb_s": read / per_step / 1e9,
             "copy_gb_s": 2 * stored / statistics.median(copies) / 1e9}
 
