@@ -6,7 +6,7 @@ backbone's current defaults: a sharper kernel makes the Markov chain run more st
 timings should stay comparable across commits. Usage::
 
     python benchmarks/bench_core.py                    # R = 32 and 64, image 480 x 640
-    python benchmarks/bench_core.py --preset fast      # fp16 operator, precomputed upsampling table
+    python benchmarks/bench_core.py --preset fast      # fp16 operator, Markov leaps, precomputed upsampling table
     python benchmarks/bench_core.py --preset fast --baseline /tmp/old   # before/after, same run
 
 ``--baseline DIR`` runs the same benchmark for a checkout of another commit (e.g.

@@ -64,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="attention backbone of M2N2 (auto: SD2 if its weights load, else color)")
     parser.add_argument("--resolution", type=int, help="attention resolution R (default: the backbone's)")
     parser.add_argument("--fast", action="store_true",
-                        help="start M2N2 from M2N2Config.fast() (fp16 operator, precomputed upsampling table) "
-                             "instead of the default (the authors' numerics)")
+                        help="start M2N2 from M2N2Config.fast() (fp16 operator, Markov leaps, precomputed "
+                             "upsampling table) instead of the default (the authors' numerics)")
     parser.add_argument("--backbone-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra keyword for m2n2.backbones.load, e.g. model=/path/to/sd2 (repeatable)")
     parser.add_argument("--max-clicks", type=int, default=MAX_CLICKS)
