@@ -31,16 +31,21 @@ document.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && event.target.matches("#threshold input[type=number]")) event.target.blur();
 });
 // Gradio finds a click's pixel from the image's natural size, which is 0 while a new picture (the
-// next marker or mask) loads: such a click would be dropped. Hold it until the picture is there.
+// next marker or mask) loads: such a click would be dropped. Hold it until the picture is there,
+// then replay it on the picture shown by then (Gradio 6 may have swapped the element meanwhile).
 document.addEventListener("click", (event) => {
-  const target = event.target instanceof Element ? event.target.closest("#canvas button") : null;
-  const img = target ? target.querySelector("img") : null;
+  const img = event.target instanceof HTMLImageElement && event.target.closest("#canvas") ? event.target : null;
   if (!img || (img.complete && img.naturalWidth)) return;
   event.stopPropagation();
   event.preventDefault();
   const {clientX, clientY} = event;
-  img.addEventListener("load", () => target.dispatchEvent(
-    new MouseEvent("click", {bubbles: true, cancelable: true, clientX, clientY})), {once: true});
+  const replay = () => {
+    const shown = document.querySelector("#canvas img");
+    if (!shown) return;
+    if (!(shown.complete && shown.naturalWidth)) return shown.addEventListener("load", replay, {once: true});
+    shown.dispatchEvent(new MouseEvent("click", {bubbles: true, cancelable: true, clientX, clientY}));
+  };
+  img.addEventListener("load", replay, {once: true});
 }, true);
 </script>"""
 Options = studio.Options

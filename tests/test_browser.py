@@ -4,7 +4,8 @@ The app runs in a subprocess (colour backbone, R = 32) on a free 127.0.0.1 port.
 an example, clicks on the object, checks that the mask (with a visible outline), the Markov-map
 heatmap and the score curve appear and that the mask covers neither nothing nor everything,
 types a threshold and presses Enter, goes back to the automatic threshold, checks that a second
-browser (another user) sees none of it, clicks six times 0.3 s apart (six points, none lost),
+browser (another user) sees none of it, clicks six times 0.3 s apart (six points, none lost) and
+once while the picture loads (held, then sent),
 then undoes and resets.
 
 ``M2N2_SCREENSHOT=1`` also saves docs/screenshot.png (the README's picture); without it the test
@@ -149,8 +150,9 @@ def load_example(page, name: str):
     page.locator("#canvas img").first.wait_for()
 
 
-def click_image(page, fx: float, fy: float):
-    """Click at a fraction (fx, fy) of the displayed image (object-fit: contain aware)."""
+def image_position(page, fx: float, fy: float) -> tuple[dict, dict]:
+    """The point at a fraction (fx, fy) of the displayed image (object-fit: contain aware), relative
+    to the image element, and the element's box on the page."""
     image = page.locator("#canvas img").first
     # The image changes with every click (its marker is drawn at once): wait until it has loaded.
     natural = image.evaluate("""img => new Promise(resolve => {
@@ -161,7 +163,13 @@ def click_image(page, fx: float, fy: float):
     scale = min(box["width"] / natural[0], box["height"] / natural[1])
     left = (box["width"] - natural[0] * scale) / 2
     top = (box["height"] - natural[1] * scale) / 2
-    image.click(position={"x": left + fx * natural[0] * scale, "y": top + fy * natural[1] * scale})
+    return {"x": left + fx * natural[0] * scale, "y": top + fy * natural[1] * scale}, box
+
+
+def click_image(page, fx: float, fy: float):
+    """Click at a fraction (fx, fy) of the displayed image."""
+    position, _ = image_position(page, fx, fy)
+    page.locator("#canvas img").first.click(position=position)
 
 
 def clicks_shown(page, count: int):
@@ -254,8 +262,22 @@ def test_click_undo_reset_in_a_real_browser(browser, server):
         page.wait_for_timeout(300)
     clicks_shown(page, 7)
     assert "waiting" not in page.locator("#status").inner_text()
+
+    # A click that lands while the picture is loading (natural size 0: Gradio would drop it) is held
+    # and replayed once the picture is there. The picture is made to "load" by taking its source away.
+    position, box = image_position(page, 0.5, 0.95)
+    image = page.locator("#canvas img").first
+    image.evaluate("""img => { img.style.width = img.width + "px"; img.style.height = img.height + "px";
+                               img.dataset.shown = img.src; img.removeAttribute("src"); }""")
+    assert image.evaluate("img => img.naturalWidth") == 0
+    page.mouse.click(box["x"] + position["x"], box["y"] + position["y"])
+    page.wait_for_timeout(500)
+    assert re.search(r"\b7 clicks\b", page.locator("#status").inner_text())  # held, not sent
+    image.evaluate("""img => { img.src = img.dataset.shown; img.style.width = img.style.height = ""; }""")
+    clicks_shown(page, 8)
+
     page.locator("#undo").click()
-    clicks_shown(page, 6)
+    clicks_shown(page, 7)
     page.locator("#reset").click()
     clicks_shown(page, 0)
     page.locator("#heatmap img").first.wait_for(state="detached")
