@@ -222,8 +222,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="largest R users may choose (default: 128 with a GPU, 64 on a CPU, where more "
                              "takes a minute per image)")
     parser.add_argument("--faithful", action="store_true",
-                        help="the paper's exact numerics (fp32 operator, every Markov step, dense upsampling) instead of the fast preset "
-                             "(the default with CUDA)")
+                        help="the paper's exact numerics (fp32 operator, every Markov step, dense upsampling) "
+                             "instead of the fast preset (the default with CUDA)")
     parser.add_argument("--max-side", type=int, default=None,
                         help="longer images are segmented at a copy this long, masks stay full size (default: "
                              "1024 with a GPU, 640 on a CPU)")

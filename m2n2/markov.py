@@ -105,7 +105,7 @@ def markov_map(operator: TransitionOperator, starts: torch.Tensor, rho: float = 
         crossed = pending & (state > rho)
         delta = (1.0 - rho) if i == 0 else (state - previous)
         fraction = 1.0 - (state - rho) / (delta + _DELTA_EPSILON)
-        value = i + (fraction if jump.steps == 1 else jump.steps * fraction)
+        value = i + jump.steps * fraction  # times 1 is exact: single steps keep the authors' values
         times = torch.where(crossed, value, times)
         pending &= ~crossed
         i += jump.steps

@@ -195,13 +195,12 @@ def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spati
         for dy, dx, buffer in _weight_pairs(guide, offsets, sigma_range):
             pause_point()
             _accumulate_pair(buffer.numpy(), pad_y, pad_x, dy, dx, *arrays)
-        result = numerator / denominator
-        return result[0] if single else result
-    for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
-        pause_point()
-        ys, xs = pad_y + dy, pad_x + dx
-        denominator += weight
-        numerator.addcmul_(padded_maps[:, ys:ys + height, xs:xs + width], weight)
+    else:
+        for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
+            pause_point()
+            ys, xs = pad_y + dy, pad_x + dx
+            denominator += weight
+            numerator.addcmul_(padded_maps[:, ys:ys + height, xs:xs + width], weight)
     result = numerator / denominator
     return result[0] if single else result
 
