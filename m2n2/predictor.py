@@ -135,6 +135,7 @@ class M2N2Predictor:
         self._guide: torch.Tensor | None = None
         self._attention: torch.Tensor | None = None  # kept only when the caller gave it
         self._jbu: JBUTable | None = None  # per-image upsampling table (config.jbu_table)
+        self._weight_sums: torch.Tensor | None = None  # the dense filter's denominator (per image)
         self._maps: OrderedDict[tuple[int, int], _CachedMap] = OrderedDict()
         self.image_timings: dict[str, float] = {}
 
@@ -227,7 +228,7 @@ class M2N2Predictor:
 
     def _prepare_upsampling(self) -> None:
         """Build the image's upsampling table when the config asks for one (else drop it)."""
-        self._jbu = None
+        self._jbu = self._weight_sums = None
         if self.config.jbu_table:
             start = time.perf_counter()
             resolution = self._operator.resolution
@@ -295,6 +296,7 @@ class M2N2Predictor:
             self.device = torch.device(device)
         if moved:
             self._maps.clear()  # cached maps live where the stages ran
+            self._weight_sums = None  # and so do the sums they were upsampled with
         if self._operator is not None:
             self._operator = self._operator.to(device=self.device, dtype=dtype)
             self._guide = self._guide.to(self.device)
@@ -485,7 +487,9 @@ class M2N2Predictor:
         if self._jbu is not None:
             upsampled = apply_jbu_table(self._jbu, steps)
         else:
-            upsampled = joint_bilateral_upsample(steps, self._guide, config.sigma_spatial, config.sigma_range)
+            upsampled, self._weight_sums = joint_bilateral_upsample(
+                steps, self._guide, config.sigma_spatial, config.sigma_range, denominator=self._weight_sums,
+                return_denominator=True)
         if self.torch_stages:
             _synchronise(upsampled.device)
             timings["upsample"] += time.perf_counter() - t0

@@ -204,6 +204,22 @@ def test_set_config_builds_and_drops_the_upsampling_table(predictor):
     assert predictor.upsampling_table is None and predictor.cached_points == 0
 
 
+def test_the_dense_filters_weight_sums_are_kept_per_image_and_change_with_it(scene):
+    image, attention, _ = scene
+    used, fresh = M2N2Predictor(), M2N2Predictor()
+    used.set_attention(image, attention)
+    used.predict([(10, 30)], [1])                 # sums the weights once
+    for config in (M2N2Config(), M2N2Config(sigma_range=0.2)):  # other sigmas: summed again
+        used.set_config(config)
+        fresh.set_attention(image, attention)
+        fresh.set_config(config)
+        a = used.predict([(10, 30), (70, 20)], [1, 0])
+        b = fresh.predict([(10, 30), (70, 20)], [1, 0])
+        for p, q in zip(a.points, b.points):
+            np.testing.assert_array_equal(p.markov_map, q.markov_map)
+        fresh = M2N2Predictor()
+
+
 def test_markov_leap_prepares_the_power_and_keeps_the_segment(predictor, scene):
     _, _, truth = scene
     before = predictor.predict([(10, 30)], [1])

@@ -141,8 +141,21 @@ def test_fused_dense_sums_are_torchs_bit_for_bit(monkeypatch, flush):
     guide = guide.float().div_(255.0).contiguous()
     low = torch.from_numpy(np.random.default_rng(3).random((2, 7, 9), dtype=np.float32) * 500)
     with denormals_flushed(flush):
-        fused = joint_bilateral_upsample(low, guide, 1.0, 0.1)
+        fused, fused_sums = joint_bilateral_upsample(low, guide, 1.0, 0.1, return_denominator=True)
         monkeypatch.setattr(upsample, "_addcmul_is_fma", lambda: False)
-        loop = joint_bilateral_upsample(low, guide, 1.0, 0.1)
-    assert torch.equal(fused, loop)
+        loop, loop_sums = joint_bilateral_upsample(low, guide, 1.0, 0.1, return_denominator=True)
+        loop_reused = joint_bilateral_upsample(low, guide, 1.0, 0.1, denominator=fused_sums)
+    assert torch.equal(fused, loop) and torch.equal(fused_sums, loop_sums) and torch.equal(loop_reused, loop)
     assert not torch.equal(fused[0], fused[1])
+
+
+def test_a_given_denominator_is_reused_and_gives_the_same_maps():
+    guide = torch.from_numpy(np.array(resize_rgb(data.astronaut(), (40, 32)))).permute(2, 0, 1)
+    guide = guide.float().div_(255.0).contiguous()
+    first, second = (torch.from_numpy(np.random.default_rng(s).random((2, 5, 6), dtype=np.float32) * 100)
+                     for s in (1, 2))
+    _, sums = joint_bilateral_upsample(first, guide, 1.0, 0.1, return_denominator=True)
+    fresh = joint_bilateral_upsample(second, guide, 1.0, 0.1)
+    reused = joint_bilateral_upsample(second, guide, 1.0, 0.1, denominator=sums)
+    assert torch.equal(reused, fresh)
+    assert not torch.equal(joint_bilateral_upsample(second, guide, 1.0, 0.1, denominator=2 * sums), fresh)
