@@ -229,7 +229,7 @@ def _load_components(source: str, local_only: bool, dtype: torch.dtype):
     # The embedding is computed once, in fp32 on the CPU: no GPU work outside extraction.
     ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
-    with torch.inference_mode():
+    with torch.no_grad():
         embedding = text_encoder(ids)[0]
     return vae, unet, embedding
 
@@ -322,7 +322,9 @@ def _attention(key: tuple[str, str, str], rgb: np.ndarray, resolution: int,
     tokens = resolution * resolution
     pixels = torch.tensor(rgb, device=model.device).permute(2, 0, 1)[None]
     pixels = (pixels.float() / 127.5 - 1.0).to(model.dtype)
-    with model.lock, torch.inference_mode():
+    # no_grad, not inference_mode: an inference tensor could not be written in place by the caller
+    # outside that mode, and on the CPU ``.cpu()`` below returns the very tensor made here.
+    with model.lock, torch.no_grad():
         latent = model.vae.encode(pixels).latent_dist.mode() * model.vae.config.scaling_factor
         timestep = torch.tensor([TIMESTEP], device=model.device)
         model.capture.start(tokens, model.device, chunk_bytes)
