@@ -4,7 +4,7 @@ Layout and wiring only: the handlers live in :mod:`m2n2.studio.handlers`, the pe
 :mod:`m2n2.studio.session`, the one GPU boundary in :mod:`m2n2.studio.gpu` and the pictures in
 :mod:`m2n2.studio.views`. Runs as a Hugging Face Space (ZeroGPU or a dedicated GPU) and locally::
 
-    python app.py [--backbone auto|sd2|color] [--model ID_OR_DIR] [--resolution R]
+    python app.py [--backbone auto|sd2|sd1|dinov2|color] [--model ID_OR_DIR] [--resolution R]
                   [--server-name 0.0.0.0] [--port 7860] [--share]
 """
 
@@ -51,11 +51,18 @@ document.addEventListener("click", (event) => {
 Options = studio.Options
 
 
+#: What the title says each backbone's attention is. Only SD2 is the paper's backbone (its numbers are SD2's).
+SOURCES = {"color": "a colour-affinity stand-in for Stable Diffusion 2 attention",
+           "sd2": "Stable Diffusion 2 attention (the paper's backbone)",
+           "sd1": "Stable Diffusion 1 attention (the paper's numbers are for Stable Diffusion 2)",
+           "dinov2": "DINOv2 attention (the paper's numbers are for Stable Diffusion 2)"}
+
+
 def heading(options: Options) -> str:
     """The page's title line: says which attention the app uses, as far as it is known before loading."""
-    source = {"color": "a colour-affinity stand-in for Stable Diffusion 2 attention",
-              "sd2": "Stable Diffusion 2 attention"}.get(
-        options.backbone, "Stable Diffusion 2 attention (or a colour-affinity fallback; the status line says which)")
+    source = SOURCES.get(options.backbone) or (
+        "the attention of the first backbone that loads: Stable Diffusion 2 (the paper's) with a GPU, "
+        "DINOv2 first on a CPU, else a colour-affinity fallback; the status line says which")
     return (f"## M2N2 Studio: training-free interactive segmentation from {source}\n"
             "Upload an image or pick an example, then click on the object. Each click is labelled by the "
             "foreground/background switch.")
@@ -214,8 +221,10 @@ def build_demo(options: Options) -> gr.Blocks:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="auto", choices=backbone_names(),
-                        help="attention source: 'auto' uses Stable Diffusion 2 when it can, else the colour fallback")
-    parser.add_argument("--model", default=None, help="Stable Diffusion 2 model id or local directory")
+                        help="attention source: 'auto' tries Stable Diffusion 2 then DINOv2 with a GPU, DINOv2 then "
+                             "Stable Diffusion 2 on a CPU, else the colour fallback (docs/backbones.md)")
+    parser.add_argument("--model", default=None,
+                        help="the learned backbone's model: Hub id or local directory (default: the backbone's)")
     parser.add_argument("--resolution", type=int, default=None, choices=RESOLUTIONS,
                         help="attention resolution R (default: 128 with a GPU, 64 on a CPU)")
     parser.add_argument("--max-resolution", type=int, default=None, choices=RESOLUTIONS,

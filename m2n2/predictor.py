@@ -152,7 +152,9 @@ class M2N2Predictor:
             raise NotReadyError("this predictor has no backbone: use set_attention(), or pass a backbone")
         original, work = self._working_copy(image)
         start = time.perf_counter()
-        attention = self.backbone.extract(work)
+        # The learned backbones resize the original themselves, as the authors do; the colour
+        # backbone gets the working copy.
+        attention = self.backbone.extract(original if getattr(self.backbone, "wants_original", False) else work)
         elapsed = time.perf_counter() - start
         attention = self._validated_attention(attention)
         self._prepare(original, work, attention, owned=True)

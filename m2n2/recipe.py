@@ -1,7 +1,7 @@
 """Recipes: a small JSON document that fully determines a segmentation, to share and replay it.
 
 A recipe names the image by its content hash (and an example's name when it is one), the
-backbone (its name, model and attention resolution R), every M2N2 setting, and per object the
+backbone (its registry key, name, model and attention resolution R), every M2N2 setting, and per object the
 clicks ``(x, y, label)`` in original image pixels with the override of the object's latest
 click's threshold (the one threshold M2N2 lets a user set). :func:`replay` turns a recipe and
 a prepared predictor back into the masks, bit for bit the ones that were shown when the recipe
@@ -26,8 +26,9 @@ from .errors import InputError
 
 #: The ``format`` field of every recipe.
 FORMAT = "m2n2-recipe"
-#: The format version this code writes; it reads this one and older ones.
-VERSION = 1
+#: The format version this code writes; it reads this one and older ones. Version 2 added the
+#: backbone's registry key (version 1 named Stable Diffusion 2 or the colour fallback by name).
+VERSION = 2
 
 
 def image_hash(image: np.ndarray) -> str:
@@ -65,18 +66,28 @@ class ObjectRecipe:
 
 @dataclass(frozen=True)
 class Backbone:
-    """What a recipe says about the attention: the backbone's name, model, R and description."""
+    """What a recipe says about the attention: the backbone's name, model, R, description and
+    registry key (None in recipes written before the key was recorded)."""
 
     name: str
     resolution: int
     model: str | None = None
     description: str = ""
+    key: str | None = None
 
     @classmethod
     def of(cls, backbone) -> "Backbone":
         """The description of a loaded backbone (anything with ``name``, ``resolution``, ``description``)."""
         return cls(str(backbone.name), int(backbone.resolution), getattr(backbone, "model", None),
-                   str(getattr(backbone, "description", "")))
+                   str(getattr(backbone, "description", "")), getattr(backbone, "key", None))
+
+    @property
+    def registry_key(self) -> str:
+        """The :mod:`m2n2.backbones` name that loads this backbone: the recorded key, else (a
+        version-1 recipe, when only SD2 and the colour fallback existed) read from the name."""
+        if self.key:
+            return self.key
+        return "color" if self.name.startswith("colour") else "sd2"
 
     def same_kind(self, other: "Backbone") -> bool:
         """Same attention source (name and model); R and the device may differ."""
@@ -145,7 +156,8 @@ class Recipe:
             return cls(image_hash="sha256:" + str(image["sha256"]), width=int(image["width"]),
                        height=int(image["height"]),
                        backbone=Backbone(str(backbone["name"]), int(backbone["resolution"]),
-                                         backbone.get("model"), str(backbone.get("description", ""))),
+                                         backbone.get("model"), str(backbone.get("description", "")),
+                                         backbone.get("key")),
                        config=config, objects=objects, example=image.get("example"), version=version)
         except InputError:
             raise

@@ -29,7 +29,7 @@ from .predictor import M2N2Predictor
 def backbone_for(recipe: recipes.Recipe, choice: str | None, model: str | None):
     """Load the backbone a recipe names (at its R), unless ``choice`` names another one."""
     if choice is None:
-        choice = "color" if recipe.backbone.name.startswith("colour") else "sd2"
+        choice = recipe.backbone.registry_key
     model = model or recipe.backbone.model
     extra = {"model": model} if model and choice != "color" else {}
     return load(choice, resolution=recipe.backbone.resolution, **extra)
@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the masks and the recipe")
     parser.add_argument("--backbone", default=None, choices=backbone_names(),
                         help="attention source (default: the recipe's, else auto)")
-    parser.add_argument("--model", default=None, help="Stable Diffusion 2 model id or local directory")
+    parser.add_argument("--model", default=None,
+                        help="the learned backbone's model: Hub id or local directory (default: the backbone's)")
     parser.add_argument("--resolution", type=int, default=None, help="attention resolution R with --points (64)")
     parser.add_argument("--fast", action="store_true",
                         help="with --points: the app's fast preset (M2N2Config.fast()) instead of the paper's numerics")

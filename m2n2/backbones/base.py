@@ -24,6 +24,11 @@ class Backbone(Protocol):
         One line for status bars: name, R, device and precision.
     reason : str or None
         Set by ``load("auto")`` when it fell back: why (one line, for the UI).
+    key : str, optional
+        The registry name (``"sd2"``, ``"dinov2"``...), which recipes record.
+    wants_original : bool, optional
+        True when ``extract`` should get the original image (it resizes it itself, as the
+        learned backbones do); absent or False: the predictor's working copy.
     """
 
     name: str

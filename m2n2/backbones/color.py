@@ -43,6 +43,7 @@ class ColorAffinityBackbone:
     """
 
     name = "colour-affinity fallback"
+    key = "color"
 
     def __init__(self, resolution: int = 64, sigma_color: float = 5.0,
                  sigma_position: float = 0.2, device: str | torch.device | None = None):
