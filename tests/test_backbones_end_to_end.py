@@ -22,11 +22,13 @@ from m2n2 import segment  # noqa: E402
 from m2n2.backbones import load  # noqa: E402
 from m2n2.predictor import M2N2Predictor  # noqa: E402
 
+from tiny_dinov2 import build_tiny_dinov2  # noqa: E402
+from tiny_sd1 import build_tiny_sd1  # noqa: E402
 from tiny_sd2 import build_tiny_sd2  # noqa: E402
 
 RESOLUTION = 16
 #: backbone name -> builder of a tiny model folder with its real architecture
-TINY_MODELS = {"sd2": build_tiny_sd2}
+TINY_MODELS = {"sd2": build_tiny_sd2, "sd1": build_tiny_sd1, "dinov2": build_tiny_dinov2}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,7 +86,8 @@ def test_segment_cli_on_the_cpu(tiny, image_file, tmp_path, capsys):
     mask = np.asarray(Image.open(out / "mask_1.png")) > 127
     assert mask.shape == (90, 120) and mask[45, 60]
     recipe = json.loads((out / "recipe.json").read_text())
-    # The recipe replays on the same backbone to the same mask.
+    assert recipe["backbone"]["key"] == name
+    # The recipe replays on the same backbone (the one it names) to the same mask.
     again = tmp_path / "again"
     assert segment.main([image_file[0], "--recipe", str(out / "recipe.json"), "--model", folder,
                          "--out", str(again)]) == 0

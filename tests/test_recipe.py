@@ -42,6 +42,23 @@ def test_json_round_trip_keeps_everything(square, backbone):
     assert data["objects"][1] == {"clicks": [[3, 3, 1], list(centre_of(truth)) + [0]], "threshold": 0.5}
 
 
+def test_the_recipe_names_the_registry_key_and_old_recipes_map_by_name(square, backbone):
+    image, truth = square
+    made = recipes.make(image, backbone, M2N2Config(), two_objects(truth))
+    data = json.loads(made.to_json())
+    assert data["backbone"]["key"] == "color" and data["version"] == 2
+    assert recipes.Recipe.from_json(made.to_json()).backbone.registry_key == "color"
+    dinov2 = recipes.Backbone("DINOv2", R, "facebook/dinov2-base", key="dinov2")
+    assert dinov2.registry_key == "dinov2"  # not "sd2", as a name's prefix once gave
+    # Version 1 had no key: Stable Diffusion 2 or the colour fallback, read from the name.
+    for name, key in (("colour-affinity fallback", "color"), ("Stable Diffusion 2", "sd2")):
+        old = json.loads(made.to_json())
+        old["version"] = 1
+        old["backbone"].pop("key")
+        old["backbone"]["name"] = name
+        assert recipes.Recipe.from_json(json.dumps(old)).backbone.registry_key == key
+
+
 def test_the_hash_is_of_the_pixels(square):
     image, _ = square
     assert recipes.image_hash(image) == recipes.image_hash(image.copy())

@@ -9,6 +9,7 @@ by 1/255).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -18,15 +19,19 @@ LAYERS = 12
 HEADS = 4
 
 
-def build_tiny_dinov2(folder: str | Path, seed: int = 0) -> Path:
-    """Write a tiny DINOv2 model and its processor config to ``folder`` (loadable as ``model=folder``)."""
-    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+def build_tiny_dinov2(folder: str | Path, seed: int = 0, layers: int = LAYERS) -> Path:
+    """Write a tiny DINOv2 model (``layers`` deep) and its processor config to ``folder``
+    (loadable as ``model=folder``)."""
+    from transformers import Dinov2Config, Dinov2Model
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                          intermediate_size=64, patch_size=14, image_size=70, layerscale_value=1.0)
+    # initializer_range 0.2 rather than 0.02: the attention is then far from uniform, so that
+    # what the tests compare shows in it.
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=layers, num_attention_heads=HEADS,
+                          intermediate_size=64, patch_size=14, image_size=70, layerscale_value=1.0,
+                          initializer_range=0.2)
     model = Dinov2Model(config).eval()
     # Random position embeddings and CLS token (the initialiser's are nearly zero) so that their
     # interpolation to other sizes matters.
@@ -35,8 +40,10 @@ def build_tiny_dinov2(folder: str | Path, seed: int = 0) -> Path:
         model.embeddings.cls_token.normal_()
     model.save_pretrained(folder)
     # dinov2-base's preprocessor_config.json (its resize and crop are never used by M2N2).
-    BitImageProcessor(do_resize=True, size={"shortest_edge": 256}, resample=3, do_center_crop=True,
-                      crop_size={"height": 224, "width": 224}, do_rescale=True, rescale_factor=1 / 255,
-                      do_normalize=True, image_mean=[0.485, 0.456, 0.406],
-                      image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
+        "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "BitImageProcessor",
+        "image_std": [0.229, 0.224, 0.225], "resample": 3, "rescale_factor": 0.00392156862745098,
+        "size": {"shortest_edge": 256}}, indent=2))
     return folder
