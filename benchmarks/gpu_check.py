@@ -62,17 +62,25 @@ TINY_UNET = {**SD2_UNET, "sample_size": 16, "block_out_channels": (20, 40, 40, 4
              "cross_attention_dim": 32, "norm_num_groups": 4}
 TINY_VAE = {**SD2_VAE, "block_out_channels": (8, 8, 16, 16), "layers_per_block": 1, "norm_num_groups": 4,
             "sample_size": 64}
+# Stable Diffusion 1's (``CompVis/stable-diffusion-v1-1``): 8 heads everywhere, cross-attention 768,
+# convolutional projections, 512-pixel VAE; epsilon prediction.
+SD1_UNET = {**SD2_UNET, "sample_size": 64, "attention_head_dim": 8, "cross_attention_dim": 768,
+            "use_linear_projection": False}
+SD1_VAE = {**SD2_VAE, "sample_size": 512}
+#: scale -> (U-Net config, VAE config, the scheduler's prediction type)
+ARCHITECTURES = {"sd2": (SD2_UNET, SD2_VAE, "v_prediction"), "sd1": (SD1_UNET, SD1_VAE, "epsilon"),
+                 "tiny": (TINY_UNET, TINY_VAE, "v_prediction")}
 
 
 def build_model(folder: Path, scale: str, dtype: torch.dtype, seed: int = 0) -> Path:
-    """Write an SD2-architecture diffusers folder with random weights; return it."""
+    """Write a diffusers folder of :data:`ARCHITECTURES` ``[scale]`` with random weights; return it."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_sd2 import _SYMBOLS, _write_tokenizer
 
-    unet_config, vae_config = (SD2_UNET, SD2_VAE) if scale == "sd2" else (TINY_UNET, TINY_VAE)
+    unet_config, vae_config, prediction = ARCHITECTURES[scale]
     torch.manual_seed(seed)
     # written in the dtype they run in (half the bytes to write and read back in fp16)
     UNet2DConditionModel(**unet_config).to(dtype).save_pretrained(folder / "unet")
@@ -83,7 +91,7 @@ def build_model(folder: Path, scale: str, dtype: torch.dtype, seed: int = 0) -> 
         num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=77,
         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
     )).save_pretrained(folder / "text_encoder")
-    DDIMScheduler(prediction_type="v_prediction", beta_schedule="scaled_linear", beta_start=0.00085,
+    DDIMScheduler(prediction_type=prediction, beta_schedule="scaled_linear", beta_start=0.00085,
                   beta_end=0.012, clip_sample=False).save_pretrained(folder / "scheduler")
     _write_tokenizer(folder)
     (folder / "model_index.json").write_text(json.dumps({
