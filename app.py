@@ -61,8 +61,8 @@ SOURCES = {"color": "a colour-affinity stand-in for Stable Diffusion 2 attention
 def heading(options: Options) -> str:
     """The page's title line: says which attention the app uses, as far as it is known before loading."""
     source = SOURCES.get(options.backbone) or (
-        "the attention of the first backbone that loads: Stable Diffusion 2 (the paper's) with a GPU, "
-        "DINOv2 first on a CPU, else a colour-affinity fallback; the status line says which")
+        "Stable Diffusion 2 attention (the paper's backbone), or DINOv2's or a colour-affinity fallback when its "
+        "weights cannot be loaded; the status line says which")
     return (f"## M2N2 Studio: training-free interactive segmentation from {source}\n"
             "Upload an image or pick an example, then click on the object. Each click is labelled by the "
             "foreground/background switch.")
@@ -221,8 +221,8 @@ def build_demo(options: Options) -> gr.Blocks:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="auto", choices=backbone_names(),
-                        help="attention source: 'auto' tries Stable Diffusion 2 then DINOv2 with a GPU, DINOv2 then "
-                             "Stable Diffusion 2 on a CPU, else the colour fallback (docs/backbones.md)")
+                        help="attention source: 'auto' uses Stable Diffusion 2 when it can, else DINOv2, else the "
+                             "colour fallback (docs/backbones.md)")
     parser.add_argument("--model", default=None,
                         help="the learned backbone's model: Hub id or local directory (default: the backbone's)")
     parser.add_argument("--resolution", type=int, default=None, choices=RESOLUTIONS,

@@ -19,15 +19,7 @@ from m2n2.errors import InputError  # noqa: E402
 
 from tiny_sd2 import build_tiny_sd2  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model's operations are too small to gain from threads, and on a busy machine
-    # OpenMP's spin-waiting made this file take 92 s with 2 threads against 9 s with 1.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

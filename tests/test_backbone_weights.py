@@ -8,7 +8,6 @@ import shutil
 import time
 
 import pytest
-import torch
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -28,13 +27,7 @@ KINDS = {
     "dinov2": (build_tiny_dinov2, "M2N2_DINOV2_MODEL", "facebook/dinov2-base", "*.safetensors"),
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=sorted(KINDS))

@@ -12,7 +12,6 @@ import socket
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("diffusers")
@@ -30,13 +29,7 @@ RESOLUTION = 16
 #: backbone name -> builder of a tiny model folder with its real architecture
 TINY_MODELS = {"sd2": build_tiny_sd2, "sd1": build_tiny_sd1, "dinov2": build_tiny_dinov2}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=sorted(TINY_MODELS))

@@ -38,13 +38,7 @@ TOLERANCE = 1e-5
 SIZES = {"shrink": (301, 397), "enlarge": (61, 97), "mix": (97, 397)}
 BUILDERS = {"sd2": build_tiny_sd2, "sd1": build_tiny_sd1, "dinov2": build_tiny_dinov2}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

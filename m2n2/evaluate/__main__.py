@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also run M2N2 without each score and without flood fill (the paper's ablations)")
     parser.add_argument("--backbone", default="color", choices=backbone_names(),
                         help="attention backbone of M2N2 (sd2: the paper's; sd1, dinov2: the authors' others; "
-                             "auto: the device's first that loads, see m2n2.backbones.auto_order)")
+                             "auto: SD2 if its weights load, else DINOv2, else color)")
     parser.add_argument("--resolution", type=int, help="attention resolution R (default: the backbone's)")
     parser.add_argument("--fast", action="store_true",
                         help="start M2N2 from M2N2Config.fast() (fp16 operator, Markov leaps, precomputed "
