@@ -55,7 +55,7 @@ class CaptureProcessor:
     probabilities are recomputed from the same queries and keys only while a capture is active.
     """
 
-    def __init__(self, name: str, weight: float, inner, capture: _Capture):
+    def __init__(self, name: str, weight: float, inner, capture: AttentionCapture):
         self.name = name
         self.weight = weight
         self.inner = inner
