@@ -80,13 +80,20 @@ class Prediction:
         (h, w) int index of the nearest point.
     timings : dict
         Seconds spent in each stage of this call.
+    host_bytes : int
+        Bytes of the arrays this call brought back from the device's tensors (the torch-stages
+        path; 0 on the numpy path, whose arrays never leave the host).
+
+    With ``predict(..., keep="last")`` only the last point's map and curves are filled (the
+    other points' arrays, ``distance`` and ``nearest`` are None); with ``keep="none"`` no point's.
     """
 
     mask: np.ndarray
     points: list[PointResult]
-    distance: np.ndarray
-    nearest: np.ndarray
+    distance: np.ndarray | None
+    nearest: np.ndarray | None
     timings: dict[str, float] = field(default_factory=dict)
+    host_bytes: int = 0
 
 
 @dataclass
@@ -340,7 +347,7 @@ class M2N2Predictor:
             raise NotReadyError("no image is set: call set_image() or set_attention() first")
 
     # ------------------------------------------------------------------ per click
-    def predict(self, points, labels, threshold: float | None = None) -> Prediction:
+    def predict(self, points, labels, threshold: float | None = None, keep: str = "all") -> Prediction:
         """Segment the current image from prompt points.
 
         Parameters
@@ -352,12 +359,18 @@ class M2N2Predictor:
             (K,) 1 (or True) for foreground, 0 (or False) for background.
         threshold : float, optional
             Override the adaptive threshold of the last point (a value in [0, 1]).
+        keep : {"all", "last", "none"}
+            Which points' Markov-maps and score curves the result carries: every point's, with
+            ``distance`` and ``nearest`` (the default), only the last point's, or none (the
+            mask and the thresholds only). On a GPU what is not kept never leaves the device.
 
         Returns
         -------
         Prediction
         """
         self._require_ready()
+        if keep not in _KEEP:
+            raise InputError(f"keep must be one of {', '.join(_KEEP)}, got {keep!r}")
         points, labels = self._validated_prompts(points, labels, threshold)
         timings = {"markov": 0.0, "upsample": 0.0, "flood_fill": 0.0, "curves": 0.0}
         start = time.perf_counter()
@@ -374,17 +387,23 @@ class M2N2Predictor:
             while len(self._maps) > max(_MAX_CACHED_MAPS, len(keys)):
                 self._maps.popitem(last=False)
 
+            kept = _kept_points(keep, len(keys))
+            host_bytes = 0
             if self.torch_stages:
-                mask, distance, nearest, results = self._score_and_merge_torch(points, labels, pixels, keys,
-                                                                               threshold, timings)
+                mask, distance, nearest, results, host_bytes = self._score_and_merge_torch(
+                    points, labels, pixels, keys, threshold, timings, kept)
             else:
                 mask, distance, nearest, results = self._score_and_merge(points, labels, pixels, keys,
                                                                          threshold, timings)
+                results = [r if k in kept else _without_arrays(r) for k, r in enumerate(results)]
+                if keep != "all":
+                    distance = nearest = None
         t0 = time.perf_counter()
         mask = self._to_original_size(mask, geometry, points, labels)
         timings["merge"] += time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
-        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings)
+        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings,
+                          host_bytes=host_bytes)
 
     def _score_and_merge(self, points, labels, pixels, keys, threshold, timings):
         """Scores of every point and the merged mask (working size), numpy on the CPU."""
@@ -404,8 +423,10 @@ class M2N2Predictor:
         timings["merge"] = time.perf_counter() - t0
         return mask, distance, nearest, results
 
-    def _score_and_merge_torch(self, points, labels, pixels, keys, threshold, timings):
-        """:meth:`_score_and_merge` in torch on the device; only the results' arrays come back."""
+    def _score_and_merge_torch(self, points, labels, pixels, keys, threshold, timings, kept):
+        """:meth:`_score_and_merge` in torch on the device; only the mask and the ``kept`` points'
+        arrays come back (with distance and nearest when every point is kept). Also returns the
+        bytes brought back."""
         t0 = time.perf_counter()
         maps = torch.stack([self._maps[k].markov_map for k in keys])
         rows = torch.as_tensor(pixels[:, 0], device=maps.device)
@@ -423,14 +444,25 @@ class M2N2Predictor:
 
         t0 = time.perf_counter()
         mask, distance, nearest = merge_maps_torch(maps, np.array(thresholds), labels, pixels)
-        mask, distance, nearest = mask.cpu().numpy(), distance.cpu().numpy(), nearest.cpu().numpy()
+        every = len(kept) == len(keys)
+        mask = mask.cpu().numpy()
+        distance, nearest = (distance.cpu().numpy(), nearest.cpu().numpy()) if every else (None, None)
         timings["merge"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        results = [self._point_result(points, labels, k, maps[k].cpu().numpy(), _scores_to_numpy(sc),
-                                      threshold, len(keys)) for k, sc in enumerate(chosen_scores)]
+        results = []
+        for k, sc in enumerate(chosen_scores):
+            if k in kept:
+                results.append(self._point_result(points, labels, k, maps[k].cpu().numpy(), _scores_to_numpy(sc),
+                                                  threshold, len(keys)))
+            else:  # the chosen threshold only: its arrays stay on the device
+                results.append(_without_arrays(self._point_result(points, labels, k, None, sc, threshold,
+                                                                  len(keys))))
         timings["results"] = time.perf_counter() - t0  # the maps and curves brought back
-        return mask, distance, nearest, results
+        host_bytes = mask.nbytes + sum(a.nbytes for a in (distance, nearest) if a is not None) + sum(
+            r.markov_map.nbytes + sum(getattr(r, n).nbytes for n in _CURVES) for r in results
+            if r.markov_map is not None)
+        return mask, distance, nearest, results, host_bytes
 
     @staticmethod
     def _point_result(points, labels, k, markov_map, scores, threshold, count) -> PointResult:
@@ -551,9 +583,26 @@ def _max_normalised_torch(values: torch.Tensor) -> torch.Tensor:
     return torch.where(top > 0, values / top, values)
 
 
+_KEEP = ("all", "last", "none")
+_CURVES = ("thresholds", "score", "score_prior", "score_edge", "score_pos", "score_neg")
+
+
+def _kept_points(keep: str, count: int) -> set[int]:
+    """Indices of the points whose arrays ``predict(..., keep=keep)`` returns."""
+    return set(range(count)) if keep == "all" else {count - 1} if keep == "last" else set()
+
+
+def _without_arrays(result: PointResult) -> PointResult:
+    """``result`` without its Markov-map and curves (the threshold and flags stay)."""
+    result.markov_map = None
+    for name in _CURVES:
+        setattr(result, name, None)
+    return result
+
+
 def _scores_to_numpy(scores):
     """Bring a :class:`~m2n2.threshold.ThresholdScores` of device tensors back as numpy arrays."""
-    for name in ("thresholds", "score", "score_prior", "score_edge", "score_pos", "score_neg"):
+    for name in _CURVES:
         setattr(scores, name, getattr(scores, name).cpu().numpy())
     return scores
 
