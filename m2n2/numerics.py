@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 
@@ -29,3 +30,39 @@ def denormals_flushed(enabled: bool = True):
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+_fp32_lock = threading.Lock()
+_fp32_users = 0
+_fp32_saved: tuple[bool, bool] | None = None
+
+
+@contextlib.contextmanager
+def full_fp32():
+    """No TF32 in CUDA's fp32 matrix products and convolutions while the block runs.
+
+    TF32 keeps 10 of fp32's 23 mantissa bits of the inputs. PyTorch allows it by default for
+    cuDNN's convolutions (``torch.backends.cudnn.allow_tf32`` is True in torch 2.13; matrix
+    products default to full fp32, but a caller may have set ``"high"``), and the Sobel gradient
+    is an fp32 convolution whose values are quantised to 1/1024 steps: a TF32 kernel could move
+    the edge score, hence the threshold, against the CPU. Every stage whose values feed a
+    threshold, a flood fill or a score runs inside this guard (:class:`~m2n2.M2N2Predictor`'s
+    preparation and ``predict``, and the Sobel gradient itself).
+
+    The flags are process-wide: the first of overlapping blocks (threads) turns TF32 off and
+    the last one restores what was set before. On a CPU the flags change nothing.
+    """
+    global _fp32_users, _fp32_saved
+    with _fp32_lock:
+        if _fp32_users == 0:
+            _fp32_saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        _fp32_users += 1
+    try:
+        yield
+    finally:
+        with _fp32_lock:
+            _fp32_users -= 1
+            if _fp32_users == 0:
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = _fp32_saved

@@ -16,7 +16,7 @@ from .geometry import Geometry
 from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
 from .merge import merge_maps, merge_maps_torch
-from .numerics import denormals_flushed
+from .numerics import denormals_flushed, full_fp32
 from .operator import TransitionOperator, prepare_operator, with_leap
 from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
                         threshold_curves_torch)
@@ -162,7 +162,8 @@ class M2N2Predictor:
         attention = self.backbone.extract(work)
         elapsed = time.perf_counter() - start
         attention = self._validated_attention(attention)
-        self._prepare(original, work, attention, owned=True)
+        with full_fp32():  # the operator's values feed every threshold: no TF32 products on CUDA
+            self._prepare(original, work, attention, owned=True)
         self.image_timings = {"attention": elapsed, **self.image_timings}
 
     def set_attention(self, image, attention) -> None:
@@ -178,7 +179,8 @@ class M2N2Predictor:
         """
         original, work = self._working_copy(image)
         attention = self._validated_attention(attention)
-        self._prepare(original, work, attention, owned=False)
+        with full_fp32():
+            self._prepare(original, work, attention, owned=False)
 
     def _working_copy(self, image) -> tuple[np.ndarray, np.ndarray]:
         original = as_rgb_uint8(image)
@@ -337,7 +339,8 @@ class M2N2Predictor:
         else:
             upsampling = ("sigma_spatial", "sigma_range", "jbu_table")
             if any(getattr(old, f) != getattr(config, f) for f in upsampling):
-                self._prepare_upsampling()
+                with full_fp32():
+                    self._prepare_upsampling()
             markov = ("rho", "max_steps", "markov_leap_after", "flood_fill")
             if any(getattr(old, f) != getattr(config, f) for f in (*markov, *upsampling)):
                 self._maps.clear()
@@ -378,7 +381,7 @@ class M2N2Predictor:
         pixels = geometry.working_pixels(points)
         keys = [tuple(p) for p in pixels]
 
-        with denormals_flushed(self.config.flush_denormals):
+        with denormals_flushed(self.config.flush_denormals), full_fp32():
             missing = list(dict.fromkeys(k for k in keys if k not in self._maps))
             if missing:
                 self._compute_maps(missing, timings)

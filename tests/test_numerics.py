@@ -46,3 +46,60 @@ def test_flushed_subnormals_change_no_map_and_no_mask(preset):
         for pa, pb in zip(a.points, b.points):
             np.testing.assert_array_equal(pa.markov_map, pb.markov_map)
             assert pa.threshold == pb.threshold
+
+
+def test_no_tf32_inside_the_guard_and_the_flags_restored_after_overlapping_blocks():
+    import threading
+
+    from m2n2.numerics import full_fp32
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # a caller's choice
+    try:
+        inside, release = threading.Event(), threading.Event()
+
+        def other():
+            with full_fp32():
+                inside.set()
+                release.wait()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        inside.wait()
+        with full_fp32():
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cudnn.allow_tf32  # the other thread's block still runs
+        release.set()
+        thread.join()
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_the_sobel_convolutions_and_the_markov_steps_run_without_tf32(monkeypatch):
+    import m2n2.operator
+    import m2n2.threshold
+    from synthetic import three_regions
+    seen = []
+    conv2d, step = m2n2.threshold.F.conv2d, m2n2.operator.TransitionOperator.step
+
+    def recording_conv2d(*args, **kwargs):
+        seen.append(("conv", torch.backends.cudnn.allow_tf32))
+        return conv2d(*args, **kwargs)
+
+    def recording_step(self, states):
+        seen.append(("step", torch.backends.cuda.matmul.allow_tf32))
+        return step(self, states)
+
+    monkeypatch.setattr(m2n2.threshold.F, "conv2d", recording_conv2d)
+    monkeypatch.setattr(m2n2.operator.TransitionOperator, "step", recording_step)
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        image, attention, _ = three_regions()
+        predictor = M2N2Predictor(torch_stages=True)
+        predictor.set_attention(image, attention)
+        predictor.predict([(10, 30)], [1])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    assert {kind for kind, _ in seen} == {"conv", "step"}
+    assert not any(allowed for _, allowed in seen)
