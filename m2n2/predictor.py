@@ -145,6 +145,7 @@ class M2N2Predictor:
         self._weight_sums: torch.Tensor | None = None  # the dense filter's denominator (per image)
         self._maps: OrderedDict[tuple[int, int], _CachedMap] = OrderedDict()
         self.image_timings: dict[str, float] = {}
+        self.image_transfer_bytes = 0  # bytes of the attention moved to ``device`` for the current image
 
     # ------------------------------------------------------------------ per image
     def set_image(self, image) -> None:
@@ -160,6 +161,7 @@ class M2N2Predictor:
         original, work = self._working_copy(image)
         start = time.perf_counter()
         attention = self.backbone.extract(work)
+        _synchronise(attention.device)
         elapsed = time.perf_counter() - start
         attention = self._validated_attention(attention)
         with full_fp32():  # the operator's values feed every threshold: no TF32 products on CUDA
@@ -211,6 +213,8 @@ class M2N2Predictor:
     def _prepare(self, original: np.ndarray, work: np.ndarray, attention: torch.Tensor, owned: bool) -> None:
         start = time.perf_counter()
         n = attention.shape[0] * attention.shape[1]
+        # What crosses between devices here (none when the backbone computes on the predictor's device).
+        moved = attention.numel() * attention.element_size() if attention.device != self.device else 0
         flat = attention.reshape(n, n).to(device=self.device, dtype=torch.float32)
         private = owned or flat.data_ptr() != attention.data_ptr()
         row_sums = flat.sum(dim=1, keepdim=True)
@@ -219,10 +223,12 @@ class M2N2Predictor:
         with denormals_flushed(self.config.flush_denormals):
             operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
                                         dtype=_DTYPES[self.config.operator_dtype], inplace=True)
+            _synchronise(self.device)  # each stage's time its own on a GPU
             elapsed = time.perf_counter() - start
             del flat
             if self.config.markov_leap > 1:
                 operator = with_leap(operator, self.config.markov_leap)
+                _synchronise(self.device)
         leap_elapsed = time.perf_counter() - start - elapsed
         # Only now, after everything that can fail, replace the state.
         self._operator = operator
@@ -231,6 +237,7 @@ class M2N2Predictor:
         self._attention = None if owned else attention
         self._maps.clear()
         self.image_timings = {"operator": elapsed}
+        self.image_transfer_bytes = moved
         if operator.leap is not None:
             self.image_timings["leap"] = leap_elapsed
         self._prepare_upsampling()
@@ -244,6 +251,7 @@ class M2N2Predictor:
             with denormals_flushed(self.config.flush_denormals):
                 self._jbu = jbu_table(self._guide, (resolution, resolution), self.config.sigma_spatial,
                                       self.config.sigma_range)
+            _synchronise(self.device)
             self.image_timings["jbu_table"] = time.perf_counter() - start
 
     # ------------------------------------------------------------------ state
@@ -390,14 +398,14 @@ class M2N2Predictor:
             while len(self._maps) > max(_MAX_CACHED_MAPS, len(keys)):
                 self._maps.popitem(last=False)
 
-            kept = _kept_points(keep, len(keys))
             host_bytes = 0
             if self.torch_stages:
                 mask, distance, nearest, results, host_bytes = self._score_and_merge_torch(
-                    points, labels, pixels, keys, threshold, timings, kept)
+                    points, labels, pixels, keys, threshold, timings, keep)
             else:
                 mask, distance, nearest, results = self._score_and_merge(points, labels, pixels, keys,
                                                                          threshold, timings)
+                kept = _kept_points(keep, len(keys))
                 results = [r if k in kept else _without_arrays(r) for k, r in enumerate(results)]
                 if keep != "all":
                     distance = nearest = None
@@ -426,10 +434,9 @@ class M2N2Predictor:
         timings["merge"] = time.perf_counter() - t0
         return mask, distance, nearest, results
 
-    def _score_and_merge_torch(self, points, labels, pixels, keys, threshold, timings, kept):
-        """:meth:`_score_and_merge` in torch on the device; only the mask and the ``kept`` points'
-        arrays come back (with distance and nearest when every point is kept). Also returns the
-        bytes brought back."""
+    def _score_and_merge_torch(self, points, labels, pixels, keys, threshold, timings, keep):
+        """:meth:`_score_and_merge` in torch on the device; only the mask and what ``keep`` asks
+        for come back (see :meth:`predict`). Also returns the bytes brought back."""
         t0 = time.perf_counter()
         maps = torch.stack([self._maps[k].markov_map for k in keys])
         rows = torch.as_tensor(pixels[:, 0], device=maps.device)
@@ -447,9 +454,9 @@ class M2N2Predictor:
 
         t0 = time.perf_counter()
         mask, distance, nearest = merge_maps_torch(maps, np.array(thresholds), labels, pixels)
-        every = len(kept) == len(keys)
+        kept = _kept_points(keep, len(keys))
         mask = mask.cpu().numpy()
-        distance, nearest = (distance.cpu().numpy(), nearest.cpu().numpy()) if every else (None, None)
+        distance, nearest = (distance.cpu().numpy(), nearest.cpu().numpy()) if keep == "all" else (None, None)
         timings["merge"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

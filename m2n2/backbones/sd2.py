@@ -323,7 +323,7 @@ def _attention(key: tuple[str, str, str], rgb: np.ndarray, resolution: int,
     pixels = torch.tensor(rgb, device=model.device).permute(2, 0, 1)[None]
     pixels = (pixels.float() / 127.5 - 1.0).to(model.dtype)
     # no_grad, not inference_mode: an inference tensor could not be written in place by the caller
-    # outside that mode, and on the CPU ``.cpu()`` below returns the very tensor made here.
+    # outside that mode (the caller gets the very tensor made here).
     with model.lock, torch.no_grad():
         latent = model.vae.encode(pixels).latent_dist.mode() * model.vae.config.scaling_factor
         timestep = torch.tensor([TIMESTEP], device=model.device)
@@ -335,7 +335,9 @@ def _attention(key: tuple[str, str, str], rgb: np.ndarray, resolution: int,
         if not torch.isfinite(attention).all():
             raise RuntimeError("Stable Diffusion 2 produced non-finite attention")
         attention.div_(attention.sum(dim=1, keepdim=True))
-    return attention.view(resolution, resolution, resolution, resolution).cpu()
+    # On the model's device: the predictor prepares the operator there (1 GiB at R = 128 never
+    # goes to the host and back).
+    return attention.view(resolution, resolution, resolution, resolution)
 
 
 class SD2Backbone:
