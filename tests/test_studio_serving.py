@@ -273,6 +273,42 @@ def test_a_preparation_first_makes_room_for_what_it_will_hold(started):
     assert len(store) == 0
 
 
+def test_a_reservation_is_held_until_its_preparation_ends(started):
+    prepared("s/1")
+    one = started.store.get("s/1")
+    size = tensor_bytes(one)
+    store = PredictorStore(budget_bytes=3 * size)
+    with store.reserving(size):
+        with store.reserving(size):                     # a second preparation sees the first one's room
+            assert store.reserved_bytes == 2 * size
+            store.put("s/1", one)                       # fits: 3 sizes
+            store.put("t/1", one)                       # does not: s/1 goes, the running preparations stay
+            assert "s/1" not in store and "t/1" in store
+        assert store.reserved_bytes == size
+    assert store.reserved_bytes == 0
+    store.put("s/1", one)
+    store.put("u/1", one)
+    assert len(store) == 3                              # the room is free again
+    with pytest.raises(RuntimeError):
+        with store.reserving(size):
+            raise RuntimeError("the preparation failed")
+    assert store.reserved_bytes == 0
+
+
+def test_the_stateless_api_is_counted_while_it_runs(started, monkeypatch):
+    seen = []
+    reserving = started.store.reserving
+
+    def recording(nbytes):
+        seen.append(nbytes)
+        return reserving(nbytes)
+
+    monkeypatch.setattr(started.store, "reserving", recording)
+    image, truth = square_image()
+    gpu.segment_image(image, np.array([centre_of(truth)]), np.array([1]), 16, FAST)
+    assert seen and seen[0] > 0 and started.store.reserved_bytes == 0
+
+
 def test_preparation_bytes_grow_with_r_and_the_table():
     from m2n2 import M2N2Config
     from m2n2.studio.serving import preparation_bytes
