@@ -30,4 +30,9 @@ def test_each_job_asks_from_its_own_work():
     assert click_held < prepare < click == api
     # under what c54c95d asked for every time: 120 s to prepare, 30 s per click
     assert prepare < 120 and click < 30
-    assert click == durations.requested_seconds(128, (768, 1024), 3, True, EXACT)
+    assert click == durations.requested_seconds(128, (768, 1024), 3, True, EXACT, markov_runs=1)
+    # a click's new maps (all of them after a miss) are one Markov run; a recipe replays click by click
+    twenty = np.zeros((20, 2)), np.ones(20, np.int64)
+    click20 = gpu.job_seconds(gpu.SegmentJob("s/1", *twenty, None, EXACT, image, 128))
+    replay20 = gpu.job_seconds(gpu.ObjectsJob("s/1", [(*twenty, None)], EXACT, image, 128))
+    assert click < click20 < replay20

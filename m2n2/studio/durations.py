@@ -5,11 +5,15 @@ job (``spaces/zero/client.py``: "You have exceeded your ZeroGPU quota (Ns reques
 left)"), so asking for 120 s for a click refuses visitors who have minutes of quota left for
 work of a second or two. The request is therefore sized from what the job does:
 
-    seconds = START + MARGIN * (preparation, if the job may prepare + clicks * click)
+    seconds = START + MARGIN * (preparation, if the job may prepare
+                                + Markov runs * Markov + points * per-pixel stages)
 
 with the preparation and the click scaled from their figures at R = 128 and a 1024 x 1024
 working copy: the attention and the per-pixel stages by the working pixels, the operator and
-the Markov iteration by R^4 (the operator's entries).
+the Markov iteration by R^4 (the operator's entries). A Markov run iterates every new point of
+a call at once (one (N, K) product per step reads the operator once, as one point's does), so
+a click that must compute all its points' maps again (after a miss) costs one run, a recipe's
+replay one run per click.
 
 The figures below are **estimates for an H200, not measurements**: no GPU has run this project
 yet. They come from the work's arithmetic at the H200's memory bandwidth (about 4.8 TB/s; the
@@ -46,7 +50,7 @@ LONGEST = 120
 
 
 def estimated_seconds(resolution: int, shape: tuple[int, int], clicks: int, prepares: bool,
-                      config: M2N2Config) -> float:
+                      config: M2N2Config, markov_runs: int | None = None) -> float:
     """The estimated GPU seconds of a job, without start or margin (see the module's note)."""
     working = Geometry.for_image(*shape, config.max_side).working if min(shape) > 0 else (config.max_side,) * 2
     pixels = working[0] * working[1] / 1024 ** 2
@@ -55,11 +59,12 @@ def estimated_seconds(resolution: int, shape: tuple[int, int], clicks: int, prep
     if prepares:
         leap = 2.0 if config.markov_leap > 1 else 1.0
         image = ATTENTION * pixels + OPERATOR * leap * entries + (TABLE * pixels if config.jbu_table else 0.0)
-    return image + clicks * (MARKOV * entries + PIXELS * pixels)
+    runs = clicks if markov_runs is None else markov_runs
+    return image + runs * MARKOV * entries + clicks * PIXELS * pixels
 
 
 def requested_seconds(resolution: int, shape: tuple[int, int], clicks: int, prepares: bool,
-                      config: M2N2Config) -> int:
+                      config: M2N2Config, markov_runs: int | None = None) -> int:
     """Seconds to ask ZeroGPU for: :data:`START` plus :data:`MARGIN` times the estimate, at most
     :data:`LONGEST`.
 
@@ -77,6 +82,9 @@ def requested_seconds(resolution: int, shape: tuple[int, int], clicks: int, prep
         without the image and prepares it again in the same call).
     config : M2N2Config
         The settings (working side, leap, table).
+    markov_runs : int, optional
+        Markov iterations the job runs (each over all of its new points at once); ``clicks``
+        by default.
     """
-    seconds = START + MARGIN * estimated_seconds(resolution, shape, clicks, prepares, config)
+    seconds = START + MARGIN * estimated_seconds(resolution, shape, clicks, prepares, config, markov_runs)
     return int(min(LONGEST, math.ceil(seconds)))

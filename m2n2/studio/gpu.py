@@ -150,9 +150,9 @@ class Job:
 
     ended = ()  # set by _submit (a class default: not a dataclass field)
 
-    # What sizes its duration (see m2n2.studio.durations): R, the image's (H, W), clicks, whether
-    # it may prepare the image.
-    def work(self) -> tuple[int, tuple[int, int], int, bool, M2N2Config]:
+    # What sizes its duration (see m2n2.studio.durations): R, the image's (H, W), points, whether
+    # it may prepare the image, the settings, and how many Markov runs it makes.
+    def work(self) -> tuple[int, tuple[int, int], int, bool, M2N2Config, int]:
         raise NotImplementedError
 
     def run(self, serving: Serving):
@@ -167,7 +167,7 @@ class PrepareJob(Job):
     config: M2N2Config
 
     def work(self):
-        return self.resolution, self.image.shape[:2], 0, True, self.config
+        return self.resolution, self.image.shape[:2], 0, True, self.config, 0
 
     def run(self, serving: Serving) -> Prepared:
         return _prepare(serving, self.key, self.image, self.resolution, self.config)
@@ -185,7 +185,8 @@ class SegmentJob(Job):
 
     def work(self):
         shape = self.image.shape[:2] if self.image is not None else (0, 0)
-        return self.resolution or 0, shape, len(self.points), self.image is not None, self.config
+        # the new point's map, or every point's at once after a miss: one Markov run
+        return self.resolution or 0, shape, len(self.points), self.image is not None, self.config, 1
 
     def run(self, serving: Serving) -> Segmentation | None:
         start = time.perf_counter()
@@ -211,8 +212,8 @@ class ObjectsJob(Job):
 
     def work(self):
         shape = self.image.shape[:2] if self.image is not None else (0, 0)
-        clicks = sum(len(points) for points, _, _ in self.objects)
-        return self.resolution or 0, shape, clicks, self.image is not None, self.config
+        clicks = sum(len(points) for points, _, _ in self.objects)  # replayed one click at a time
+        return self.resolution or 0, shape, clicks, self.image is not None, self.config, clicks
 
     def run(self, serving: Serving) -> list[Segmentation] | None:
         from ..recipe import replay_object
@@ -246,7 +247,8 @@ class ImageJob(Job):
     seconds: float | None = None
 
     def work(self):
-        return self.resolution, self.image.shape[:2], len(self.points), True, self.config
+        runs = -(-len(self.points) // POINTS_PER_STAGE)  # the points' maps in stages
+        return self.resolution, self.image.shape[:2], len(self.points), True, self.config, runs
 
     def run(self, serving: Serving) -> tuple[Prediction, str]:
         backbone = serving.backbones.get(self.resolution)
@@ -281,7 +283,7 @@ class ReplayJob(Job):
 
     def work(self):
         clicks = sum(len(obj.points) for obj in self.recipe.objects)
-        return self.recipe.backbone.resolution, self.image.shape[:2], clicks, True, self.recipe.config
+        return self.recipe.backbone.resolution, self.image.shape[:2], clicks, True, self.recipe.config, clicks
 
     def run(self, serving: Serving) -> tuple[list[np.ndarray], str]:
         from ..recipe import check, replay
