@@ -119,7 +119,7 @@ def _prepare(serving: Serving, key: str, image: np.ndarray, resolution: int, con
         except M2N2Error as error:
             raise user_error(error) from None
         seconds = time.perf_counter() - start
-        serving.store.put(key, predictor)
+    serving.store.put(key, predictor)  # counted by the store from now on, no longer by the reservation
     return Prepared(tuple(predictor.image.shape[:2]), predictor.resolution, seconds,
                     serving.store.update_size(key))
 
