@@ -175,8 +175,8 @@ def run(args) -> dict:
     report = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "scale": args.scale, "resolution": args.resolution, "image": [args.image_size] * 2,
               "clicks": args.clicks, "torch": torch.__version__,
-              "tf32_defaults": {"matmul": torch.backends.cuda.matmul.allow_tf32,
-                                "cudnn": torch.backends.cudnn.allow_tf32}}
+              "fp32_precision_defaults": {"matmul": torch.backends.cuda.matmul.fp32_precision,
+                                          "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}}
     clicks = click_sequence(args.image_size, args.clicks)
 
     with tempfile.TemporaryDirectory(prefix="m2n2-gpu-check-") as tmp:
