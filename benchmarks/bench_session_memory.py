@@ -76,11 +76,12 @@ def measure(resolution: int, size: int, clicks: int) -> dict:
         session.clicks.append(session.click_at(float(rng.integers(w)), float(rng.integers(h)), int(k % 3 != 0)))
         points, labels = session.points
         start = time.perf_counter()
-        result = gpu.segment(session.key, points, labels, None, config)
+        result = gpu.segment(session.key, points, labels, None, config, session.image, resolution)
         session.shown = Shown(result.mask, float(result.last.threshold), False)
         rows.append({"clicks": k, "seconds": round(time.perf_counter() - start, 2)})
         if k in (1, clicks):
-            sent = len(pickle.dumps((session.key, points, labels, None, config)))
+            sent = len(pickle.dumps(gpu.SegmentJob(session.key, points, labels, None, config, session.image,
+                                                   resolution)))  # what the app sends: the image goes along
             rows[-1].update(store_mib=round(started.store.bytes / 2 ** 20, 1),
                             session_pickled_mib=round(len(pickle.dumps(session)) / 2 ** 20, 2),
                             click_sends_kib=round(sent / 2 ** 10, 1),

@@ -1,6 +1,6 @@
 """The whole click on a GPU: SD2's real architectures, R = 128 attention, 20 clicks, CUDA vs CPU.
 
-One command (about 5 minutes on one H100, no download)::
+One command (a few minutes on one H100 or H200, no download)::
 
     python benchmarks/gpu_check.py                       # CUDA, SD2 architecture, R = 128, 1024 px
 
@@ -9,11 +9,16 @@ It builds Stable Diffusion 2's U-Net and VAE with their published configurations
 cross-attention 1024, linear projections; VAE channels 128/256/512/512) and random weights,
 writes them as a local diffusers folder (with a one-layer text encoder of width 1024: only the
 empty prompt's embedding is used) and loads it through :mod:`m2n2.backbones.sd2` like real
-weights. Then it extracts the attention of a 1024 x 1024 photo in fp16, prepares the predictor
-on the device (the exact preset, the app's default on CUDA), makes ``--clicks`` clicks and
-prints, as JSON: attention time, operator time, per-click median and p95 with a stage
-breakdown, peak GPU memory, and the agreement of the masks with the CPU (numpy) path on the
-same attention for the first ``--agreement-clicks`` clicks.
+weights. It warms up at R = 8 (a 64 x 64 input, seconds), extracts the attention of a
+1024 x 1024 photo in fp16 (left on the GPU), and for each preset (exact, the app's default on
+CUDA, and fast) prepares the predictor on the device, makes ``--clicks`` clicks and prints, as
+JSON: attention time, each preparation stage's time, per-click median and p95 with a stage
+breakdown (every stage synchronised with CUDA before its clock is read), peak GPU memory, the
+bytes the image and each click bring to the host (the app's ``keep="last"`` and every point's
+arrays, c54c95d's), the ZeroGPU durations the app would request next to the measured times, and
+the agreement of the masks with the CPU (numpy) path on the same attention, click by click, at
+``--agreement-resolution`` (R = 64 by default with CUDA: a CPU prepares R = 128 in minutes) and
+bounded by ``--agreement-seconds`` per preset.
 
 Random weights give an attention unlike a trained model's (the Markov chain may run more or
 fewer steps), so the timings bound the real ones only roughly; the architecture, the sizes and
@@ -126,24 +131,69 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+PRESETS = {"exact": M2N2Config, "fast": M2N2Config.fast}
+
+
+def clicks_on_device(predictor, clicks, device, keep: str) -> dict:
+    """Every click in turn (as the app: one new point each time); synchronised times, bytes back."""
+    times, stages, masks, host = [], [], [], []
+    for k in range(1, len(clicks) + 1):
+        points, labels = zip(*clicks[:k])
+        synchronise(device)
+        start = time.perf_counter()
+        prediction = predictor.predict(list(points), list(labels), keep=keep)
+        synchronise(device)
+        times.append(time.perf_counter() - start)
+        stages.append(prediction.timings)
+        masks.append(prediction.mask)
+        host.append(prediction.host_bytes)
+    return {"times": times, "stages": stages, "masks": masks, "host_bytes": host}
+
+
+def agreement(attention, image, config, clicks, device, seconds: float) -> dict:
+    """Masks of the device path against the CPU (numpy) path on the same attention, click by click,
+    until ``seconds`` of CPU work are spent (at least one click)."""
+    started = time.perf_counter()
+    on_device = M2N2Predictor(config=config, device=device, torch_stages=True)
+    on_device.set_attention(image, attention)
+    reference = M2N2Predictor(config=config, device="cpu", torch_stages=False)
+    reference.set_attention(image, attention.cpu())
+    ious, equal = [], []
+    for k in range(1, len(clicks) + 1):
+        points, labels = zip(*clicks[:k])
+        expected = reference.predict(list(points), list(labels), keep="none").mask
+        got = on_device.predict(list(points), list(labels), keep="none").mask
+        ious.append(iou(expected, got))
+        equal.append(float((expected == got).mean()))
+        if time.perf_counter() - started > seconds:
+            break
+    return {"resolution": int(attention.shape[0]), "clicks": len(ious), "mean_iou": float(np.mean(ious)),
+            "min_iou": float(np.min(ious)), "pixels_equal": float(np.mean(equal)),
+            "masks_identical": sum(e == 1.0 for e in equal), "seconds": time.perf_counter() - started}
+
+
 def run(args) -> dict:
     from m2n2.backbones.sd2 import SD2Backbone
+    from m2n2.studio.durations import requested_seconds
     from skimage import data
 
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    config = M2N2Config() if args.preset == "exact" else M2N2Config.fast()
     image = resize_rgb(data.astronaut(), (args.image_size, args.image_size))
     report = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "scale": args.scale, "resolution": args.resolution, "image": [args.image_size] * 2,
-              "preset": args.preset, "clicks": args.clicks, "torch": torch.__version__}
+              "clicks": args.clicks, "torch": torch.__version__,
+              "fp32_precision_defaults": {"matmul": torch.backends.cuda.matmul.fp32_precision,
+                                          "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}}
+    clicks = click_sequence(args.image_size, args.clicks)
 
     with tempfile.TemporaryDirectory(prefix="m2n2-gpu-check-") as tmp:
         start = time.perf_counter()
         folder = build_model(Path(tmp), args.scale, dtype)
         report["build_model_s"] = time.perf_counter() - start
         backbone = SD2Backbone(model=str(folder), resolution=args.resolution, device=device, dtype=dtype)
-        backbone.extract(resize_rgb(image, (64, 64)))  # warm-up (kernels, allocator), not timed
+        # Warm-up at R = 8 (a 64 x 64 input; the same loaded model): kernels and allocator, not timed.
+        SD2Backbone(model=str(folder), resolution=8, device=device, dtype=dtype).extract(image)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         synchronise(device)
@@ -151,46 +201,55 @@ def run(args) -> dict:
         attention = backbone.extract(image)
         synchronise(device)
         report["attention_s"] = time.perf_counter() - start
+        report["attention_device"] = str(attention.device)
+        small = None
+        if args.agreement_clicks and args.agreement_resolution != args.resolution:
+            small = SD2Backbone(model=str(folder), resolution=args.agreement_resolution, device=device,
+                                dtype=dtype).extract(image)
 
-    predictor = M2N2Predictor(config=config, device=device, torch_stages=True)
-    start = time.perf_counter()
-    predictor.set_attention(image, attention)
-    synchronise(device)
-    report["prepare_s"] = time.perf_counter() - start
-    report["prepare_stages_s"] = dict(predictor.image_timings)
-    report["operator_mib"] = predictor.operator.nbytes / 2**20
-
-    clicks = click_sequence(args.image_size, args.clicks)
-    times, stages, masks = [], [], []
-    for k in range(1, len(clicks) + 1):
-        points, labels = zip(*clicks[:k])
-        start = time.perf_counter()
-        prediction = predictor.predict(list(points), list(labels))
+    report["presets"] = {}
+    for name in args.presets:
+        config = PRESETS[name]()
+        out = report["presets"][name] = {}
+        predictor = M2N2Predictor(config=config, device=device, torch_stages=True)
         synchronise(device)
-        times.append(time.perf_counter() - start)
-        stages.append(prediction.timings)
-        masks.append(prediction.mask)
-    report["click_median_s"] = statistics.median(times)
-    report["click_p95_s"] = float(np.percentile(times, 95))
-    report["click_stages_median_s"] = {key: statistics.median(s.get(key, 0.0) for s in stages) for key in stages[0]}
-    report["click_s"] = times
-    if device.type == "cuda":
-        report["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-
-    # The CPU (numpy) path on the same attention: the masks of the first clicks must agree.
-    count = min(args.agreement_clicks, len(clicks))
-    if count:
         start = time.perf_counter()
-        reference = M2N2Predictor(config=config, device="cpu", torch_stages=False)
-        reference.set_attention(image, attention.cpu())
-        ious, equal = [], []
-        for k in range(1, count + 1):
-            points, labels = zip(*clicks[:k])
-            mask = reference.predict(list(points), list(labels)).mask
-            ious.append(iou(mask, masks[k - 1]))
-            equal.append(float((mask == masks[k - 1]).mean()))
-        report["agreement"] = {"clicks": count, "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious)),
-                               "pixels_equal": float(np.mean(equal)), "cpu_seconds": time.perf_counter() - start}
+        predictor.set_attention(image, attention)
+        synchronise(device)
+        out["prepare_s"] = time.perf_counter() - start
+        out["prepare_stages_s"] = dict(predictor.image_timings)  # each synchronised
+        out["image_transfer_bytes"] = predictor.image_transfer_bytes
+        out["operator_mib"] = predictor.operator.nbytes / 2**20
+        app = clicks_on_device(predictor, clicks, device, keep="last")  # what the app asks for
+        times, stages = app["times"], app["stages"]
+        out["click_median_s"] = statistics.median(times)
+        out["click_p95_s"] = float(np.percentile(times, 95))
+        out["click_stages_median_s"] = {key: statistics.median(s.get(key, 0.0) for s in stages) for key in stages[0]}
+        out["click_s"] = times
+        out["click_host_bytes"] = {"app (keep='last')": app["host_bytes"]}
+        predictor.clear_cache()
+        every = clicks_on_device(predictor, clicks, device, keep="all")  # c54c95d's: every point's arrays
+        out["click_host_bytes"]["all points (keep='all')"] = every["host_bytes"]
+        out["masks_same_with_keep_last_and_all"] = all(
+            np.array_equal(a, b) for a, b in zip(app["masks"], every["masks"]))
+        height, width = predictor.image.shape[:2]
+        out["duration_requested_s"] = {
+            "prepare": requested_seconds(args.resolution, image.shape[:2], 0, True, config),
+            "click (may prepare)": requested_seconds(args.resolution, image.shape[:2], 1, True, config),
+            f"click {len(clicks)} (may prepare)": requested_seconds(args.resolution, image.shape[:2], len(clicks),
+                                                                    True, config)}
+        out["duration_measured_s"] = {"prepare": report["attention_s"] + out["prepare_s"],
+                                      "click_max": max(times)}
+        if device.type == "cuda":
+            out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        del predictor
+        if args.agreement_clicks:
+            compared = small if small is not None else attention
+            out["agreement"] = agreement(compared, image, config, clicks[:args.agreement_clicks], device,
+                                         args.agreement_seconds)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
     return report
 
 
@@ -202,11 +261,17 @@ def main(argv=None) -> None:
     parser.add_argument("--resolution", type=int, default=128, help="R of the attention")
     parser.add_argument("--image-size", type=int, default=1024, help="side of the square test photo")
     parser.add_argument("--clicks", type=int, default=20)
-    parser.add_argument("--agreement-clicks", type=int, default=2,
-                        help="clicks compared with the CPU path (a CPU click at R = 128 takes seconds)")
-    parser.add_argument("--preset", choices=["exact", "fast"], default="exact")
+    parser.add_argument("--agreement-clicks", type=int, default=5, help="clicks compared with the CPU path")
+    parser.add_argument("--agreement-resolution", type=int, default=None,
+                        help="R of the CPU comparison (default: 64 with CUDA, where the CPU prepares R = 128 "
+                             "in minutes; else R)")
+    parser.add_argument("--agreement-seconds", type=float, default=60.0,
+                        help="stop the CPU comparison of a preset after this many seconds (at least one click)")
+    parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.agreement_resolution is None:
+        args.agreement_resolution = 64 if args.device.startswith("cuda") and args.resolution > 64 else args.resolution
     if args.threads:
         torch.set_num_threads(args.threads)
     print(json.dumps(run(args), indent=2))

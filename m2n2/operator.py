@@ -150,14 +150,13 @@ class TransitionOperator:
         """One unnormalised step ``v P`` for states of shape (N,) or (N, K); result fp32."""
         if self._packed is not None:
             return _packed_half_step(self._packed, self._zeros, states)
-        if self.dtype == torch.float16 and self.device.type == "cpu":
-            return _half_step_on_cpu(self.transposed, states)
-        if states.dim() == 1:
-            return (self.transposed @ states.to(self.dtype)).float()
-        # Column by column on the CPU: its matrix-vector products beat a thin GEMM (4x for fp16).
-        if self.device.type == "cpu":
-            return torch.stack([(self.transposed @ s.to(self.dtype)).float() for s in states.T], dim=1)
-        return (self.transposed @ states.to(self.dtype)).float()
+        if self.dtype == torch.float16:  # fp16 entries times the fp32 state, in fp32, on any device
+            return _half_step_widened(self.transposed, states, _HALF_BLOCK_BYTES[self.device.type == "cpu"])
+        states = states.float()
+        # Column by column on the CPU: its matrix-vector products beat a thin GEMM.
+        if states.dim() == 2 and self.device.type == "cpu":
+            return torch.stack([self.transposed @ s for s in states.T], dim=1)
+        return self.transposed @ states
 
     def to(self, device=None, dtype=None) -> "TransitionOperator":
         """A copy on another device and/or storage dtype (the same object when nothing changes)."""
@@ -178,7 +177,7 @@ def _pack_half_for_cpu(transposed: torch.Tensor) -> torch.Tensor | None:
     """FBGEMM's packed copy of an fp16 matrix for fp32 products, or None where FBGEMM is missing.
 
     FBGEMM (x86 builds of torch) multiplies fp16-stored weights by fp32 activations in fp32,
-    exactly the arithmetic of :func:`_half_step_on_cpu`, and reads the 2-byte entries at
+    exactly the arithmetic of :func:`_half_step_widened`, and reads the 2-byte entries at
     memory speed: 1.4 ms per step at N = 4096 against 3.5 ms for the widened blocks and 2.5 ms
     for an fp32 matrix (one thread, AVX-512, torch 2.13; ``benchmarks/bench_core.py``).
     torch marks these functions deprecated; without them the blocked product is used.
@@ -204,25 +203,27 @@ def _packed_half_step(packed: torch.Tensor, bias: torch.Tensor, states: torch.Te
     return out[0] if single else out.T.contiguous()
 
 
-# Rows of the fp16 operator widened to fp32 at a time on the CPU: about 1 MiB, so the block stays
-# in the core's cache between its conversion and its product.
-_HALF_BLOCK_BYTES = 2 ** 20
+# Bytes of the fp16 operator's rows widened to fp32 at a time, by device (index: is it the CPU).
+# The CPU: about 1 MiB, so the block stays in the core's cache between its conversion and its
+# product. A GPU: 32 MiB, within an H100's or H200's L2 cache (50 MB and more), in few launches.
+_HALF_BLOCK_BYTES = {True: 2 ** 20, False: 2 ** 25}
 
 
-def _half_step_on_cpu(transposed: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-    """``transposed @ states`` for an fp16 operator on the CPU, in fp32, a block of rows at a time.
+def _half_step_widened(transposed: torch.Tensor, states: torch.Tensor, block_bytes: int) -> torch.Tensor:
+    """``transposed @ states`` for an fp16 operator, in fp32, a block of rows at a time.
 
-    torch's CPU fp16 matrix-vector product is slow (measured 2x slower than fp32 on an AVX-512
-    machine, torch 2.13) and rounds the state and the result to fp16; widening cache-sized
-    blocks of rows to fp32 and multiplying them in fp32 reads the same 2 bytes per entry, takes
-    the time of the fp32 product and keeps the state in fp32 (the exact product of the stored
-    fp16 entries with the fp32 state, up to fp32 summation).
+    The stored fp16 entries are widened to fp32 (exactly) and multiplied by the fp32 state in
+    fp32: the state is never rounded to fp16, and the result is the exact product of the stored
+    entries with the state up to fp32 summation, on every device (``M2N2Config``'s promise).
+    torch's own fp16 product rounds the state and the result to fp16 (and on a CPU it is slow:
+    measured 2x slower than fp32 on an AVX-512 machine, torch 2.13); the widened blocks read the
+    same 2 bytes per entry from memory.
     """
     n = transposed.shape[0]
-    rows = max(1, min(n, _HALF_BLOCK_BYTES // (4 * n)))
-    block = torch.empty((rows, n), dtype=torch.float32)
+    rows = max(1, min(n, block_bytes // (4 * n)))
+    block = torch.empty((rows, n), dtype=torch.float32, device=transposed.device)
     states = states.float()
-    out = torch.empty((n, *states.shape[1:]), dtype=torch.float32)
+    out = torch.empty((n, *states.shape[1:]), dtype=torch.float32, device=transposed.device)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         widened = block[:stop - start]

@@ -16,7 +16,7 @@ from .geometry import Geometry
 from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
 from .merge import merge_maps, merge_maps_torch
-from .numerics import denormals_flushed
+from .numerics import denormals_flushed, full_fp32
 from .operator import TransitionOperator, prepare_operator, with_leap
 from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
                         threshold_curves_torch)
@@ -80,13 +80,20 @@ class Prediction:
         (h, w) int index of the nearest point.
     timings : dict
         Seconds spent in each stage of this call.
+    host_bytes : int
+        Bytes of the arrays this call brought back from the device's tensors (the torch-stages
+        path; 0 on the numpy path, whose arrays never leave the host).
+
+    With ``predict(..., keep="last")`` only the last point's map and curves are filled (the
+    other points' arrays, ``distance`` and ``nearest`` are None); with ``keep="none"`` no point's.
     """
 
     mask: np.ndarray
     points: list[PointResult]
-    distance: np.ndarray
-    nearest: np.ndarray
+    distance: np.ndarray | None
+    nearest: np.ndarray | None
     timings: dict[str, float] = field(default_factory=dict)
+    host_bytes: int = 0
 
 
 @dataclass
@@ -138,6 +145,7 @@ class M2N2Predictor:
         self._weight_sums: torch.Tensor | None = None  # the dense filter's denominator (per image)
         self._maps: OrderedDict[tuple[int, int], _CachedMap] = OrderedDict()
         self.image_timings: dict[str, float] = {}
+        self.image_transfer_bytes = 0  # bytes of the attention moved to ``device`` for the current image
 
     # ------------------------------------------------------------------ per image
     def set_image(self, image) -> None:
@@ -155,9 +163,11 @@ class M2N2Predictor:
         # The learned backbones resize the original themselves, as the authors do; the colour
         # backbone gets the working copy.
         attention = self.backbone.extract(original if getattr(self.backbone, "wants_original", False) else work)
+        _synchronise(attention.device)
         elapsed = time.perf_counter() - start
         attention = self._validated_attention(attention)
-        self._prepare(original, work, attention, owned=True)
+        with full_fp32():  # the operator's values feed every threshold: no TF32 products on CUDA
+            self._prepare(original, work, attention, owned=True)
         self.image_timings = {"attention": elapsed, **self.image_timings}
 
     def set_attention(self, image, attention) -> None:
@@ -173,7 +183,8 @@ class M2N2Predictor:
         """
         original, work = self._working_copy(image)
         attention = self._validated_attention(attention)
-        self._prepare(original, work, attention, owned=False)
+        with full_fp32():
+            self._prepare(original, work, attention, owned=False)
 
     def _working_copy(self, image) -> tuple[np.ndarray, np.ndarray]:
         original = as_rgb_uint8(image)
@@ -204,6 +215,8 @@ class M2N2Predictor:
     def _prepare(self, original: np.ndarray, work: np.ndarray, attention: torch.Tensor, owned: bool) -> None:
         start = time.perf_counter()
         n = attention.shape[0] * attention.shape[1]
+        # What crosses between devices here (none when the backbone computes on the predictor's device).
+        moved = attention.numel() * attention.element_size() if attention.device != self.device else 0
         flat = attention.reshape(n, n).to(device=self.device, dtype=torch.float32)
         private = owned or flat.data_ptr() != attention.data_ptr()
         row_sums = flat.sum(dim=1, keepdim=True)
@@ -212,10 +225,12 @@ class M2N2Predictor:
         with denormals_flushed(self.config.flush_denormals):
             operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
                                         dtype=_DTYPES[self.config.operator_dtype], inplace=True)
+            _synchronise(self.device)  # each stage's time its own on a GPU
             elapsed = time.perf_counter() - start
             del flat
             if self.config.markov_leap > 1:
                 operator = with_leap(operator, self.config.markov_leap)
+                _synchronise(self.device)
         leap_elapsed = time.perf_counter() - start - elapsed
         # Only now, after everything that can fail, replace the state.
         self._operator = operator
@@ -224,6 +239,7 @@ class M2N2Predictor:
         self._attention = None if owned else attention
         self._maps.clear()
         self.image_timings = {"operator": elapsed}
+        self.image_transfer_bytes = moved
         if operator.leap is not None:
             self.image_timings["leap"] = leap_elapsed
         self._prepare_upsampling()
@@ -237,6 +253,7 @@ class M2N2Predictor:
             with denormals_flushed(self.config.flush_denormals):
                 self._jbu = jbu_table(self._guide, (resolution, resolution), self.config.sigma_spatial,
                                       self.config.sigma_range)
+            _synchronise(self.device)
             self.image_timings["jbu_table"] = time.perf_counter() - start
 
     # ------------------------------------------------------------------ state
@@ -332,7 +349,8 @@ class M2N2Predictor:
         else:
             upsampling = ("sigma_spatial", "sigma_range", "jbu_table")
             if any(getattr(old, f) != getattr(config, f) for f in upsampling):
-                self._prepare_upsampling()
+                with full_fp32():
+                    self._prepare_upsampling()
             markov = ("rho", "max_steps", "markov_leap_after", "flood_fill")
             if any(getattr(old, f) != getattr(config, f) for f in (*markov, *upsampling)):
                 self._maps.clear()
@@ -342,7 +360,7 @@ class M2N2Predictor:
             raise NotReadyError("no image is set: call set_image() or set_attention() first")
 
     # ------------------------------------------------------------------ per click
-    def predict(self, points, labels, threshold: float | None = None) -> Prediction:
+    def predict(self, points, labels, threshold: float | None = None, keep: str = "all") -> Prediction:
         """Segment the current image from prompt points.
 
         Parameters
@@ -354,12 +372,18 @@ class M2N2Predictor:
             (K,) 1 (or True) for foreground, 0 (or False) for background.
         threshold : float, optional
             Override the adaptive threshold of the last point (a value in [0, 1]).
+        keep : {"all", "last", "none"}
+            Which points' Markov-maps and score curves the result carries: every point's, with
+            ``distance`` and ``nearest`` (the default), only the last point's, or none (the
+            mask and the thresholds only). On a GPU what is not kept never leaves the device.
 
         Returns
         -------
         Prediction
         """
         self._require_ready()
+        if keep not in _KEEP:
+            raise InputError(f"keep must be one of {', '.join(_KEEP)}, got {keep!r}")
         points, labels = self._validated_prompts(points, labels, threshold)
         timings = {"markov": 0.0, "upsample": 0.0, "flood_fill": 0.0, "curves": 0.0}
         start = time.perf_counter()
@@ -367,7 +391,7 @@ class M2N2Predictor:
         pixels = geometry.working_pixels(points)
         keys = [tuple(p) for p in pixels]
 
-        with denormals_flushed(self.config.flush_denormals):
+        with denormals_flushed(self.config.flush_denormals), full_fp32():
             missing = list(dict.fromkeys(k for k in keys if k not in self._maps))
             if missing:
                 self._compute_maps(missing, timings)
@@ -376,17 +400,23 @@ class M2N2Predictor:
             while len(self._maps) > max(_MAX_CACHED_MAPS, len(keys)):
                 self._maps.popitem(last=False)
 
+            host_bytes = 0
             if self.torch_stages:
-                mask, distance, nearest, results = self._score_and_merge_torch(points, labels, pixels, keys,
-                                                                               threshold, timings)
+                mask, distance, nearest, results, host_bytes = self._score_and_merge_torch(
+                    points, labels, pixels, keys, threshold, timings, keep)
             else:
                 mask, distance, nearest, results = self._score_and_merge(points, labels, pixels, keys,
                                                                          threshold, timings)
+                kept = _kept_points(keep, len(keys))
+                results = [r if k in kept else _without_arrays(r) for k, r in enumerate(results)]
+                if keep != "all":
+                    distance = nearest = None
         t0 = time.perf_counter()
         mask = self._to_original_size(mask, geometry, points, labels)
         timings["merge"] += time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
-        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings)
+        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings,
+                          host_bytes=host_bytes)
 
     def _score_and_merge(self, points, labels, pixels, keys, threshold, timings):
         """Scores of every point and the merged mask (working size), numpy on the CPU."""
@@ -406,8 +436,9 @@ class M2N2Predictor:
         timings["merge"] = time.perf_counter() - t0
         return mask, distance, nearest, results
 
-    def _score_and_merge_torch(self, points, labels, pixels, keys, threshold, timings):
-        """:meth:`_score_and_merge` in torch on the device; only the results' arrays come back."""
+    def _score_and_merge_torch(self, points, labels, pixels, keys, threshold, timings, keep):
+        """:meth:`_score_and_merge` in torch on the device; only the mask and what ``keep`` asks
+        for come back (see :meth:`predict`). Also returns the bytes brought back."""
         t0 = time.perf_counter()
         maps = torch.stack([self._maps[k].markov_map for k in keys])
         rows = torch.as_tensor(pixels[:, 0], device=maps.device)
@@ -425,14 +456,25 @@ class M2N2Predictor:
 
         t0 = time.perf_counter()
         mask, distance, nearest = merge_maps_torch(maps, np.array(thresholds), labels, pixels)
-        mask, distance, nearest = mask.cpu().numpy(), distance.cpu().numpy(), nearest.cpu().numpy()
+        kept = _kept_points(keep, len(keys))
+        mask = mask.cpu().numpy()
+        distance, nearest = (distance.cpu().numpy(), nearest.cpu().numpy()) if keep == "all" else (None, None)
         timings["merge"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        results = [self._point_result(points, labels, k, maps[k].cpu().numpy(), _scores_to_numpy(sc),
-                                      threshold, len(keys)) for k, sc in enumerate(chosen_scores)]
+        results = []
+        for k, sc in enumerate(chosen_scores):
+            if k in kept:
+                results.append(self._point_result(points, labels, k, maps[k].cpu().numpy(), _scores_to_numpy(sc),
+                                                  threshold, len(keys)))
+            else:  # the chosen threshold only: its arrays stay on the device
+                results.append(_without_arrays(self._point_result(points, labels, k, None, sc, threshold,
+                                                                  len(keys))))
         timings["results"] = time.perf_counter() - t0  # the maps and curves brought back
-        return mask, distance, nearest, results
+        host_bytes = mask.nbytes + sum(a.nbytes for a in (distance, nearest) if a is not None) + sum(
+            r.markov_map.nbytes + sum(getattr(r, n).nbytes for n in _CURVES) for r in results
+            if r.markov_map is not None)
+        return mask, distance, nearest, results, host_bytes
 
     @staticmethod
     def _point_result(points, labels, k, markov_map, scores, threshold, count) -> PointResult:
@@ -553,9 +595,26 @@ def _max_normalised_torch(values: torch.Tensor) -> torch.Tensor:
     return torch.where(top > 0, values / top, values)
 
 
+_KEEP = ("all", "last", "none")
+_CURVES = ("thresholds", "score", "score_prior", "score_edge", "score_pos", "score_neg")
+
+
+def _kept_points(keep: str, count: int) -> set[int]:
+    """Indices of the points whose arrays ``predict(..., keep=keep)`` returns."""
+    return set(range(count)) if keep == "all" else {count - 1} if keep == "last" else set()
+
+
+def _without_arrays(result: PointResult) -> PointResult:
+    """``result`` without its Markov-map and curves (the threshold and flags stay)."""
+    result.markov_map = None
+    for name in _CURVES:
+        setattr(result, name, None)
+    return result
+
+
 def _scores_to_numpy(scores):
     """Bring a :class:`~m2n2.threshold.ThresholdScores` of device tensors back as numpy arrays."""
-    for name in ("thresholds", "score", "score_prior", "score_edge", "score_pos", "score_neg"):
+    for name in _CURVES:
         setattr(scores, name, getattr(scores, name).cpu().numpy())
     return scores
 

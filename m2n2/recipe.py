@@ -239,18 +239,19 @@ def check(recipe: Recipe, image: np.ndarray | None = None, backbone=None) -> Non
                                  f"{recipe.width} x {recipe.height} image")
 
 
-def replay_object(predictor, points, labels, threshold: float | None = None):
+def replay_object(predictor, points, labels, threshold: float | None = None, keep: str = "all"):
     """Segment one object the way the app does: each click's Markov-map computed on its own, in order.
 
     The app computes a click's map when the click arrives; computing several maps in one batch
     may round differently, so a replay walks the clicks one by one to give the same bits.
-    Returns the final :class:`~m2n2.predictor.Prediction`.
+    Returns the final :class:`~m2n2.predictor.Prediction` (``keep`` as in ``predict``; the
+    intermediate clicks bring nothing back).
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     labels = np.asarray(labels, dtype=np.int64)
     for count in range(1, len(points)):
-        predictor.predict(points[:count], labels[:count])
-    return predictor.predict(points, labels, threshold=threshold)
+        predictor.predict(points[:count], labels[:count], keep="none")
+    return predictor.predict(points, labels, threshold=threshold, keep=keep)
 
 
 def replay(predictor, recipe: Recipe) -> list[np.ndarray]:
@@ -262,4 +263,5 @@ def replay(predictor, recipe: Recipe) -> list[np.ndarray]:
     check(recipe, predictor.original_image, getattr(predictor, "backbone", None))
     if predictor.config != recipe.config:
         predictor.set_config(recipe.config)
-    return [replay_object(predictor, obj.points, obj.labels, obj.threshold).mask for obj in recipe.objects]
+    return [replay_object(predictor, obj.points, obj.labels, obj.threshold, keep="none").mask
+            for obj in recipe.objects]

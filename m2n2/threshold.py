@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import M2N2Config
+from .numerics import full_fp32
 
 GRADIENT_STEPS = 1024  # the authors quantise the normalised gradient to this many integer steps
 _SOBEL_X = torch.tensor([[[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]]])
@@ -89,8 +90,9 @@ def _sobel_torch(image: torch.Tensor) -> torch.Tensor:
     # two convolutions: one with both kernels as output channels is 2x faster but sums in
     # another order (measured: a third of the pixels move by an ulp, enough to shift a step)
     kernel = _SOBEL_X.to(x.device)
-    gx = F.conv2d(x, kernel)[0, 0]
-    gy = F.conv2d(x, kernel.transpose(2, 3))[0, 0]
+    with full_fp32():  # never a TF32 kernel on CUDA: the gradient is quantised to 1/1024 steps
+        gx = F.conv2d(x, kernel)[0, 0]
+        gy = F.conv2d(x, kernel.transpose(2, 3))[0, 0]
     return torch.sqrt(gx ** 2 + gy ** 2)
 
 

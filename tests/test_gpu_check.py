@@ -24,12 +24,20 @@ def test_gpu_check_runs_on_the_cpu_with_a_scaled_down_sd2(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     assert report["device"] == "cpu" and report["resolution"] == 8 and report["image"] == [64, 64]
-    assert len(report["click_s"]) == clicks and report["click_median_s"] > 0
-    assert report["click_p95_s"] >= report["click_median_s"]
-    stages = report["click_stages_median_s"]
-    assert {"markov", "upsample", "flood_fill", "curves", "scores", "merge", "total"} <= set(stages)
-    assert report["operator_mib"] == pytest.approx(8 ** 4 * 4 / 2 ** 20)  # the exact preset: fp32
-    # The device path (torch stages, here on CPU tensors) and the numpy path give the same masks.
-    assert report["agreement"]["clicks"] == 3
-    assert report["agreement"]["pixels_equal"] == 1.0 and report["agreement"]["min_iou"] == 1.0
+    assert report["attention_device"] == "cpu" and set(report["presets"]) == {"exact", "fast"}
+    for name, preset in report["presets"].items():
+        assert len(preset["click_s"]) == clicks and preset["click_median_s"] > 0
+        assert preset["click_p95_s"] >= preset["click_median_s"]
+        stages = preset["click_stages_median_s"]
+        assert {"markov", "upsample", "flood_fill", "curves", "scores", "merge", "total"} <= set(stages)
+        assert preset["image_transfer_bytes"] == 0  # the attention was made where the operator is
+        # the app's clicks bring back one point's arrays; every point's grow with the clicks
+        app, every = preset["click_host_bytes"]["app (keep='last')"], preset["click_host_bytes"]["all points (keep='all')"]
+        assert len(set(app)) == 1 and every == sorted(every) and every[-1] > every[0] > app[0] > 0
+        assert preset["masks_same_with_keep_last_and_all"]
+        assert all(0 < s <= 120 for s in preset["duration_requested_s"].values())
+        # The device path (torch stages, here on CPU tensors) and the numpy path give the same masks.
+        assert preset["agreement"]["clicks"] == 3 and preset["agreement"]["resolution"] == 8
+        assert preset["agreement"]["pixels_equal"] == 1.0 and preset["agreement"]["min_iou"] == 1.0
+    assert report["presets"]["exact"]["operator_mib"] == pytest.approx(8 ** 4 * 4 / 2 ** 20)  # fp32
     assert list(tmp_path.iterdir()) == []  # the model folder was removed

@@ -46,3 +46,65 @@ def test_flushed_subnormals_change_no_map_and_no_mask(preset):
         for pa, pb in zip(a.points, b.points):
             np.testing.assert_array_equal(pa.markov_map, pb.markov_map)
             assert pa.threshold == pb.threshold
+
+
+def _tf32_allowed() -> tuple[bool, bool]:
+    """Whether CUDA's fp32 products and cuDNN's fp32 convolutions may use TF32 now."""
+    return (torch.backends.cuda.matmul.fp32_precision == "tf32",
+            torch.backends.cudnn.conv.fp32_precision == "tf32")
+
+
+@pytest.fixture
+def tf32_allowed():
+    """A caller that allowed TF32 everywhere (torch's new API, with which legacy reads raise)."""
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
+    yield
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
+
+
+def test_no_tf32_inside_the_guard_and_the_flags_restored_after_overlapping_blocks(tf32_allowed):
+    import threading
+
+    from m2n2.numerics import full_fp32
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with full_fp32():
+            inside.set()
+            release.wait()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    inside.wait()
+    with full_fp32():
+        assert _tf32_allowed() == (False, False)
+    assert _tf32_allowed() == (False, False)  # the other thread's block still runs
+    release.set()
+    thread.join()
+    assert _tf32_allowed() == (True, True)
+
+
+def test_the_sobel_convolutions_and_the_markov_steps_run_without_tf32(monkeypatch, tf32_allowed):
+    import m2n2.operator
+    import m2n2.threshold
+    from synthetic import three_regions
+    seen = []
+    conv2d, step = m2n2.threshold.F.conv2d, m2n2.operator.TransitionOperator.step
+
+    def recording_conv2d(*args, **kwargs):
+        seen.append(("conv", _tf32_allowed()[1]))
+        return conv2d(*args, **kwargs)
+
+    def recording_step(self, states):
+        seen.append(("step", _tf32_allowed()[0]))
+        return step(self, states)
+
+    monkeypatch.setattr(m2n2.threshold.F, "conv2d", recording_conv2d)
+    monkeypatch.setattr(m2n2.operator.TransitionOperator, "step", recording_step)
+    image, attention, _ = three_regions()
+    predictor = M2N2Predictor(torch_stages=True)
+    predictor.set_attention(image, attention)
+    predictor.predict([(10, 30)], [1])
+    assert {kind for kind, _ in seen} == {"conv", "step"}
+    assert not any(allowed for _, allowed in seen)

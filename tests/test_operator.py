@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from m2n2.operator import TransitionOperator, _half_step_on_cpu, apply_temperature, prepare_operator, sinkhorn_scaling
+from m2n2.operator import TransitionOperator, _half_step_widened, apply_temperature, prepare_operator, sinkhorn_scaling
 from synthetic import random_attention
 
 
@@ -73,8 +73,37 @@ def test_half_step_on_the_cpu_is_the_fp32_product_of_the_stored_entries(resoluti
     torch.testing.assert_close(operator.step(many), widened @ many, rtol=1e-5, atol=1e-5)
     assert operator.step(one).dtype == torch.float32 and operator.step(many).shape == (n, 3)
     # the fallback where FBGEMM is missing: widened blocks of rows
-    torch.testing.assert_close(_half_step_on_cpu(transposed, one), widened @ one, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(_half_step_on_cpu(transposed, many), widened @ many, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(_half_step_widened(transposed, one, 2 ** 20), widened @ one, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(_half_step_widened(transposed, many, 2 ** 20), widened @ many, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("columns", [None, 3])
+def test_the_gpu_fp16_step_accumulates_in_fp32_with_an_fp32_state(monkeypatch, columns):
+    # The arithmetic of a CUDA fp16 operator's step (FBGEMM is CPU-only, so without its packed
+    # copy; the GPU's block size), run on CPU tensors, against an fp64 reference.
+    import m2n2.operator as operator_module
+    monkeypatch.setattr(operator_module, "_pack_half_for_cpu", lambda transposed: None)
+    torch.manual_seed(0)
+    resolution = 40
+    n = resolution ** 2
+    transposed = (torch.rand(n, n) * (torch.rand(n, n) < 0.3)).half()
+    operator = TransitionOperator(transposed, float(n), resolution)
+    assert operator._packed is None
+    # A Markov state: positive, summing to 1, with values far below fp16's resolution near them.
+    shape = (n,) if columns is None else (n, columns)
+    state = torch.rand(shape, dtype=torch.float64) ** 8
+    state = (state / state.sum(0)).float()
+    reference = transposed.double() @ state.double()
+    # fp32 accuracy: a few dozen ulps of the sum of magnitudes (measured: 3 to 10; the fp16 state: over 700)
+    bound = 32 * torch.finfo(torch.float32).eps * (transposed.double().abs() @ state.double().abs())
+    for block_bytes in operator_module._HALF_BLOCK_BYTES.values():  # the CPU's and the GPU's blocks
+        out = _half_step_widened(transposed, state, block_bytes)
+        assert out.dtype == torch.float32
+        assert bool(((out.double() - reference).abs() <= bound).all())
+    assert bool(((operator.step(state).double() - reference).abs() <= bound).all())
+    # What the GPU did before: the state rounded to fp16, then an fp16 product; far outside fp32 accuracy.
+    rounded = (transposed.double() @ state.half().double()).float().double()
+    assert bool(((rounded - reference).abs() > bound).any())
 
 
 def test_the_packed_fp16_copy_is_counted_and_used_only_on_the_cpu():

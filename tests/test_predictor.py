@@ -271,3 +271,30 @@ def test_device_path_on_cpu_tensors_equals_the_numpy_path(config):
             np.testing.assert_array_equal(pb.score, pa.score)
             assert (pb.threshold, pb.threshold_index, pb.overridden) == (pa.threshold, pa.threshold_index,
                                                                          pa.overridden)
+
+
+@pytest.mark.parametrize("torch_stages", [False, True])
+def test_keep_last_brings_back_only_the_last_points_arrays(scene, torch_stages):
+    image, attention, _ = scene
+    p = M2N2Predictor(torch_stages=torch_stages)
+    p.set_attention(image, attention)
+    points, labels = [(10, 30), (90, 30), (50, 30)], [1, 0, 1]
+    full = p.predict(points, labels)
+    last = p.predict(points, labels, keep="last")
+    none = p.predict(points, labels, keep="none")
+    assert np.array_equal(full.mask, last.mask) and np.array_equal(full.mask, none.mask)
+    assert [r.threshold for r in full.points] == [r.threshold for r in last.points] == [r.threshold for r in none.points]
+    assert np.array_equal(last.points[-1].markov_map, full.points[-1].markov_map)
+    assert np.array_equal(last.points[-1].score, full.points[-1].score)
+    assert all(r.markov_map is None and r.score is None for r in last.points[:-1] + none.points)
+    assert last.distance is None and last.nearest is None and full.distance is not None
+    if torch_stages:  # what the device path brought back: the mask and the kept arrays only
+        assert none.host_bytes < last.host_bytes < full.host_bytes
+        kept = last.points[-1]
+        assert last.host_bytes == none.host_bytes + kept.markov_map.nbytes + sum(
+            getattr(kept, n).nbytes for n in ("thresholds", "score", "score_prior", "score_edge", "score_pos",
+                                              "score_neg"))
+    else:
+        assert full.host_bytes == 0
+    with pytest.raises(InputError):
+        p.predict(points, labels, keep="some")

@@ -45,6 +45,18 @@ def test_default_budget_is_a_share_of_the_host():
     assert 0 < budget <= limits.host_memory_bytes() // 4 + 1
 
 
+def test_on_zerogpu_the_budget_covers_the_gpu_slice_without_touching_cuda(monkeypatch):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setattr(limits, "host_memory_bytes", lambda: 2**40)
+    monkeypatch.setattr(limits.torch.cuda, "get_device_properties", lambda *a: pytest.fail("touched CUDA"))
+    monkeypatch.setenv("ZEROGPU_CUDA_TOTAL_MEMORY", str(10 * 2**30))
+    assert limits.default_memory_budget() == int(0.4 * 10 * 2**30)
+    monkeypatch.delenv("ZEROGPU_CUDA_TOTAL_MEMORY")
+    assert limits.default_memory_budget() == int(0.4 * limits.ZEROGPU_MEMORY)  # spaces' default slice
+    monkeypatch.setattr(limits, "host_memory_bytes", lambda: 2**30)
+    assert limits.default_memory_budget() == 2**30 // 4                          # and the host's rule
+
+
 def test_check_points_refuses_too_many_and_outside_points():
     limits.check_points([[0, 0], [79, 59]], (60, 80), max_points=2)
     with pytest.raises(InputError, match="3 points is more than the 2"):

@@ -144,6 +144,8 @@ def test_the_only_spaces_gpu_is_in_gpu_py():
     users = sorted(str(p.relative_to(root)) for p in [*root.glob("m2n2/**/*.py"), root / "app.py"]
                    if "spaces.GPU" in p.read_text() or "import spaces" in p.read_text())
     assert users == ["m2n2/studio/gpu.py"]
+    # one decorated function: spaces keeps a worker pool per decorated function (see gpu.py)
+    assert (root / "m2n2/studio/gpu.py").read_text().count("@spaces.GPU") == 1
 
 
 def test_off_spaces_the_gpu_decorator_returns_the_function_itself():
@@ -159,8 +161,22 @@ def test_what_a_click_sends_across_the_boundary_is_small(started):
     import pickle
     result = prepared()
     assert len(pickle.dumps(result)) < 1024                           # prepare returns a few numbers
-    arguments = ("s/1", np.array([[10.0, 10.0]] * 20), np.array([1] * 20), 0.4, FAST)
-    assert len(pickle.dumps(arguments)) < 2048                        # twenty clicks, no operator
+    image = square_image()[0]
+    job = gpu.SegmentJob("s/1", np.array([[10.0, 10.0]] * 20), np.array([1] * 20), 0.4, FAST, image, 16)
+    job.ended = ("gone",) * 256                                       # the most ended sessions it carries
+    # twenty clicks and the session's image (for a worker without it): no operator, no tensor
+    assert len(pickle.dumps(job)) < image.nbytes + 16384
+    assert _tensors_in(job) == []
+
+
+def test_a_click_brings_back_only_the_mask_and_the_last_points_arrays(started):
+    prepared()
+    points, labels = np.array([[10.0, 10.0], [40.0, 30.0], [60.0, 20.0]]), np.array([0, 1, 0])
+    result = gpu.segment("s/1", points, labels, None, FAST)
+    assert result.last.markov_map is not None and result.last.score is not None
+    predictor = started.store.get("s/1")
+    full = predictor.predict(points, labels)
+    assert np.array_equal(result.mask, full.mask) and np.array_equal(result.last.markov_map, full.points[-1].markov_map)
 
 
 def test_the_exact_preset_is_the_default_with_cuda_and_the_fast_one_without(monkeypatch):
@@ -255,6 +271,42 @@ def test_a_preparation_first_makes_room_for_what_it_will_hold(started):
     assert "s/1" not in store and "t/1" in store
     store.reserve(4 * size)                             # even the last one goes for a preparation
     assert len(store) == 0
+
+
+def test_a_reservation_is_held_until_its_preparation_ends(started):
+    prepared("s/1")
+    one = started.store.get("s/1")
+    size = tensor_bytes(one)
+    store = PredictorStore(budget_bytes=3 * size)
+    with store.reserving(size):
+        with store.reserving(size):                     # a second preparation sees the first one's room
+            assert store.reserved_bytes == 2 * size
+            store.put("s/1", one)                       # fits: 3 sizes
+            store.put("t/1", one)                       # does not: s/1 goes, the running preparations stay
+            assert "s/1" not in store and "t/1" in store
+        assert store.reserved_bytes == size
+    assert store.reserved_bytes == 0
+    store.put("s/1", one)
+    store.put("u/1", one)
+    assert len(store) == 3                              # the room is free again
+    with pytest.raises(RuntimeError):
+        with store.reserving(size):
+            raise RuntimeError("the preparation failed")
+    assert store.reserved_bytes == 0
+
+
+def test_the_stateless_api_is_counted_while_it_runs(started, monkeypatch):
+    seen = []
+    reserving = started.store.reserving
+
+    def recording(nbytes):
+        seen.append(nbytes)
+        return reserving(nbytes)
+
+    monkeypatch.setattr(started.store, "reserving", recording)
+    image, truth = square_image()
+    gpu.segment_image(image, np.array([centre_of(truth)]), np.array([1]), 16, FAST)
+    assert seen and seen[0] > 0 and started.store.reserved_bytes == 0
 
 
 def test_preparation_bytes_grow_with_r_and_the_table():

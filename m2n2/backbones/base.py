@@ -38,6 +38,6 @@ class Backbone(Protocol):
     reason: str | None
 
     def extract(self, image: np.ndarray) -> torch.Tensor:
-        """Attention of an RGB uint8 image (H, W, 3): fp32 (R, R, R, R), each [i, j] slice a
-        non-negative map summing to 1 (the attention of cell (i, j) over all cells)."""
+        """Attention of an RGB uint8 image (H, W, 3): fp32 (R, R, R, R) on ``device``, each [i, j]
+        slice a non-negative map summing to 1 (the attention of cell (i, j) over all cells)."""
         ...

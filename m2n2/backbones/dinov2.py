@@ -119,7 +119,7 @@ class DINOv2Backbone(LearnedBackbone):
                 attention = model.capture.finish()
             # Without the CLS token's row and column (the authors' x[:, :, 1:, 1:]).
             attention = normalised_rows(attention[1:, 1:].contiguous(), resolution, self.weights.title)
-        return attention.cpu()
+        return attention  # on the model's device, as SD's
 
 
 def _observer(capture: AttentionCapture, projections):

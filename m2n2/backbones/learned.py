@@ -75,7 +75,7 @@ class LearnedBackbone:
     -----
     ``extract`` resizes the image it is given straight to ``input_scale * R`` pixels square with
     OpenCV's INTER_AREA, as the authors do; so it wants the original image, not the predictor's
-    working copy (``wants_original``). It returns the attention on the CPU, fp32, shape
+    working copy (``wants_original``). It returns the attention on its device, fp32, shape
     (R, R, R, R), ``[i, j]`` being the map of query cell (i, j) in row-major token order.
     """
 

@@ -1,27 +1,35 @@
-"""The one GPU boundary of the app: the only ``spaces.GPU`` in the code.
+"""The one GPU boundary of the app: the only ``spaces.GPU`` in the code, on a single function.
 
-Three typed functions with plain arguments: :func:`prepare` (a new image: backbone, operator),
-:func:`segment` (clicks -> mask) and :func:`segment_image` (the stateless API). Off ZeroGPU
-``spaces.GPU`` returns the function unchanged, so these are ordinary calls.
+Every GPU job goes through :func:`run`, the one decorated entry point, as a typed job:
+:class:`PrepareJob` (a new image: backbone, operator), :class:`SegmentJob` (clicks -> mask),
+:class:`ObjectsJob` (a recipe's objects), and the stateless :class:`ImageJob` (the API) and
+:class:`ReplayJob`. The module's functions :func:`prepare`, :func:`segment`,
+:func:`segment_objects`, :func:`segment_image` and :func:`replay_image` build a job and run it.
+Off ZeroGPU ``spaces.GPU`` returns the function unchanged, so these are ordinary calls.
+
+Why one entry point: ``spaces`` (0.51, ``spaces/zero/wrappers.py``) keeps a separate pool of
+forked worker processes for *each* decorated function, and reuses a worker only while it is
+alive and the GPU it sits on was idle. With one decorated function per job kind, what a
+``prepare`` stored lived in a process that no click ever reached: no click got a mask. With one
+function, a reused worker keeps its store of prepared images; and since a worker may still be
+replaced (another GPU, a busy GPU, a crash), a job that finds no prepared image prepares it
+again *inside the same call* from what the session sends along (its image and settings), so a
+click always gets its mask (:attr:`Segmentation.prepared_seconds` says when that happened).
 
 What crosses the boundary on ZeroGPU (arguments and results are pickled between the web process
 and the GPU worker):
 
-* :func:`prepare`: in, the image (uint8, H x W x 3) and the settings; out, a :class:`Prepared`
+* a preparation: in, the image (uint8, H x W x 3) and the settings; out, a :class:`Prepared`
   (a few numbers). The predictor, with its operator (R^4 entries: 512 MiB in fp16 at R = 128),
   stays in the worker's :class:`~m2n2.studio.serving.PredictorStore`; it never crosses.
-* :func:`segment`: in, the store key, the clicks (K x 2 floats, K labels), the override and the
-  settings (under a kilobyte); out, a :class:`Segmentation`: the mask (H x W bool) and the latest
-  click's Markov-map and score curves (h x w float32 and a few curves).
+* a click: in, the store key, the clicks (K x 2 floats, K labels), the override, the settings
+  and the session's image (for a miss); out, a :class:`Segmentation`: the mask (H x W bool) and
+  the latest click's Markov-map and score curves (h x w float32 and a few curves); only those
+  leave the device (``M2N2Predictor.predict(..., keep="last")``).
+* every job also carries the ids of recently ended sessions, so that the worker frees their
+  prepared images (and device memory) at its next job, not when memory runs short.
 
-The operator stays where it was prepared (the GPU, or the CPU without one) between clicks and is
-never copied back and forth; on a GPU every per-click stage runs there too (Markov, upsampling,
-flood fill, curves, scores, merge: ``M2N2Predictor.torch_stages``) and the cached Markov-maps
-stay on the device, so only the numpy results above leave it (a test pickles them and finds no
-tensor). On a dedicated GPU the store keeps each session's prepared image resident on the
-device, least recently used first out over the memory budget (``Options.budget_bytes``).
-A ZeroGPU worker may be replaced between calls; :func:`segment` then
-reports a miss (returns None) and the caller prepares the image again from its copy.
+The duration each job asks ZeroGPU for is computed from its work (:mod:`m2n2.studio.durations`).
 
 Errors the user caused come back as ``gr.Error`` with their message (ZeroGPU replaces the text
 of other exceptions with a generic one) and no traceback in the server log.
@@ -40,8 +48,9 @@ import spaces
 from ..config import M2N2Config
 from ..errors import M2N2Error
 from ..predictor import M2N2Predictor, PointResult, Prediction
+from .durations import requested_seconds
 from .limits import Deadline
-from .serving import StoreMiss, current, preparation_bytes
+from .serving import Serving, StoreMiss, current, preparation_bytes
 
 #: Points whose Markov-maps the stateless API computes between two checks of its time bound.
 POINTS_PER_STAGE = 5
@@ -54,7 +63,7 @@ def user_error(error: Exception) -> gr.Error:
 
 @dataclass
 class Prepared:
-    """What :func:`prepare` returns: the working copy's (height, width), R, seconds, bytes held."""
+    """What a preparation returns: the working copy's (height, width), R, seconds, bytes held."""
 
     working: tuple[int, int]
     resolution: int
@@ -76,12 +85,15 @@ class Segmentation:
         Time of the call.
     memory_bytes : int
         What the prepared image holds now (operator, guide, cached maps).
+    prepared : Prepared or None
+        The preparation this call had to make first (its worker lacked the image), else None.
     """
 
     mask: np.ndarray
     last: PointResult
     seconds: float
     memory_bytes: int
+    prepared: Prepared | None = None
 
 
 @contextmanager
@@ -94,53 +106,249 @@ def _lent(predictor: M2N2Predictor, backbone):
         predictor.backbone = None
 
 
-@spaces.GPU(duration=120)
-def prepare(key: str, image: np.ndarray, resolution: int, config: M2N2Config) -> Prepared:
+def _prepare(serving: Serving, key: str, image: np.ndarray, resolution: int, config: M2N2Config) -> Prepared:
     """Compute the attention and the operator of ``image`` and keep the predictor under ``key``."""
-    serving = current()
     start = time.perf_counter()
-    # Room first, for what the preparation holds while it runs (the budget covers it too).
-    serving.store.reserve(preparation_bytes(*image.shape[:2], resolution, config))
-    try:
-        backbone = serving.backbones.get(resolution)
-        predictor = M2N2Predictor(None, config, device=backbone.device)
-        with _lent(predictor, backbone):
-            predictor.set_image(image)
-    except M2N2Error as error:
-        raise user_error(error) from None
-    seconds = time.perf_counter() - start
-    serving.store.put(key, predictor)
+    # Room first, held until the preparation ends, for what it holds while it runs.
+    with serving.store.reserving(preparation_bytes(*image.shape[:2], resolution, config)):
+        try:
+            backbone = serving.backbones.get(resolution)
+            predictor = M2N2Predictor(None, config, device=backbone.device)
+            with _lent(predictor, backbone):
+                predictor.set_image(image)
+        except M2N2Error as error:
+            raise user_error(error) from None
+        seconds = time.perf_counter() - start
+    serving.store.put(key, predictor)  # counted by the store from now on, no longer by the reservation
     return Prepared(tuple(predictor.image.shape[:2]), predictor.resolution, seconds,
                     serving.store.update_size(key))
 
 
-@spaces.GPU(duration=30)
-def segment(key: str, points: np.ndarray, labels: np.ndarray, threshold: float | None,
-            config: M2N2Config) -> Segmentation | None:
-    """Segment the image prepared under ``key`` from the clicks; None when this process lacks it.
-
-    A change of settings is applied first (only what it invalidates is recomputed: temperature
-    re-prepares the operator, rho or flood fill the Markov-maps).
-    """
-    serving = current()
-    start = time.perf_counter()
+def _prepared(serving: Serving, key: str, image: np.ndarray | None, resolution: int | None,
+              config: M2N2Config) -> tuple[M2N2Predictor | None, Prepared | None]:
+    """The predictor under ``key``, prepared again from ``image`` when this process lacks it
+    (None, None without an image); and the preparation made, if any."""
     try:
-        predictor = serving.store.get(key)
+        return serving.store.get(key), None
     except StoreMiss:
-        return None
-    try:
-        if predictor.config != config:
-            backbone = serving.backbones.get(predictor.resolution)
-            with _lent(predictor, backbone):
-                predictor.set_config(config)
-        prediction = predictor.predict(points, labels, threshold=threshold)
-    except M2N2Error as error:
-        raise user_error(error) from None
-    return Segmentation(prediction.mask, prediction.points[-1], time.perf_counter() - start,
-                        serving.store.update_size(key))
+        if image is None:
+            return None, None
+    prepared = _prepare(serving, key, image, resolution, config)
+    return serving.store.get(key), prepared
 
 
-@spaces.GPU(duration=120)
+def _configured(serving: Serving, predictor: M2N2Predictor, config: M2N2Config) -> None:
+    """Apply a change of settings (only what it invalidates is recomputed)."""
+    if predictor.config != config:
+        with _lent(predictor, serving.backbones.get(predictor.resolution)):
+            predictor.set_config(config)
+
+
+@dataclass
+class Job:
+    """One unit of GPU work; ``ended`` lists sessions whose prepared images the worker may free."""
+
+    ended = ()  # set by _submit (a class default: not a dataclass field)
+
+    # What sizes its duration (see m2n2.studio.durations): R, the image's (H, W), points, whether
+    # it may prepare the image, the settings, and how many Markov runs it makes.
+    def work(self) -> tuple[int, tuple[int, int], int, bool, M2N2Config, int]:
+        raise NotImplementedError
+
+    def run(self, serving: Serving):
+        raise NotImplementedError
+
+
+@dataclass
+class PrepareJob(Job):
+    key: str
+    image: np.ndarray
+    resolution: int
+    config: M2N2Config
+
+    def work(self):
+        return self.resolution, self.image.shape[:2], 0, True, self.config, 0
+
+    def run(self, serving: Serving) -> Prepared:
+        return _prepare(serving, self.key, self.image, self.resolution, self.config)
+
+
+@dataclass
+class SegmentJob(Job):
+    key: str
+    points: np.ndarray
+    labels: np.ndarray
+    threshold: float | None
+    config: M2N2Config
+    image: np.ndarray | None = None
+    resolution: int | None = None
+
+    def work(self):
+        shape = self.image.shape[:2] if self.image is not None else (0, 0)
+        # the new point's map, or every point's at once after a miss: one Markov run
+        return self.resolution or 0, shape, len(self.points), self.image is not None, self.config, 1
+
+    def run(self, serving: Serving) -> Segmentation | None:
+        start = time.perf_counter()
+        predictor, prepared = _prepared(serving, self.key, self.image, self.resolution, self.config)
+        if predictor is None:
+            return None
+        try:
+            _configured(serving, predictor, self.config)
+            prediction = predictor.predict(self.points, self.labels, threshold=self.threshold, keep="last")
+        except M2N2Error as error:
+            raise user_error(error) from None
+        return Segmentation(prediction.mask, prediction.points[-1], time.perf_counter() - start,
+                            serving.store.update_size(self.key), prepared)
+
+
+@dataclass
+class ObjectsJob(Job):
+    key: str
+    objects: list[tuple[np.ndarray, np.ndarray, float | None]]
+    config: M2N2Config
+    image: np.ndarray | None = None
+    resolution: int | None = None
+
+    def work(self):
+        shape = self.image.shape[:2] if self.image is not None else (0, 0)
+        clicks = sum(len(points) for points, _, _ in self.objects)  # replayed one click at a time
+        return self.resolution or 0, shape, clicks, self.image is not None, self.config, clicks
+
+    def run(self, serving: Serving) -> list[Segmentation] | None:
+        from ..recipe import replay_object
+
+        predictor, prepared = _prepared(serving, self.key, self.image, self.resolution, self.config)
+        if predictor is None:
+            return None
+        out = []
+        try:
+            _configured(serving, predictor, self.config)
+            for points, labels, threshold in self.objects:
+                start = time.perf_counter()
+                prediction = replay_object(predictor, points, labels, threshold, keep="last")
+                out.append(Segmentation(prediction.mask, prediction.points[-1], time.perf_counter() - start, 0,
+                                        prepared))
+        except M2N2Error as error:
+            raise user_error(error) from None
+        size = serving.store.update_size(self.key)
+        for result in out:
+            result.memory_bytes = size
+        return out
+
+
+@dataclass
+class ImageJob(Job):
+    image: np.ndarray
+    points: np.ndarray
+    labels: np.ndarray
+    resolution: int
+    config: M2N2Config
+    seconds: float | None = None
+
+    def work(self):
+        runs = -(-len(self.points) // POINTS_PER_STAGE)  # the points' maps in stages
+        return self.resolution, self.image.shape[:2], len(self.points), True, self.config, runs
+
+    def run(self, serving: Serving) -> tuple[Prediction, str]:
+        backbone = serving.backbones.get(self.resolution)
+        deadline = Deadline(self.seconds)
+        points, labels = self.points, self.labels
+        # The API's predictor is counted against the memory budget while it lives.
+        with serving.store.reserving(preparation_bytes(*self.image.shape[:2], self.resolution, self.config)):
+            try:
+                predictor = M2N2Predictor(backbone, self.config)
+                predictor.set_image(self.image)
+                staged: dict[str, float] = {}
+                for start in range(0, len(points) - POINTS_PER_STAGE, POINTS_PER_STAGE):
+                    deadline.check(f"point {start + 1} of {len(points)}")
+                    # The predictor caches each point's map: the final call below only scores and merges.
+                    part = predictor.predict(points[start:start + POINTS_PER_STAGE],
+                                             labels[start:start + POINTS_PER_STAGE], keep="none")
+                    for stage, spent in part.timings.items():
+                        staged[stage] = staged.get(stage, 0.0) + spent
+                deadline.check("the last points")
+                prediction = predictor.predict(points, labels)
+            except M2N2Error as error:
+                raise user_error(error) from None
+        timings = {stage: spent + staged.get(stage, 0.0) for stage, spent in prediction.timings.items()}
+        prediction.timings = {**predictor.image_timings, **timings}
+        return prediction, backbone.description
+
+
+@dataclass
+class ReplayJob(Job):
+    image: np.ndarray
+    recipe: object
+
+    def work(self):
+        clicks = sum(len(obj.points) for obj in self.recipe.objects)
+        return self.recipe.backbone.resolution, self.image.shape[:2], clicks, True, self.recipe.config, clicks
+
+    def run(self, serving: Serving) -> tuple[list[np.ndarray], str]:
+        from ..recipe import check, replay
+
+        recipe = self.recipe
+        backbone = serving.backbones.get(recipe.backbone.resolution)
+        with serving.store.reserving(preparation_bytes(*self.image.shape[:2], recipe.backbone.resolution,
+                                                       recipe.config)):
+            try:
+                check(recipe, self.image, backbone)
+                predictor = M2N2Predictor(backbone, recipe.config)
+                predictor.set_image(self.image)
+                masks = replay(predictor, recipe)
+            except M2N2Error as error:
+                raise user_error(error) from None
+        return masks, backbone.description
+
+
+def job_seconds(job: Job) -> int:
+    """The GPU time ``job`` asks for (ZeroGPU checks a visitor's quota against it)."""
+    return requested_seconds(*job.work())
+
+
+@spaces.GPU(duration=job_seconds)
+def run(job: Job):
+    """The one GPU entry point: free what ended sessions held here, then run ``job``."""
+    serving = current()
+    for session_id in job.ended:
+        serving.store.drop_session(session_id)
+    return job.run(serving)
+
+
+def _submit(job: Job):
+    job.ended = current().store.ended.recent()
+    return run(job)
+
+
+def prepare(key: str, image: np.ndarray, resolution: int, config: M2N2Config) -> Prepared:
+    """Compute the attention and the operator of ``image`` and keep the predictor under ``key``."""
+    return _submit(PrepareJob(key, image, resolution, config))
+
+
+def segment(key: str, points: np.ndarray, labels: np.ndarray, threshold: float | None, config: M2N2Config,
+            image: np.ndarray | None = None, resolution: int | None = None) -> Segmentation | None:
+    """Segment the image prepared under ``key`` from the clicks.
+
+    Where the GPU process lacks it, it is prepared again in the same call from ``image`` at
+    ``resolution`` (the session's copy); without an image, None. A change of settings is
+    applied first (only what it invalidates is recomputed: temperature re-prepares the
+    operator, rho or flood fill the Markov-maps).
+    """
+    return _submit(SegmentJob(key, points, labels, threshold, config, image, resolution))
+
+
+def segment_objects(key: str, objects: list[tuple[np.ndarray, np.ndarray, float | None]], config: M2N2Config,
+                    image: np.ndarray | None = None, resolution: int | None = None) -> list[Segmentation] | None:
+    """Segment several objects (points, labels, override) on the image prepared under ``key``.
+
+    Each object's clicks are replayed one by one as they were made (see
+    :func:`m2n2.recipe.replay_object`); a missing image is prepared again from ``image`` as in
+    :func:`segment` (None without one).
+    """
+    return _submit(ObjectsJob(key, objects, config, image, resolution))
+
+
 def segment_image(image: np.ndarray, points: np.ndarray, labels: np.ndarray, resolution: int,
                   config: M2N2Config, seconds: float | None = None) -> tuple[Prediction, str]:
     """Stateless: prepare ``image``, segment the points; returns the prediction and the backbone's line.
@@ -149,70 +357,9 @@ def segment_image(image: np.ndarray, points: np.ndarray, labels: np.ndarray, res
     :data:`POINTS_PER_STAGE` points' Markov-maps (a stage is never cut), and past it the call
     stops with a message.
     """
-    backbone = current().backbones.get(resolution)
-    deadline = Deadline(seconds)
-    try:
-        predictor = M2N2Predictor(backbone, config)
-        predictor.set_image(image)
-        staged: dict[str, float] = {}
-        for start in range(0, len(points) - POINTS_PER_STAGE, POINTS_PER_STAGE):
-            deadline.check(f"point {start + 1} of {len(points)}")
-            # The predictor caches each point's map: the final call below only scores and merges.
-            part = predictor.predict(points[start:start + POINTS_PER_STAGE], labels[start:start + POINTS_PER_STAGE])
-            for stage, spent in part.timings.items():
-                staged[stage] = staged.get(stage, 0.0) + spent
-        deadline.check("the last points")
-        prediction = predictor.predict(points, labels)
-    except M2N2Error as error:
-        raise user_error(error) from None
-    timings = {stage: spent + staged.get(stage, 0.0) for stage, spent in prediction.timings.items()}
-    prediction.timings = {**predictor.image_timings, **timings}
-    return prediction, backbone.description
+    return _submit(ImageJob(image, points, labels, resolution, config, seconds))
 
 
-@spaces.GPU(duration=60)
-def segment_objects(key: str, objects: list[tuple[np.ndarray, np.ndarray, float | None]],
-                    config: M2N2Config) -> list[Segmentation] | None:
-    """Segment several objects (points, labels, override) on the image prepared under ``key``.
-
-    Each object's clicks are replayed one by one as they were made (see
-    :func:`m2n2.recipe.replay_object`); None when this process lacks the image.
-    """
-    from ..recipe import replay_object
-
-    serving = current()
-    try:
-        predictor = serving.store.get(key)
-    except StoreMiss:
-        return None
-    out = []
-    try:
-        if predictor.config != config:
-            with _lent(predictor, serving.backbones.get(predictor.resolution)):
-                predictor.set_config(config)
-        for points, labels, threshold in objects:
-            start = time.perf_counter()
-            prediction = replay_object(predictor, points, labels, threshold)
-            out.append(Segmentation(prediction.mask, prediction.points[-1], time.perf_counter() - start, 0))
-    except M2N2Error as error:
-        raise gr.Error(str(error)) from None
-    size = serving.store.update_size(key)
-    for result in out:
-        result.memory_bytes = size
-    return out
-
-
-@spaces.GPU(duration=120)
 def replay_image(image: np.ndarray, recipe) -> tuple[list[np.ndarray], str]:
     """Stateless: the masks of a :class:`m2n2.recipe.Recipe` on ``image``, and the backbone's line."""
-    from ..recipe import check, replay
-
-    backbone = current().backbones.get(recipe.backbone.resolution)
-    try:
-        check(recipe, image, backbone)
-        predictor = M2N2Predictor(backbone, recipe.config)
-        predictor.set_image(image)
-        masks = replay(predictor, recipe)
-    except M2N2Error as error:
-        raise gr.Error(str(error)) from None
-    return masks, backbone.description
+    return _submit(ReplayJob(image, recipe))

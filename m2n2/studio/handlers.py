@@ -141,12 +141,13 @@ class Handlers(SharingHandlers):
         points = np.array([(c.x, c.y) for c in clicks], dtype=np.float64).reshape(-1, 2)
         labels = np.array([c.label for c in clicks], dtype=np.int64)
         with click_running():  # the preparation of other users' images waits meanwhile
-            result = gpu.segment(session.key, points, labels, threshold, config)
-            if result is None:  # evicted for memory, or another worker: prepare again from the session's copy
-                prepared = gpu.prepare(session.key, session.image, session.resolution, config)
-                gr.Info(f"Your image had been set aside to make room for other visitors; its attention was "
-                        f"computed again ({prepared.seconds:.1f} s). Your clicks were kept.")
-                result = gpu.segment(session.key, points, labels, threshold, config)
+            # The session's copy goes along: a GPU process without the prepared image (evicted for
+            # memory, or a fresh ZeroGPU worker) prepares it again within this call.
+            result = gpu.segment(session.key, points, labels, threshold, config, session.image, session.resolution)
+        if result.prepared is not None:
+            gr.Info(f"Your image's attention was computed again ({result.prepared.seconds:.1f} s): it had been "
+                    "set aside to make room for other visitors, or a new GPU process took over. Your clicks "
+                    "were kept.")
         return result
 
     def _apply(self, session: Session, clicks: list[Click], threshold: float | None, action: str,

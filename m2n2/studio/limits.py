@@ -73,17 +73,31 @@ def host_memory_bytes() -> int:
     return total
 
 
+#: GPU memory of a ZeroGPU slice when ``spaces`` does not say (its default: an H200 MIG 3g.71gb).
+ZEROGPU_MEMORY = 74625056768
+
+
+def zerogpu_memory_bytes() -> int:
+    """GPU memory of this Space's ZeroGPU slice, as ``spaces`` reads it (``ZEROGPU_CUDA_TOTAL_MEMORY``)."""
+    return int(os.environ.get("ZEROGPU_CUDA_TOTAL_MEMORY") or ZEROGPU_MEMORY)
+
+
 def default_memory_budget(cuda: bool | None = None) -> int:
     """Bytes all sessions' prepared images may hold together, by default.
 
     A quarter of the host's memory on a CPU (the model, Gradio and the sessions' images need the
     rest); with a GPU, where the operators stay resident on it, 40 % of its memory (the model
     and the attention extraction need the rest), and never more than the CPU rule allows either.
+    On ZeroGPU the prepared images live on the GPU workers' slice: 40 % of the slice's memory
+    (read without touching CUDA, which the web process must not), within the CPU rule too.
     """
+    zero = bool(os.environ.get("SPACES_ZERO_GPU"))
     if cuda is None:  # on ZeroGPU the web process must not touch CUDA (its workers have their own GPU)
-        cuda = torch.cuda.is_available() and not os.environ.get("SPACES_ZERO_GPU")
+        cuda = torch.cuda.is_available() and not zero
     budget = host_memory_bytes() // 4
-    if cuda:
+    if zero:
+        budget = min(budget, int(0.4 * zerogpu_memory_bytes()))
+    elif cuda:
         budget = min(budget, int(0.4 * torch.cuda.get_device_properties(0).total_memory))
     return budget
 

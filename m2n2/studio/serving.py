@@ -17,8 +17,9 @@ import os
 import shutil
 import tempfile
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,6 +174,8 @@ class PredictorStore:
         self.budget_bytes = int(budget_bytes or limits.default_memory_budget())
         self._items: OrderedDict[str, tuple[M2N2Predictor, int]] = OrderedDict()
         self._sessions: dict[str, int] = {}
+        self._reserved = 0  # bytes held by preparations under way (see reserving)
+        self.ended = EndedSessions()  # what GPU processes are told to free (see end_session)
         self._lock = threading.Lock()
 
     def note_session(self, session_id: str, nbytes: int) -> None:
@@ -189,6 +192,30 @@ class PredictorStore:
             evicted = self._evict(extra=int(nbytes), keep=0)
         if evicted:
             release_memory()
+
+    @contextmanager
+    def reserving(self, nbytes: int):
+        """Hold room for ``nbytes`` while the block runs (a preparation, an API request).
+
+        Unlike :meth:`reserve`, the room stays counted until the block ends, so concurrent
+        preparations each see what the others will hold, not the same free room."""
+        nbytes = int(nbytes)
+        with self._lock:
+            self._reserved += nbytes
+            evicted = self._evict(keep=0)
+        if evicted:
+            release_memory()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved -= nbytes
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes held for preparations under way."""
+        with self._lock:
+            return self._reserved
 
     def forget_session(self, session_id: str) -> None:
         """The session's state is gone (its ``gr.State`` expired): stop counting it."""
@@ -248,7 +275,7 @@ class PredictorStore:
         """Drop least recently used images until the rest (and ``extra``) fit the budget, keeping
         the ``keep`` most recent; returns their keys."""
         evicted = []
-        total = sum(size for _, size in self._items.values()) + sum(self._sessions.values()) + extra
+        total = sum(size for _, size in self._items.values()) + sum(self._sessions.values()) + self._reserved + extra
         while len(self._items) > keep and total > self.budget_bytes:
             key, (_, size) = self._items.popitem(last=False)
             total -= size
@@ -307,6 +334,27 @@ def export_dir(session_id: str) -> str:
     return os.path.join(tempfile.gettempdir(), "m2n2-studio", session_id)
 
 
+class EndedSessions:
+    """The ids of the sessions ended lately, newest last (at most ``size``).
+
+    On ZeroGPU the prepared images live in the GPU worker, not in the web process where a
+    session ends: every GPU job carries this list, and the worker frees what it still holds of
+    them (device memory included) before its work."""
+
+    def __init__(self, size: int = 256):
+        self._ids: deque[str] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, session_id: str) -> None:
+        with self._lock:
+            if session_id not in self._ids:
+                self._ids.append(session_id)
+
+    def recent(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._ids)
+
+
 class LiveSessions:
     """The session id of each browser tab, so that closing the tab frees its image at once.
 
@@ -336,8 +384,11 @@ class LiveSessions:
 
 
 def end_session(store: PredictorStore, session_id: str) -> bool:
-    """Free a session's prepared image and its exported files; returns whether it had an image."""
+    """Free a session's prepared image and its exported files; returns whether it had an image.
+
+    The GPU processes free theirs at their next job (see :class:`EndedSessions`)."""
     shutil.rmtree(export_dir(session_id), ignore_errors=True)
+    store.ended.add(session_id)
     return store.drop_session(session_id)
 
 

@@ -187,10 +187,9 @@ class SharingHandlers:
                 if progress is not None:
                     progress(0.3, desc="Preparing the recipe's image…")
                 prepared = run_heavy(gpu.prepare, key, image, recipe.backbone.resolution, recipe.config)
-            results = run_heavy(gpu.segment_objects, key, wanted, recipe.config) if wanted else []
-            if results is None:  # the store lost it: prepare again
-                prepared = run_heavy(gpu.prepare, key, image, recipe.backbone.resolution, recipe.config)
-                results = run_heavy(gpu.segment_objects, key, wanted, recipe.config)
+            # The image goes along: a GPU process that lacks it prepares it again within the call.
+            results = run_heavy(gpu.segment_objects, key, wanted, recipe.config, image,
+                                recipe.backbone.resolution) if wanted else []
         except gr.Error as error:
             return self.rejected(session, f"This recipe cannot be used: {error.message}")
         # Everything worked: commit.
