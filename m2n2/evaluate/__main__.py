@@ -225,7 +225,7 @@ def fingerprint_of(args: argparse.Namespace, specs: list[str], images: list[str]
     """The settings that decide per-object results; ``--resume`` needs them unchanged (the
     backbone's description, known once it is loaded, is added by the caller)."""
     return {"results_version": RESULTS_VERSION, "methods": specs, "backbone": args.backbone,
-            "backbone_options": sorted(backbone_options(args).items()), "fast": args.fast,
+            "backbone_options": dict(sorted(backbone_options(args).items())), "fast": args.fast,
             "max_clicks": args.max_clicks, "clicker": args.clicker, "seed": args.seed,
             "agreement": args.agreement, "images": images}
 
@@ -397,7 +397,10 @@ def run(args: argparse.Namespace, spread: Spread) -> int:
         part_path(out, spread.rank).unlink(missing_ok=True)
         spread.barrier()
         if spread.main:
-            (out / "parts").rmdir()
+            try:
+                (out / "parts").rmdir()
+            except OSError:  # another run's files are in it: leave them
+                pass
     if not spread.main:
         return 130 if interrupted else 0
     elapsed = time.perf_counter() - start

@@ -131,16 +131,21 @@ def check_fingerprint(found: dict | None, expected: dict, path: str | Path) -> N
     if not found:
         raise ResumeError(f"{path} has no settings fingerprint (written before --resume existed); "
                           "start a new run (another --out, or without --resume)")
-    differences = [f"{key}: {found.get(key)!r} there, {value!r} now"
-                   for key, value in expected.items() if found.get(key) != value and key != "images"]
-    if found.get("images") != expected.get("images"):
-        before, now = found.get("images") or [], expected.get("images") or []
-        differences.append(f"images: {len(before)} there, {len(now)} now"
-                           + ("" if len(before) != len(now) else " (other images)")
-                           + " (another dataset, --limit or --seed)")
+    expected = json.loads(json.dumps(expected))  # compared as written: tuples become lists
+    differences = []
+    for key, value in expected.items():
+        if found.get(key) == value:
+            continue
+        if key == "images":
+            before = found.get(key) or []
+            differences.append(f"images: {len(before)} there, {len(value)} now"
+                               + (" but others" if len(before) == len(value) else "")
+                               + " (another dataset, --limit or --seed)")
+        else:
+            differences.append(f"{key}: {found.get(key)!r} there, {value!r} now")
+            if key == "results_version":
+                differences[-1] += " (the code now gives other results)"
     if differences:
-        if found.get("results_version") != expected.get("results_version"):
-            differences.insert(0, "(a results_version change means the code now gives other results)")
         raise ResumeError(f"cannot resume from {path}: it was made with other settings; "
                           + "; ".join(differences)
                           + ". Rerun with the same settings, or start a new run (another --out, or without --resume)")
