@@ -235,9 +235,10 @@ def part_path(out: Path, rank: int) -> Path:
     return out / "parts" / f"rank-{rank}.json"
 
 
-def previous_run(out: Path, fingerprint: dict) -> RunState:
+def previous_run(out: Path, fingerprint: dict) -> tuple[RunState, dict[Path, dict]]:
     """What an earlier run with the same settings finished: its ``results.json`` merged with the
-    part files its processes left behind (a spread run that was stopped).
+    part files its processes left behind (a spread run that was stopped), and the fingerprint of
+    every file read.
 
     Raises
     ------
@@ -248,14 +249,14 @@ def previous_run(out: Path, fingerprint: dict) -> RunState:
     sources += sorted((out / "parts").glob("rank-*.json"))
     if not sources:
         report(f"nothing to resume in {out}: starting the run")
-        return RunState()
-    state = RunState()
+    state, found = RunState(), {}
     for path in sources:
         data = read_json(path)
-        check_fingerprint(data.get("settings", {}).get("fingerprint"), fingerprint, path)
+        found[path] = data.get("settings", {}).get("fingerprint")
+        check_fingerprint(found[path], fingerprint, path)
         state = state.merge(RunState.from_json(data))
     state.failures = []  # failed images are tried again
-    return state
+    return state, found
 
 
 def on_main(spread: Spread, action) -> str | None:
@@ -300,11 +301,15 @@ def run(args: argparse.Namespace, spread: Spread) -> int:
         fingerprint = fingerprint_of(args, specs, names)
     except M2N2Error as problem:
         return error(problem)
-    previous = RunState()
+    previous, found = RunState(), {}
 
     def read_previous():
-        nonlocal previous
-        previous = previous_run(out, fingerprint)
+        nonlocal previous, found
+        previous, found = previous_run(out, fingerprint)
+
+    def check_backbone():
+        for path, earlier in found.items():
+            check_fingerprint(earlier, {"backbone_description": fingerprint["backbone_description"]}, path)
 
     problem = on_main(spread, read_previous) if args.resume else None
     if problem:
@@ -320,8 +325,7 @@ def run(args: argparse.Namespace, spread: Spread) -> int:
     method_names = [m.name for m in methods]
     fingerprint["backbone_description"] = describe_backbone(methods)
     if args.resume:
-        problem = on_main(spread, lambda: previous_run(out, {"backbone_description":
-                                                              fingerprint["backbone_description"]}))
+        problem = on_main(spread, check_backbone)
         if problem:
             return error(problem)
 
@@ -344,6 +348,8 @@ def run(args: argparse.Namespace, spread: Spread) -> int:
         return data, summary
 
     if spread.main:
+        if not args.resume and json_path.exists():
+            report(f"starting a new run over {json_path} (--resume continues it instead)")
         # The resumed state in one file before any process starts, so that the old part files
         # can go (a stop now loses nothing).
         write_json(json_path, data_of(previous)[0])
