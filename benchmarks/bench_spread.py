@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,8 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(dataset: str, out: Path, processes: int, images: int, options: list[str]) -> float:
-    """Seconds of one evaluation from launch to exit."""
+def run(dataset: str, out: Path, processes: int, images: int, options: list[str]) -> tuple[float, float]:
+    """Seconds of one evaluation from launch to exit, and of its images (what the command line
+    reports: from the first image taken to the last one merged)."""
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                  str(processes)] if processes > 1 else [sys.executable])
     command = launcher + ["-m", "m2n2.evaluate", dataset, "--limit", str(images), "--out", str(out),
@@ -37,7 +39,8 @@ def run(dataset: str, out: Path, processes: int, images: int, options: list[str]
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return seconds
+    images_seconds = float(re.search(r"image\(s\) in ([0-9.]+) s", done.stdout).group(1))
+    return seconds, images_seconds
 
 
 def per_object(out: Path) -> dict:
@@ -64,11 +67,13 @@ def main() -> None:
             results[processes] = per_object(out)
         first = args.processes[0]
         print(f"{args.images} images of {args.dataset}, options {' '.join(options)}, one thread per process")
-        print("| processes | wall s | ratio | per-object results |")
-        print("|---|---|---|---|")
+        print("| processes | wall s | ratio | images s | ratio | start-up and merge s | per-object results |")
+        print("|---|---|---|---|---|---|---|")
         for processes in args.processes:
             same = "identical" if results[processes] == results[first] else "DIFFERENT"
-            print(f"| {processes} | {seconds[processes]:.1f} | {seconds[processes] / seconds[first]:.2f} | {same} |")
+            wall, work = seconds[processes]
+            print(f"| {processes} | {wall:.1f} | {wall / seconds[first][0]:.2f} | {work:.1f} | "
+                  f"{work / seconds[first][1]:.2f} | {wall - work:.1f} | {same} |")
 
 
 if __name__ == "__main__":

@@ -445,7 +445,7 @@ def print_results(args, data: dict, summary: dict, methods, state: RunState, ima
         print(agreement_table(data["agreement"]["summary"], names[0]))
     done = len({key for per in results.values() for key in per})
     failures = data["failures"]
-    print(f"\n{done} object(s) from {len(state.images)} of {images} image(s) in {elapsed:.0f} s"
+    print(f"\n{done} object(s) from {len(state.images)} of {images} image(s) in {elapsed:.1f} s"
           + (f" ({processes} processes)" if processes > 1 else "")
           + (f"; {len(failures)} image(s) failed (see {Path(args.out) / 'results.json'})" if failures else "")
           + ("; INTERRUPTED" if interrupted else ""))
