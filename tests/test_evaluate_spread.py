@@ -100,7 +100,8 @@ def test_two_processes_give_every_object_the_same_clicks_and_ious(dataset, one_p
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_results_of_an_uninterrupted_one(dataset, one_process, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_killed_run_resumes_to_the_results_of_an_uninterrupted_one(dataset, one_process, tmp_path, processes):
     pytest.importorskip("cv2")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "m2n2.evaluate", str(dataset), "--out", str(out), *OPTIONS]
@@ -119,7 +120,7 @@ def test_a_killed_run_resumes_to_the_results_of_an_uninterrupted_one(dataset, on
     stopped = json.loads(results.read_text())
     assert 1 <= len(stopped["images"]) < len(SHAPES), "the run was not stopped part-way"
 
-    run = evaluate(dataset, out, "--resume")
+    run = evaluate(dataset, out, "--resume", processes=processes)
     assert run.returncode == 0, run.stderr
     data, objects, noc = per_object(out)
     single, single_objects, single_noc = one_process
