@@ -67,7 +67,7 @@ def main() -> None:
             results[processes] = per_object(out)
         first = args.processes[0]
         print(f"{args.images} images of {args.dataset}, options {' '.join(options)}, one thread per process")
-        print("| processes | wall s | ratio | images s | ratio | start-up and merge s | per-object results |")
+        print("| processes | wall s | ratio | images s | ratio | start-up and exit s | per-object results |")
         print("|---|---|---|---|---|---|---|")
         for processes in args.processes:
             same = "identical" if results[processes] == results[first] else "DIFFERENT"
