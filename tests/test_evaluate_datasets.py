@@ -1,6 +1,7 @@
 """Dataset readers of m2n2.evaluate on a tiny synthetic dataset written to a temporary folder."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -161,3 +162,55 @@ def test_mask_of_another_size_fails_only_its_sample(tmp_path):
     with pytest.raises(DatasetError, match="5 x 5"):
         first.load()
     assert len(second.load()[1]) == 1
+
+
+def write_authors_coco(root, data, kind):
+    """A dataset folder as the M2N2 authors' prepare_datasets.py writes it (format read from
+    their code): ``gt.json`` with the image names as string ids and one compressed-RLE object
+    per image, every non-zero mask pixel on (GrabCut, Berkeley, DAVIS...), or SBD's ``val.json``
+    with integer ids and one object per non-zero value of the label image."""
+    coco_mask = pytest.importorskip("pycocotools.mask")
+    (root / "images").mkdir(parents=True)
+    images, annotations = [], []
+    for index, (name, image, _, masks, band) in enumerate(data):
+        if kind == "sbd":
+            image_id, file_name = index, f"{index}.png"
+            label = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+            for value, mask in enumerate(masks, start=1):
+                label[mask] = value
+            objects = [(len(annotations) + k, label == value) for k, value in enumerate(np.unique(label)[1:])]
+        else:
+            image_id, file_name = name, f"{name}.png"
+            label = np.where(masks[0], 255, np.where(band, 128, 0))  # GrabCut's mask: 128 = unlabelled band
+            objects = [(f"{name}_foreground", label > 0)]
+        Image.fromarray(image).save(root / "images" / file_name)
+        images.append({"id": image_id, "width": WIDTH, "height": HEIGHT, "file_name": file_name})
+        for annotation_id, mask in objects:
+            rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+            annotations.append({"id": annotation_id, "image_id": image_id, "category_id": 0,
+                                "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
+                                "area": int(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0})
+    path = root / ("val.json" if kind == "sbd" else "gt.json")
+    path.write_text(json.dumps({"info": {"description": kind}, "images": images,
+                                "categories": [{"id": 0, "name": "foreground", "supercategory": 0}],
+                                "annotations": annotations}, indent=4))
+    return path
+
+
+@pytest.mark.parametrize("decoder", ["pycocotools", "built-in"])
+@pytest.mark.parametrize("kind", ["grabcut", "sbd"])
+def test_the_authors_coco_files_load_as_they_are(tmp_path, monkeypatch, kind, decoder):
+    data = synthetic_images()
+    path = write_authors_coco(tmp_path / kind, data, kind)
+    if decoder == "built-in":
+        monkeypatch.setitem(sys.modules, "pycocotools", None)  # import fails: the built-in decoder
+    for where in (path, path.parent):  # the file, or the folder that holds it and images/
+        samples = open_dataset(where)
+        assert len(samples) == 2
+        for sample, (name, image, _, masks, band) in zip(samples, data):
+            loaded, objects = sample.load()
+            assert np.array_equal(loaded, image)
+            expected = masks if kind == "sbd" else [masks[0] | band]  # their files keep no ignore band
+            assert [o.mask.tolist() for o in objects] == [m.tolist() for m in expected]
+            assert all(not o.ignore.any() for o in objects)
+            assert len({o.id for o in objects}) == len(objects)

@@ -9,7 +9,14 @@ Layouts
   ``ROOT/masks/NAME.png``. See :func:`objects_from_mask` for how mask values are read.
 - COCO: an instances JSON file (``images``, ``annotations`` with polygon or RLE
   ``segmentation``); every annotation that is not a crowd is one object, crowd regions are
-  ignored. pycocotools is used when installed, else a built-in decoder.
+  ignored. pycocotools is used when installed, else a built-in decoder. The M2N2 authors'
+  ``prepare_datasets.py`` writes this format as they publish their benchmarks:
+  ``datasets/coco/<Name>/gt.json`` (GrabCut, Berkeley, DAVIS, BraTS20, OAI-ZIB: string image
+  and annotation ids, one compressed-RLE object per image, every non-zero mask pixel on, so
+  GrabCut's unlabelled band counts as object and nothing is ignored) and
+  ``datasets/coco/SBD/val.json`` (integer ids, one object per non-zero value of the mask
+  torchvision's SBDataset gives), each with the images in ``images/`` beside it. A folder with
+  ``images/`` and one of :data:`COCO_FILES` (and no ``masks/``) is read as that file.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_MODES = ("auto", "binary", "instances")
 IGNORE_BINARY = 128     # GrabCut's unlabelled band
 IGNORE_INSTANCES = 255  # PASCAL VOC / SBD's "void"
+#: Annotation files of a dataset folder in the authors' COCO layout, in the order they are tried.
+COCO_FILES = ("gt.json", "val.json")
 
 
 class DatasetError(M2N2Error, ValueError):
@@ -72,7 +81,8 @@ def open_dataset(path: str | Path, masks: str = "auto", images: str | Path | Non
     Parameters
     ----------
     path : str or pathlib.Path
-        A folder with ``images/`` and ``masks/``, or a COCO ``.json`` file.
+        A folder with ``images/`` and ``masks/``, a COCO ``.json`` file, or a folder with
+        ``images/`` and ``gt.json`` or ``val.json`` (the M2N2 authors' layout).
     masks : {"auto", "binary", "instances"}
         How folder masks are read (see :func:`objects_from_mask`).
     images : str or pathlib.Path, optional
@@ -91,8 +101,11 @@ def open_dataset(path: str | Path, masks: str = "auto", images: str | Path | Non
         return read_coco(path, images)
     if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
         return read_folder(path, masks)
-    raise DatasetError(f"{str(path)!r} is neither a folder with images/ and masks/ subfolders "
-                       "nor a COCO annotation .json file")
+    coco = [path / name for name in COCO_FILES if (path / name).is_file()]
+    if path.is_dir() and coco:
+        return read_coco(coco[0], images)
+    raise DatasetError(f"{str(path)!r} is neither a folder with images/ and masks/ subfolders, "
+                       f"nor a COCO annotation .json file, nor a folder with {' or '.join(COCO_FILES)}")
 
 
 def read_folder(root: str | Path, masks: str = "auto") -> list[Sample]:
@@ -191,7 +204,7 @@ def read_coco(json_path: str | Path, images: str | Path | None = None) -> list[S
     try:
         data = json.loads(json_path.read_text())
         image_entries = {entry["id"]: entry for entry in data["images"]}
-        annotations = sorted(data["annotations"], key=lambda a: a["id"])
+        annotations = sorted(data["annotations"], key=lambda a: _id_order(a["id"]))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DatasetError(f"{json_path} is not a COCO annotation file: {error!r}") from error
     if images is None:
@@ -219,8 +232,14 @@ def read_coco(json_path: str | Path, images: str | Path | None = None) -> list[S
         return load
 
     return [Sample(Path(image_entries[image_id]["file_name"]).stem, loader(image_entries[image_id], anns))
-            for image_id, anns in sorted(per_image.items())
+            for image_id, anns in sorted(per_image.items(), key=lambda item: _id_order(item[0]))
             if any(not ann.get("iscrowd", 0) for ann in anns)]
+
+
+def _id_order(value) -> tuple:
+    """Sort key of a COCO id: numbers in numeric order, then strings (the authors' files use
+    integer ids for SBD and the image names for the others)."""
+    return (isinstance(value, str), value if isinstance(value, (int, float)) else str(value))
 
 
 def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:

@@ -71,14 +71,19 @@ def markdown_table(summary: dict[str, dict], thresholds) -> str:
 
 
 def results_json(results: dict[str, dict[str, InstanceResult]], summary: dict, failures: list[dict],
-                 settings: dict) -> dict:
-    """Everything a run produced, as JSON-ready data."""
+                 settings: dict, images: dict | None = None) -> dict:
+    """Everything a run produced, as JSON-ready data; ``images`` (the finished images, their
+    objects and set-up seconds: :meth:`m2n2.evaluate.state.RunState.to_json`) lets a run
+    resume from the file."""
     per_instance = {
         method: {key: {"ious": run.ious, "seconds": run.seconds,
                        "clicks": [[c.x, c.y, int(c.positive)] for c in run.clicks]}
                  for key, run in per.items()}
         for method, per in results.items()}
-    return {"settings": settings, "summary": summary, "failures": failures, "instances": per_instance}
+    data = {"settings": settings, "summary": summary, "failures": failures, "instances": per_instance}
+    if images is not None:
+        data["images"] = images
+    return data
 
 
 def write_json(path: str | Path, data: dict) -> None:
