@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
 from .merge import merge_maps, merge_maps_torch
 from .numerics import denormals_flushed
+from .pausing import current_pause_hook, set_pause_hook
 from .operator import TransitionOperator, prepare_operator, with_leap
 from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
                         threshold_curves_torch)
@@ -89,6 +91,19 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class _Superseded(Exception):
+    """Raised at a pause point of background work whose image has been replaced."""
+
+
+@dataclass
+class _Finishing:
+    """The background part of an image's preparation (the leap and the table; see ``early_maps``)."""
+
+    generation: int
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
 @dataclass
 class _CachedMap:
     markov_map: np.ndarray
@@ -137,6 +152,12 @@ class M2N2Predictor:
         self._jbu: JBUTable | None = None  # per-image upsampling table (config.jbu_table)
         self._weight_sums: torch.Tensor | None = None  # the dense filter's denominator (per image)
         self._maps: OrderedDict[tuple[int, int], _CachedMap] = OrderedDict()
+        self._maps_made = 0  # maps computed for this image: the first config.early_maps are early
+        self._generation = 0  # counts prepared images, so that stale background work is dropped
+        self._finishing: _Finishing | None = None
+        self._lock = threading.Lock()
+        #: Called by the background thread before it starts (tests hold the work there).
+        self.before_finishing = None
         self.image_timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ per image
@@ -207,24 +228,98 @@ class M2N2Predictor:
         row_sums = flat.sum(dim=1, keepdim=True)
         # Never write into the caller's tensor; our own copy is reused in place to save memory.
         flat = flat.div_(row_sums) if private else flat / row_sums
+        background = self.config.early_maps > 0 and (self.config.markov_leap > 1 or self.config.jbu_table)
         with denormals_flushed(self.config.flush_denormals):
             operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
                                         dtype=_DTYPES[self.config.operator_dtype], inplace=True)
             elapsed = time.perf_counter() - start
             del flat
-            if self.config.markov_leap > 1:
+            if self.config.markov_leap > 1 and not background:
                 operator = with_leap(operator, self.config.markov_leap)
         leap_elapsed = time.perf_counter() - start - elapsed
         # Only now, after everything that can fail, replace the state.
-        self._operator = operator
+        with self._lock:
+            self._generation += 1  # background work of the previous image is dropped
+            self._finishing = None
+            self._operator = operator
         self._original, self._image = original, work
         self._guide = torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
         self._attention = None if owned else attention
         self._maps.clear()
+        self._maps_made = 0
         self.image_timings = {"operator": elapsed}
         if operator.leap is not None:
             self.image_timings["leap"] = leap_elapsed
-        self._prepare_upsampling()
+        if background:
+            self._jbu = self._weight_sums = None
+            self._start_finishing()
+        else:
+            self._prepare_upsampling()
+
+    def _start_finishing(self) -> None:
+        """Build the leap and the table in a background thread (installed when done, if still current)."""
+        config, operator, guide, generation = self.config, self._operator, self._guide, self._generation
+        finishing = _Finishing(generation)
+        inherited = current_pause_hook()  # a server's priority hook applies to this work as well
+
+        def pause() -> None:
+            if self._generation != generation:
+                raise _Superseded
+            if inherited is not None:
+                inherited()
+
+        def work() -> None:
+            set_pause_hook(pause)
+            try:
+                if self.before_finishing is not None:
+                    self.before_finishing()
+                timings = {}
+                with denormals_flushed(config.flush_denormals):
+                    t0 = time.perf_counter()
+                    leaped = operator
+                    if config.markov_leap > 1:
+                        leaped = with_leap(operator, config.markov_leap)
+                        timings["leap"] = time.perf_counter() - t0
+                    table = None
+                    if config.jbu_table:
+                        t0 = time.perf_counter()
+                        resolution = operator.resolution
+                        table = jbu_table(guide, (resolution, resolution), config.sigma_spatial, config.sigma_range)
+                        timings["jbu_table"] = time.perf_counter() - t0
+                with self._lock:
+                    if self._generation == generation:
+                        self._operator, self._jbu = leaped, table
+                        self.image_timings = {**self.image_timings, **timings, "background": True}
+            except _Superseded:
+                pass
+            except BaseException as error:  # kept, and raised where a map needs the result
+                finishing.error = error
+            finally:
+                set_pause_hook(None)
+                finishing.done.set()
+
+        self._finishing = finishing
+        threading.Thread(target=work, name="m2n2-finish-preparation", daemon=True).start()
+
+    @property
+    def is_prepared(self) -> bool:
+        """Whether the image's whole preparation, background part included, has finished."""
+        finishing = self._finishing
+        return self.is_ready and (finishing is None or finishing.done.is_set())
+
+    def wait_prepared(self) -> float:
+        """Wait for the background part of the image's preparation; return the seconds waited.
+
+        Raises what the background work raised (e.g. ``MemoryError``), every time it is needed.
+        """
+        finishing = self._finishing
+        if finishing is None:
+            return 0.0
+        start = time.perf_counter()
+        finishing.done.wait()
+        if finishing.error is not None:
+            raise finishing.error
+        return time.perf_counter() - start
 
     def _prepare_upsampling(self) -> None:
         """Build the image's upsampling table when the config asks for one (else drop it)."""
@@ -291,6 +386,7 @@ class M2N2Predictor:
 
     def to(self, device=None, dtype=None) -> "M2N2Predictor":
         """Move (and/or cast) the operator, e.g. to fp16 on the CPU between app calls."""
+        self.wait_prepared()
         moved = device is not None and torch.device(device) != self.device
         if device is not None:
             self.device = torch.device(device)
@@ -315,6 +411,8 @@ class M2N2Predictor:
         fill settings drop the maps; temperature, IPF and operator dtype re-prepare the operator
         (from the attention given to :meth:`set_attention`, or by running the backbone again).
         """
+        if self.is_ready:
+            self.wait_prepared()
         old, self.config = self.config, config
         if not self.is_ready:
             return
@@ -331,7 +429,7 @@ class M2N2Predictor:
             upsampling = ("sigma_spatial", "sigma_range", "jbu_table")
             if any(getattr(old, f) != getattr(config, f) for f in upsampling):
                 self._prepare_upsampling()
-            markov = ("rho", "max_steps", "markov_leap_after", "flood_fill")
+            markov = ("rho", "max_steps", "markov_leap_after", "flood_fill", "early_maps")
             if any(getattr(old, f) != getattr(config, f) for f in (*markov, *upsampling)):
                 self._maps.clear()
 
@@ -472,24 +570,38 @@ class M2N2Predictor:
         return points, labels.astype(np.int64)
 
     def _compute_maps(self, keys: list[tuple[int, int]], timings: dict[str, float]) -> None:
+        """Compute the maps of new points: the image's first ``early_maps`` without the leap and
+        the table (single steps, the dense filter), the others with them once they are ready."""
+        early = max(0, min(len(keys), self.config.early_maps - self._maps_made))
+        if early:
+            self._compute_map_group(keys[:early], timings, early=True)
+        if early < len(keys):
+            waited = self.wait_prepared()
+            if waited:
+                timings["preparation_wait"] = timings.get("preparation_wait", 0.0) + waited
+            self._compute_map_group(keys[early:], timings, early=False)
+
+    def _compute_map_group(self, keys: list[tuple[int, int]], timings: dict[str, float], early: bool) -> None:
         config, operator = self.config, self._operator
         h, w = self._image.shape[:2]
         t0 = time.perf_counter()
         xy = np.array([[col, row] for row, col in keys], dtype=np.float64)
         starts = start_states(xy, (h, w), operator.resolution)
+        leaps = operator.leap is not None and not early
         steps = markov_map(operator, starts, rho=config.rho, max_steps=config.max_steps,
-                           leap_after=config.markov_leap_after if operator.leap is not None else None)
+                           leap_after=config.markov_leap_after if leaps else None)
         steps = steps.reshape(len(keys), operator.resolution, operator.resolution)
         _synchronise(operator.device)
         timings["markov"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if self._jbu is not None:
+        if self._jbu is not None and not early:
             upsampled = apply_jbu_table(self._jbu, steps)
         else:
             upsampled, self._weight_sums = joint_bilateral_upsample(
                 steps, self._guide, config.sigma_spatial, config.sigma_range, denominator=self._weight_sums,
                 return_denominator=True)
+        self._maps_made += len(keys)
         if self.torch_stages:
             _synchronise(upsampled.device)
             timings["upsample"] += time.perf_counter() - t0

@@ -27,7 +27,7 @@ from .errors import InputError
 #: The ``format`` field of every recipe.
 FORMAT = "m2n2-recipe"
 #: The format version this code writes; it reads this one and older ones.
-VERSION = 1
+VERSION = 2
 
 
 def image_hash(image: np.ndarray) -> str:
