@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import OrderedDict
@@ -399,6 +400,33 @@ class M2N2Predictor:
             if self._jbu is not None:
                 self._jbu = self._jbu.to(self.device)
         return self
+
+    def shared_copy(self) -> "M2N2Predictor":
+        """A predictor of the same prepared image with its own Markov-maps and clicks.
+
+        The operator, its leap, the guide, the upsampling table and the dense filter's weight
+        sums are shared, not copied (nothing writes into them), so serving one prepared image
+        (an example) to many users costs its maps only. Waits for the preparation to finish.
+        """
+        self._require_ready()
+        self.wait_prepared()
+        twin = copy.copy(self)
+        twin._maps = OrderedDict()
+        twin._maps_made = 0
+        twin._lock = threading.Lock()
+        twin.image_timings = dict(self.image_timings)
+        return twin
+
+    def prepare_weight_sums(self) -> None:
+        """Compute the dense filter's weight sums now (they depend on the image only), so that
+        the first map upsampled with the dense filter does not pay for them."""
+        self._require_ready()
+        if self._weight_sums is None:
+            resolution = self._operator.resolution
+            with denormals_flushed(self.config.flush_denormals):
+                _, self._weight_sums = joint_bilateral_upsample(
+                    torch.zeros((1, resolution, resolution)), self._guide, self.config.sigma_spatial,
+                    self.config.sigma_range, return_denominator=True)
 
     def clear_cache(self) -> None:
         """Forget the cached Markov-maps (they are recomputed on demand)."""
