@@ -98,11 +98,21 @@ class _Superseded(Exception):
 
 @dataclass
 class _Finishing:
-    """The background part of an image's preparation (the leap and the table; see ``early_maps``)."""
+    """The background part of an image's preparation (see ``early_maps``): the dense filter's
+    weight sums and the table (from the image alone, while the operator is computed), then the
+    leap (once the operator is ready)."""
 
-    generation: int
     done: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)  # a newer image, or a failure
+    operator_ready: threading.Event = field(default_factory=threading.Event)
+    operator: TransitionOperator | None = None
+    sums_lock: threading.Lock = field(default_factory=threading.Lock)  # whoever comes first sums
+    weight_sums: torch.Tensor | None = None
     error: BaseException | None = None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self.operator_ready.set()  # wake the thread, which then stops
 
 
 @dataclass
@@ -154,7 +164,6 @@ class M2N2Predictor:
         self._weight_sums: torch.Tensor | None = None  # the dense filter's denominator (per image)
         self._maps: OrderedDict[tuple[int, int], _CachedMap] = OrderedDict()
         self._maps_made = 0  # maps computed for this image: the first config.early_maps are early
-        self._generation = 0  # counts prepared images, so that stale background work is dropped
         self._finishing: _Finishing | None = None
         self._lock = threading.Lock()
         #: Called by the background thread before it starts (tests hold the work there).
@@ -229,66 +238,83 @@ class M2N2Predictor:
         row_sums = flat.sum(dim=1, keepdim=True)
         # Never write into the caller's tensor; our own copy is reused in place to save memory.
         flat = flat.div_(row_sums) if private else flat / row_sums
+        guide = torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
         background = self.config.early_maps > 0 and (self.config.markov_leap > 1 or self.config.jbu_table)
-        with denormals_flushed(self.config.flush_denormals):
-            operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
-                                        dtype=_DTYPES[self.config.operator_dtype], inplace=True)
-            elapsed = time.perf_counter() - start
-            del flat
-            if self.config.markov_leap > 1 and not background:
-                operator = with_leap(operator, self.config.markov_leap)
+        # What needs the image only starts at once, beside the operator (a second thread).
+        finishing = self._start_finishing(guide, n) if background else None
+        try:
+            with denormals_flushed(self.config.flush_denormals):
+                operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
+                                            dtype=_DTYPES[self.config.operator_dtype], inplace=True)
+                elapsed = time.perf_counter() - start
+                del flat
+                if self.config.markov_leap > 1 and not background:
+                    operator = with_leap(operator, self.config.markov_leap)
+        except BaseException:
+            if finishing is not None:
+                finishing.cancel()
+            raise
         leap_elapsed = time.perf_counter() - start - elapsed
         # Only now, after everything that can fail, replace the state.
         with self._lock:
-            self._generation += 1  # background work of the previous image is dropped
-            self._finishing = None
+            if self._finishing is not None:
+                self._finishing.cancel()  # the previous image's background work is dropped
+            self._finishing = finishing
             self._operator = operator
         self._original, self._image = original, work
-        self._guide = torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
+        self._guide = guide
         self._attention = None if owned else attention
         self._maps.clear()
         self._maps_made = 0
         self.image_timings = {"operator": elapsed}
         if operator.leap is not None:
             self.image_timings["leap"] = leap_elapsed
-        if background:
+        if finishing is not None:
             self._jbu = self._weight_sums = None
-            self._start_finishing()
+            finishing.operator = operator
+            finishing.operator_ready.set()
         else:
             self._prepare_upsampling()
 
-    def _start_finishing(self) -> None:
-        """Build the leap and the table in a background thread (installed when done, if still current)."""
-        config, operator, guide, generation = self.config, self._operator, self._guide, self._generation
-        finishing = _Finishing(generation)
+    def _start_finishing(self, guide: torch.Tensor, n: int) -> _Finishing:
+        """Start the background thread: the weight sums and the table from ``guide``, then the leap
+        of the operator handed over in ``operator_ready``; installed when done, if still current."""
+        config, resolution = self.config, int(round(n ** 0.5))
+        finishing = _Finishing()
         inherited = current_pause_hook()  # a server's priority hook applies to this work as well
 
         def pause() -> None:
-            if self._generation != generation:
+            if finishing.cancelled.is_set():
                 raise _Superseded
             if inherited is not None:
                 inherited()
 
         def work() -> None:
             set_pause_hook(pause)
+            timings = {}
             try:
                 if self.before_finishing is not None:
                     self.before_finishing()
-                timings = {}
                 with denormals_flushed(config.flush_denormals):
                     t0 = time.perf_counter()
-                    leaped = operator
-                    if config.markov_leap > 1:
-                        leaped = with_leap(operator, config.markov_leap)
-                        timings["leap"] = time.perf_counter() - t0
+                    with finishing.sums_lock:  # what the first map's filter needs
+                        if finishing.weight_sums is None:
+                            finishing.weight_sums = weight_sums(guide, resolution, config)
+                    timings["weight_sums"] = time.perf_counter() - t0
                     table = None
                     if config.jbu_table:
                         t0 = time.perf_counter()
-                        resolution = operator.resolution
                         table = jbu_table(guide, (resolution, resolution), config.sigma_spatial, config.sigma_range)
                         timings["jbu_table"] = time.perf_counter() - t0
+                    finishing.operator_ready.wait()
+                    pause()
+                    t0 = time.perf_counter()
+                    leaped = finishing.operator
+                    if config.markov_leap > 1:
+                        leaped = with_leap(leaped, config.markov_leap)
+                        timings["leap"] = time.perf_counter() - t0
                 with self._lock:
-                    if self._generation == generation:
+                    if self._finishing is finishing and not finishing.cancelled.is_set():
                         self._operator, self._jbu = leaped, table
                         self.image_timings = {**self.image_timings, **timings, "background": True}
             except _Superseded:
@@ -299,8 +325,8 @@ class M2N2Predictor:
                 set_pause_hook(None)
                 finishing.done.set()
 
-        self._finishing = finishing
         threading.Thread(target=work, name="m2n2-finish-preparation", daemon=True).start()
+        return finishing
 
     @property
     def is_prepared(self) -> bool:
@@ -422,11 +448,8 @@ class M2N2Predictor:
         the first map upsampled with the dense filter does not pay for them."""
         self._require_ready()
         if self._weight_sums is None:
-            resolution = self._operator.resolution
             with denormals_flushed(self.config.flush_denormals):
-                _, self._weight_sums = joint_bilateral_upsample(
-                    torch.zeros((1, resolution, resolution)), self._guide, self.config.sigma_spatial,
-                    self.config.sigma_range, return_denominator=True)
+                self._weight_sums = weight_sums(self._guide, self._operator.resolution, self.config)
 
     def clear_cache(self) -> None:
         """Forget the cached Markov-maps (they are recomputed on demand)."""
@@ -623,6 +646,12 @@ class M2N2Predictor:
         timings["markov"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        finishing = self._finishing
+        if self._weight_sums is None and finishing is not None and (early or self._jbu is None):
+            with finishing.sums_lock:  # the background thread's sums (the same bits), or ours if it has not begun
+                if finishing.weight_sums is None:
+                    finishing.weight_sums = weight_sums(self._guide, operator.resolution, config)
+                self._weight_sums = finishing.weight_sums
         if self._jbu is not None and not early:
             upsampled = apply_jbu_table(self._jbu, steps)
         else:
@@ -676,6 +705,13 @@ class M2N2Predictor:
         rows, cols = geometry.original_pixels(points).T
         mask[rows, cols] = labels.astype(bool)  # every prompt pixel keeps its own label
         return mask
+
+
+def weight_sums(guide: torch.Tensor, resolution: int, config: M2N2Config) -> torch.Tensor:
+    """The dense filter's per-pixel weight sums for maps of R x R (what a first call computes)."""
+    _, sums = joint_bilateral_upsample(torch.zeros((1, resolution, resolution), device=guide.device), guide,
+                                       config.sigma_spatial, config.sigma_range, return_denominator=True)
+    return sums
 
 
 def _max_normalised(values: np.ndarray) -> np.ndarray:

@@ -54,6 +54,8 @@ def test_the_first_mask_does_not_wait_for_the_background_and_masks_never_depend_
     assert free.is_prepared
     for ours, theirs in zip([first.mask, *rest], _masks(free)):
         np.testing.assert_array_equal(ours, theirs)
+    # the dense filter's weight sums: summed by the first click (held) or by the background thread
+    assert torch.equal(held._weight_sums, free._weight_sums)
 
 
 def test_the_first_map_takes_single_steps_and_the_dense_filter_and_later_ones_the_leap_and_table(scene):
