@@ -25,6 +25,7 @@ def test_gpu_check_runs_on_the_cpu_with_a_scaled_down_sd2(tmp_path):
     report = json.loads(out.stdout)
     assert report["device"] == "cpu" and report["resolution"] == 8 and report["image"] == [64, 64]
     assert len(report["click_s"]) == clicks and report["click_median_s"] > 0
+    assert report["first_mask_s"] == pytest.approx(report["attention_s"] + report["prepare_s"] + report["click_s"][0])
     assert report["click_p95_s"] >= report["click_median_s"]
     stages = report["click_stages_median_s"]
     assert {"markov", "upsample", "flood_fill", "curves", "scores", "merge", "total"} <= set(stages)
