@@ -355,21 +355,24 @@ def first_masks(users: list[UserResult]) -> dict:
     return {"count": len(values), "p50_s": round(percentile(values, 50), 2), "p95_s": round(percentile(values, 95), 2)}
 
 
-def phase_examples(server: Server, choices: int, deadline: float, timeout: float = 600) -> dict:
-    """One user choosing the examples in turn (each one several times): seconds until clickable.
-
-    Waits first for the server's log line that the examples prepared at start are ready (its
-    seconds are the start-up cost), unless the app was started without that."""
-    report: dict = {"start_up": None}
+def examples_prepared(server: Server, timeout: float = 600) -> str | None:
+    """Wait for the server's log line that the examples prepared at start are ready (before the
+    users come, so that this start-up work is not in their times); returns it (the start-up
+    cost), or None when the app was started without it."""
     end = time.monotonic() + timeout
-    while time.monotonic() < min(end, deadline):
+    while "--no-prepare-examples" not in server.command and time.monotonic() < end:
         line = next((x for x in open(server.log.name).read().splitlines() if "examples at start" in x), None)
-        if line or "--no-prepare-examples" in server.command:
-            report["start_up"] = line.split(": ", 1)[-1] if line else None
-            break
+        if line:
+            return line.split(": ", 1)[-1]
         time.sleep(0.5)
+    return None
+
+
+def phase_examples(server: Server, choices: int) -> dict:
+    """One user choosing the examples in turn (each one several times): seconds until clickable
+    (the choice's event returned; a click then applies)."""
     app = App(server.url)
-    seconds, errors = [], []
+    seconds, clicks, errors = [], [], []
     try:
         for k in range(choices):
             start = time.perf_counter()
@@ -378,13 +381,16 @@ def phase_examples(server: Server, choices: int, deadline: float, timeout: float
                 errors.append(f"choice {k + 1} not applied: {status_of(outputs)!r}")
                 continue
             seconds.append(time.perf_counter() - start)
+            start = time.perf_counter()
             clicked = app.click(5, 5, BACKGROUND)                        # clickable: a click applies
+            clicks.append(time.perf_counter() - start)
             if "1 click" not in status_of(clicked):
                 errors.append(f"click after choice {k + 1} not applied: {status_of(clicked)!r}")
     finally:
         app.close()
-    report.update({"choices": len(seconds), "errors": errors, "seconds": [round(x, 3) for x in seconds],
-                   "p50_s": round(percentile(seconds, 50), 3), "p95_s": round(percentile(seconds, 95), 3)})
+    report = {"choices": len(seconds), "errors": errors, "seconds": [round(x, 3) for x in seconds],
+              "p50_s": round(percentile(seconds, 50), 3), "p95_s": round(percentile(seconds, 95), 3),
+              "first_click_p50_s": round(percentile(clicks, 50), 3)}
     return report
 
 
@@ -515,6 +521,8 @@ def main(argv=None) -> int:
     try:
         server.wait_ready(120)
         report["rss_ready_mib"] = round(server.rss / 2**20)
+        report["examples_prepared_at_start"] = examples_prepared(server)
+        report["rss_examples_prepared_mib"] = round(server.rss / 2**20)
         print(f"server {server.url} ready, RSS {report['rss_ready_mib']} MiB (log: {log_path})")
         if args.baseline:
             (alone,), _ = phase_users(server, args, folder, 1, 0, deadline)
@@ -546,10 +554,9 @@ def main(argv=None) -> int:
                 report["p95_over_single_user_p95"] = round(ratio, 2)
                 print(f"  p95 / single-user p95 = {ratio:.2f}")
         if args.example_choices:
-            report["examples"] = phase_examples(server, args.example_choices, deadline)
-            e = report["examples"]
+            report["examples"] = e = phase_examples(server, args.example_choices)
             print(f"\nexamples: {e['choices']} choices, errors {len(e['errors'])}, clickable after p50 {e['p50_s']} s, "
-                  f"p95 {e['p95_s']} s; start-up: {e['start_up']}")
+                  f"p95 {e['p95_s']} s; start-up: {report['examples_prepared_at_start']}")
         if args.sessions:
             before = server.rss
             start = time.monotonic()

@@ -26,4 +26,4 @@ def test_the_load_test_uploads_clicks_and_reports(tmp_path):
     assert report["first_mask"]["count"] == 2 and report["first_mask"]["p95_s"] >= report["first_mask"]["p50_s"] > 0
     examples = report["examples"]
     assert examples["choices"] == 5 and examples["errors"] == []     # the fifth chooses the first one again
-    assert "prepared 4 of 4" in examples["start_up"]                # the start-up cost is reported
+    assert "prepared 4 of 4" in report["examples_prepared_at_start"]  # the start-up cost is reported
