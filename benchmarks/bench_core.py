@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, example_image, options_without  # noqa: E402
+from common import add_baseline_options, alternate, example_image, options_without, parse_or_compare  # noqa: E402
 from m2n2 import M2N2Config, M2N2Predictor  # noqa: E402
 from m2n2.backbones import load  # noqa: E402
 
@@ -157,14 +156,10 @@ def main(argv=None) -> None:
                         help="colour kernel of the benchmark's attention (Lab units)")
     parser.add_argument("--sigma-position", type=float, default=0.1,
                         help="spatial kernel of the benchmark's attention (fraction of the side)")
-    parser.add_argument("--baseline", help="checkout of another commit to compare with, in the same run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds with --baseline")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if args.baseline:
-        compare(args, argv)
+    add_baseline_options(parser, rounds=2)
+    args = parse_or_compare(parser, argv, compare)
+    if args is None:
         return
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     config = M2N2Config.fast() if args.preset == "fast" else M2N2Config()
     sigmas = (args.sigma_color, args.sigma_position)
     results = [bench(r, *args.size, args.repeats, config, sigmas) for r in args.resolutions]

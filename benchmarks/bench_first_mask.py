@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, example_image, options_without  # noqa: E402
+from common import add_baseline_options, alternate, example_image, options_without, parse_or_compare  # noqa: E402
 from m2n2 import M2N2Config, M2N2Predictor  # noqa: E402
 from m2n2.backbones import load  # noqa: E402
 
@@ -166,14 +165,10 @@ def main(argv=None) -> None:
     parser.add_argument("--sigma-color", type=float, default=5.0, help="the colour backbone's own kernel")
     parser.add_argument("--sigma-position", type=float, default=0.2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--baseline", help="checkout of another commit to compare with, in the same run")
-    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds with --baseline")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if args.baseline:
-        compare(args, argv)
+    add_baseline_options(parser, rounds=1)
+    args = parse_or_compare(parser, argv, compare)
+    if args is None:
         return
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     print(json.dumps(run(args), indent=2))
 
 

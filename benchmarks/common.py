@@ -24,6 +24,25 @@ def example_image(height: int, width: int, name: str = "astronaut") -> np.ndarra
     return resize_rgb(getattr(data, name)(), (width, height))
 
 
+def add_baseline_options(parser, rounds: int) -> None:
+    """``--baseline DIR`` and ``--rounds N``: the options of a same-run comparison."""
+    parser.add_argument("--baseline", help="checkout of another commit to compare with, in the same run")
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds with --baseline")
+
+
+def parse_or_compare(parser, argv, compare):
+    """Parse ``argv``; with ``--baseline``, run ``compare(args, argv)`` and return None, else set
+    torch's threads from ``OMP_NUM_THREADS`` and return the arguments."""
+    import torch
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if args.baseline:
+        compare(args, argv)
+        return None
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    return args
+
+
 def options_without(argv: list[str], options: tuple[str, ...]) -> list[str]:
     """``argv`` without the given options and their values (those of the comparison itself)."""
     return [a for i, a in enumerate(argv) if a not in options and (i == 0 or argv[i - 1] not in options)]
