@@ -348,6 +348,12 @@ class M2N2Predictor:
             raise finishing.error
         return time.perf_counter() - start
 
+    def _settle(self) -> None:
+        """Wait for the background work to end, whatever its outcome (before changing the state)."""
+        finishing = self._finishing
+        if finishing is not None:
+            finishing.done.wait()
+
     def _prepare_upsampling(self) -> None:
         """Build the image's upsampling table when the config asks for one (else drop it)."""
         self._jbu = self._weight_sums = None
@@ -413,7 +419,7 @@ class M2N2Predictor:
 
     def to(self, device=None, dtype=None) -> "M2N2Predictor":
         """Move (and/or cast) the operator, e.g. to fp16 on the CPU between app calls."""
-        self.wait_prepared()
+        self._settle()
         moved = device is not None and torch.device(device) != self.device
         if device is not None:
             self.device = torch.device(device)
@@ -462,8 +468,7 @@ class M2N2Predictor:
         fill settings drop the maps; temperature, IPF and operator dtype re-prepare the operator
         (from the attention given to :meth:`set_attention`, or by running the backbone again).
         """
-        if self.is_ready:
-            self.wait_prepared()
+        self._settle()
         old, self.config = self.config, config
         if not self.is_ready:
             return

@@ -115,3 +115,18 @@ def test_early_maps_is_validated():
     from m2n2 import InputError
     with pytest.raises(InputError, match="early_maps"):
         M2N2Config(early_maps=-1)
+
+
+def test_settings_can_change_after_the_background_failed(scene):
+    image, attention = scene
+    predictor = M2N2Predictor(config=M2N2Config.fast())
+
+    def fail():
+        raise MemoryError("no room for the leap")
+
+    predictor.before_finishing = fail
+    predictor.set_attention(image, attention)
+    predictor.before_finishing = None
+    predictor.set_config(M2N2Config.fast(temperature=0.5))  # re-prepares: the failure is left behind
+    predictor.wait_prepared()
+    assert predictor.is_prepared and predictor.operator.leap is not None

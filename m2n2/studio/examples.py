@@ -16,6 +16,7 @@ import threading
 import time
 
 from ..config import M2N2Config
+from ..errors import M2N2Error
 from ..predictor import M2N2Predictor
 from .serving import PredictorStore, tensor_bytes
 
@@ -53,7 +54,11 @@ class ExampleCache:
 
     def keep(self, path: str, resolution: int, config: M2N2Config, predictor: M2N2Predictor) -> bool:
         """Keep a prepared example (waits for its background preparation); False when over the share."""
-        template = predictor.shared_copy()
+        try:
+            template = predictor.shared_copy()
+        except (M2N2Error, MemoryError) as error:  # its background preparation failed: not kept
+            log.warning("example %s not kept: %s", path, error)
+            return False
         template.backbone = None  # the store never keeps the model
         if template.config.early_maps or not template.config.jbu_table:
             template.prepare_weight_sums()  # for the maps made with the dense filter
