@@ -238,9 +238,9 @@ class M2N2Predictor:
         row_sums = flat.sum(dim=1, keepdim=True)
         # Never write into the caller's tensor; our own copy is reused in place to save memory.
         flat = flat.div_(row_sums) if private else flat / row_sums
-        guide = torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
         background = self.config.early_maps > 0 and (self.config.markov_leap > 1 or self.config.jbu_table)
         # What needs the image only starts at once, beside the operator (a second thread).
+        guide = self._guide_of(work) if background else None
         finishing = self._start_finishing(guide, n) if background else None
         try:
             with denormals_flushed(self.config.flush_denormals):
@@ -262,7 +262,7 @@ class M2N2Predictor:
             self._finishing = finishing
             self._operator = operator
         self._original, self._image = original, work
-        self._guide = guide
+        self._guide = guide if guide is not None else self._guide_of(work)
         self._attention = None if owned else attention
         self._maps.clear()
         self._maps_made = 0
@@ -275,6 +275,10 @@ class M2N2Predictor:
             finishing.operator_ready.set()
         else:
             self._prepare_upsampling()
+
+    def _guide_of(self, work: np.ndarray) -> torch.Tensor:
+        """The upsampling's guide: the working copy as (3, h, w) float32 in [0, 1] on the device."""
+        return torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
 
     def _start_finishing(self, guide: torch.Tensor, n: int) -> _Finishing:
         """Start the background thread: the weight sums and the table from ``guide``, then the leap
