@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import threading
 import time
@@ -90,6 +91,18 @@ class Prediction:
     distance: np.ndarray
     nearest: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+
+
+_BACKGROUND: dict = {}  # id -> (finishing, thread) still running: stopped before the interpreter exits
+
+
+@atexit.register
+def _stop_background() -> None:
+    """Cancel and join the background threads at exit (a daemon thread killed inside a torch
+    operation aborts the process); each stops at its next pause point."""
+    for finishing, thread in list(_BACKGROUND.values()):
+        finishing.cancel()
+        thread.join()
 
 
 class _Superseded(Exception):
@@ -328,8 +341,11 @@ class M2N2Predictor:
             finally:
                 set_pause_hook(None)
                 finishing.done.set()
+                _BACKGROUND.pop(id(finishing), None)
 
-        threading.Thread(target=work, name="m2n2-finish-preparation", daemon=True).start()
+        thread = threading.Thread(target=work, name="m2n2-finish-preparation", daemon=True)
+        _BACKGROUND[id(finishing)] = (finishing, thread)
+        thread.start()
         return finishing
 
     @property
