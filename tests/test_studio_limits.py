@@ -172,6 +172,7 @@ def test_store_evicts_to_the_budget_and_logs_each(caplog):
     store = PredictorStore(budget_bytes=10**12)
     for key in ("a/1", "b/1", "c/1"):
         gpu.prepare(key, square_image()[0], 16, M2N2Config.fast())
+        serving.current().store.get(key).wait_prepared()  # its size once the background part is in
         store.put(key, serving.current().store.get(key))
         sizes.append(store.bytes)
     store.budget_bytes = sizes[1] + 1                             # two fit, three do not
