@@ -11,6 +11,7 @@ Layout and wiring only: the handlers live in :mod:`m2n2.studio.handlers`, the pe
 import argparse
 import logging
 import os
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -248,6 +249,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="memory all sessions' prepared images may hold together, e.g. 4GiB (default: a "
                              "quarter of the host's memory, at most 40%% of the GPU's); over it the least recently "
                              "used are set aside and prepared again on their next click")
+    parser.add_argument("--no-prepare-examples", action="store_true",
+                        help="do not prepare the examples at start (each is then prepared on its first choice)")
     parser.add_argument("--max-points", type=int, default=limits.MAX_POINTS,
                         help=f"points per API request and clicks per image (default {limits.MAX_POINTS})")
     parser.add_argument("--max-file-size", default=limits.MAX_FILE_SIZE,
@@ -271,7 +274,10 @@ def main(argv=None) -> None:
     if os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU forks its GPU workers from this process: the model must be loaded before that.
         serving.backbones.get(options.attention_resolution)
-    build(options, serving)[0].launch(server_name=args.server_name, server_port=args.port, share=args.share,
+    demo, handlers = build(options, serving)
+    if not args.no_prepare_examples:  # examples clickable at once; the server answers meanwhile
+        threading.Thread(target=handlers.prepare_examples, name="m2n2-prepare-examples", daemon=True).start()
+    demo.launch(server_name=args.server_name, server_port=args.port, share=args.share,
                                       show_error=True, css=CSS, head=HEAD, footer_links=["api", "gradio"],
                                       max_file_size=options.max_file_size)
 

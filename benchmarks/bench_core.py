@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,16 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_baseline_options, alternate, example_image, options_without, parse_or_compare  # noqa: E402
 from m2n2 import M2N2Config, M2N2Predictor  # noqa: E402
 from m2n2.backbones import load  # noqa: E402
-from m2n2.image import resize_rgb  # noqa: E402
-
-
-def example_image(height: int, width: int) -> np.ndarray:
-    """scikit-image's public-domain astronaut photo at the requested size."""
-    from skimage import data
-    return resize_rgb(data.astronaut(), (width, height))
 
 
 def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Config,
@@ -58,6 +50,8 @@ def bench(resolution: int, height: int, width: int, repeats: int, config: M2N2Co
     for _ in range(repeats):
         start = time.perf_counter()
         predictor.set_attention(image, attention)
+        if hasattr(predictor, "wait_prepared"):  # the whole preparation, background part included
+            predictor.wait_prepared()
         prepare.append(time.perf_counter() - start)
         prepare_stages.append(dict(predictor.image_timings))
         predictor.predict(points[:3], labels[:3])  # three earlier clicks, cached
@@ -125,18 +119,12 @@ def markov_floor(predictor, point, size, config) -> dict:
 def compare(args, argv) -> None:
     """Run this benchmark for ``args.baseline`` and for this checkout, alternating, and print both."""
     here = Path(__file__).resolve().parents[1]
-    ours = ("--baseline", "--rounds")  # the options of the comparison itself, not passed on
-    rest = [a for i, a in enumerate(argv) if a not in ours and (i == 0 or argv[i - 1] not in ours)]
-    runs = {"baseline": [], "current": []}
-    for _ in range(args.rounds):
-        for name, root in (("baseline", Path(args.baseline).resolve()), ("current", here)):
-            env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-            out = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_core.py"), *rest],
-                                 env=env, cwd=root, capture_output=True, text=True, check=True).stdout
-            result = json.loads(out)
-            for r in result["results"]:  # older commits print no per-pixel sum
-                r["per_pixel_s"] = sum(v for k, v in r["click_stages_s"].items() if k not in ("markov", "total"))
-            runs[name].append(result)
+    rest = options_without(argv, ("--baseline", "--rounds"))  # the comparison's own options
+    runs = alternate(lambda root: root / "benchmarks" / "bench_core.py",
+                     {"baseline": Path(args.baseline), "current": here}, rest, args.rounds)
+    for result in (r for rs in runs.values() for r in rs):
+        for r in result["results"]:  # older commits print no per-pixel sum
+            r["per_pixel_s"] = sum(v for k, v in r["click_stages_s"].items() if k not in ("markov", "total"))
     summary = []
     for index, result in enumerate(runs["current"][0]["results"]):
         pick = {name: [r["results"][index] for r in rs] for name, rs in runs.items()}
@@ -168,14 +156,10 @@ def main(argv=None) -> None:
                         help="colour kernel of the benchmark's attention (Lab units)")
     parser.add_argument("--sigma-position", type=float, default=0.1,
                         help="spatial kernel of the benchmark's attention (fraction of the side)")
-    parser.add_argument("--baseline", help="checkout of another commit to compare with, in the same run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds with --baseline")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if args.baseline:
-        compare(args, argv)
+    add_baseline_options(parser, rounds=2)
+    args = parse_or_compare(parser, argv, compare)
+    if args is None:
         return
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     config = M2N2Config.fast() if args.preset == "fast" else M2N2Config()
     sigmas = (args.sigma_color, args.sigma_position)
     results = [bench(r, *args.size, args.repeats, config, sigmas) for r in args.resolutions]

@@ -89,6 +89,7 @@ class Server:
         if args.max_resolution:
             command += ["--max-resolution", str(args.max_resolution)]
         command += args.app_arg
+        self.command = command
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
         if args.server_threads:
             env["OMP_NUM_THREADS"] = str(args.server_threads)
@@ -178,6 +179,8 @@ class App:
         self.client = Client(url, verbose=False, download_files=False)
         config = self.client.config
         self.index = {d.get("api_name"): d.get("id", i) for i, d in enumerate(config["dependencies"])}
+        examples = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "examples"]
+        self.example_count = len(examples[0]["props"].get("samples") or []) if examples else 0
         # Where the status line is among each event's outputs (the events output more after it).
         status = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "status"]
         self.status_at = {d.get("api_name"): d["outputs"].index(status[0])
@@ -195,6 +198,9 @@ class App:
     def upload(self, path: str):
         from gradio_client import handle_file
         return self.call("set_image", handle_file(path), None)
+
+    def example(self, index: int):
+        return self.call("load_example", index, None)
 
     def click(self, x: int, y: int, mode: str):
         return self.call("click_only", None, mode, event_data={"index": [x, y], "value": None})
@@ -226,8 +232,14 @@ class UserResult:
     clicks: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def first_mask_s(self) -> float | None:
+        """Upload, then the first click's mask (the think time between them left out)."""
+        return None if self.upload_s is None or not self.clicks else self.upload_s + self.clicks[0]
+
     def summary(self) -> dict:
         return {"user": self.name, "upload_s": None if self.upload_s is None else round(self.upload_s, 2),
+                "first_mask_s": None if self.first_mask_s is None else round(self.first_mask_s, 2),
                 "clicks": len(self.clicks), "errors": len(self.errors),
                 "p50_s": round(percentile(self.clicks, 50), 3) if self.clicks else None,
                 "p95_s": round(percentile(self.clicks, 95), 3) if self.clicks else None}
@@ -337,6 +349,51 @@ def run_hostile_settings(url: str, name: str, image: str, resolution: int, stop:
 
 
 # ---------------------------------------------------------------------------------------------- phases
+def first_masks(users: list[UserResult]) -> dict:
+    """p50 / p95 of upload -> first mask over the users."""
+    values = [u.first_mask_s for u in users if u.first_mask_s is not None]
+    return {"count": len(values), "p50_s": round(percentile(values, 50), 2), "p95_s": round(percentile(values, 95), 2)}
+
+
+def examples_prepared(server: Server, timeout: float = 600) -> str | None:
+    """Wait for the server's log line that the examples prepared at start are ready (before the
+    users come, so that this start-up work is not in their times); returns it (the start-up
+    cost), or None when the app was started without it."""
+    end = time.monotonic() + timeout
+    while "--no-prepare-examples" not in server.command and time.monotonic() < end:
+        line = next((x for x in open(server.log.name).read().splitlines() if "examples at start" in x), None)
+        if line:
+            return line.split(": ", 1)[-1]
+        time.sleep(0.5)
+    return None
+
+
+def phase_examples(server: Server, choices: int) -> dict:
+    """One user choosing the examples in turn (each one several times): seconds until clickable
+    (the choice's event returned; a click then applies)."""
+    app = App(server.url)
+    seconds, clicks, errors = [], [], []
+    try:
+        for k in range(choices):
+            start = time.perf_counter()
+            outputs = app.example(k % app.example_count)
+            if "image" not in status_of(outputs):
+                errors.append(f"choice {k + 1} not applied: {status_of(outputs)!r}")
+                continue
+            seconds.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            clicked = app.click(5, 5, BACKGROUND)                        # clickable: a click applies
+            clicks.append(time.perf_counter() - start)
+            if "1 click" not in status_of(clicked):
+                errors.append(f"click after choice {k + 1} not applied: {status_of(clicked)!r}")
+    finally:
+        app.close()
+    report = {"choices": len(seconds), "errors": errors, "seconds": [round(x, 3) for x in seconds],
+              "p50_s": round(percentile(seconds, 50), 3), "p95_s": round(percentile(seconds, 95), 3),
+              "first_click_p50_s": round(percentile(clicks, 50), 3)}
+    return report
+
+
 def phase_users(server: Server, args, folder: str, count: int, first_seed: int, deadline: float,
                 hostile_api: int = 0, hostile_settings: int = 0) -> tuple[list[UserResult], list[UserResult]]:
     users = [UserResult(f"user-{first_seed + i}") for i in range(count)]
@@ -411,7 +468,7 @@ def print_table(title: str, results: list[UserResult], unit: str = "click") -> N
         s = r.summary()
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         print(f"  {r.name:<18} {fmt(s['upload_s']):>9} {s['clicks']:>7} {s['errors']:>6} {fmt(s['p50_s']):>7} "
-              f"{fmt(s['p95_s']):>7}")
+              f"{fmt(s['p95_s']):>7}   first mask {fmt(s['first_mask_s'])} s")
         for error in r.errors[:3]:
             print(f"      error: {error[:160]}")
 
@@ -427,6 +484,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hostile-settings", type=int, default=0,
                         help="users recomputing the attention at the highest R again and again")
     parser.add_argument("--hostile-head-start", type=float, default=5.0, help="seconds the hostile users start early")
+    parser.add_argument("--example-choices", type=int, default=0,
+                        help="then, one user choosing the examples in turn this many times (clickable after)")
     parser.add_argument("--sessions", type=int, default=0, help="then, this many sessions opened in turn")
     parser.add_argument("--resolution", type=int, default=64, help="R of the app (default 64)")
     parser.add_argument("--max-resolution", type=int, default=None, help="the app's --max-resolution")
@@ -462,11 +521,14 @@ def main(argv=None) -> int:
     try:
         server.wait_ready(120)
         report["rss_ready_mib"] = round(server.rss / 2**20)
+        report["examples_prepared_at_start"] = examples_prepared(server)
+        report["rss_examples_prepared_mib"] = round(server.rss / 2**20)
         print(f"server {server.url} ready, RSS {report['rss_ready_mib']} MiB (log: {log_path})")
         if args.baseline:
             (alone,), _ = phase_users(server, args, folder, 1, 0, deadline)
             print_table("single user, alone", [alone])
             report["baseline"] = alone.summary()
+            report["first_mask_single_user"] = first_masks([alone])
             report["rss_after_baseline_mib"] = round(server.rss / 2**20)
         if args.users:
             start = time.monotonic()
@@ -478,6 +540,8 @@ def main(argv=None) -> int:
             every = [s for u in users for s in u.clicks]
             report["users"] = [u.summary() for u in users]
             report["hostile"] = [h.summary() for h in hostile]
+            report["first_mask"] = first_masks(users)
+            print(f"  upload -> first mask: p50 {report['first_mask']['p50_s']} s, p95 {report['first_mask']['p95_s']} s")
             report["all_clicks"] = {"count": len(every), "errors": sum(len(u.errors) for u in users),
                                     "p50_s": round(percentile(every, 50), 3), "p95_s": round(percentile(every, 95), 3),
                                     "worst_user_p95_s": max((u.summary()["p95_s"] or 0) for u in users)}
@@ -489,6 +553,10 @@ def main(argv=None) -> int:
                 ratio = line["p95_s"] / report["baseline"]["p95_s"]
                 report["p95_over_single_user_p95"] = round(ratio, 2)
                 print(f"  p95 / single-user p95 = {ratio:.2f}")
+        if args.example_choices:
+            report["examples"] = e = phase_examples(server, args.example_choices)
+            print(f"\nexamples: {e['choices']} choices, errors {len(e['errors'])}, clickable after p50 {e['p50_s']} s, "
+                  f"p95 {e['p95_s']} s; start-up: {report['examples_prepared_at_start']}")
         if args.sessions:
             before = server.rss
             start = time.monotonic()

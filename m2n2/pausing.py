@@ -19,6 +19,11 @@ def set_pause_hook(hook: Callable[[], None] | None) -> None:
     _local.hook = hook
 
 
+def current_pause_hook() -> Callable[[], None] | None:
+    """The calling thread's hook (so that work it hands to another thread can keep it)."""
+    return getattr(_local, "hook", None)
+
+
 def pause_point() -> None:
     """Let the calling thread's hook wait, if it has one (else return at once)."""
     hook = getattr(_local, "hook", None)

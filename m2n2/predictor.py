@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import copy
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
 from .merge import merge_maps, merge_maps_torch
 from .numerics import denormals_flushed, full_fp32
+from .pausing import current_pause_hook, set_pause_hook
 from .operator import TransitionOperator, prepare_operator, with_leap
 from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
                         threshold_curves_torch)
@@ -96,6 +100,41 @@ class Prediction:
     host_bytes: int = 0
 
 
+_BACKGROUND: dict = {}  # id -> (finishing, thread) still running: stopped before the interpreter exits
+
+
+@atexit.register
+def _stop_background() -> None:
+    """Cancel and join the background threads at exit (a daemon thread killed inside a torch
+    operation aborts the process); each stops at its next pause point."""
+    for finishing, thread in list(_BACKGROUND.values()):
+        finishing.cancel()
+        thread.join()
+
+
+class _Superseded(Exception):
+    """Raised at a pause point of background work whose image has been replaced."""
+
+
+@dataclass
+class _Finishing:
+    """The background part of an image's preparation (see ``early_maps``): the dense filter's
+    weight sums and the table (from the image alone, while the operator is computed), then the
+    leap (once the operator is ready)."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)  # a newer image, or a failure
+    operator_ready: threading.Event = field(default_factory=threading.Event)
+    operator: TransitionOperator | None = None
+    sums_lock: threading.Lock = field(default_factory=threading.Lock)  # whoever comes first sums
+    weight_sums: torch.Tensor | None = None
+    error: BaseException | None = None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self.operator_ready.set()  # wake the thread, which then stops
+
+
 @dataclass
 class _CachedMap:
     markov_map: np.ndarray
@@ -144,6 +183,11 @@ class M2N2Predictor:
         self._jbu: JBUTable | None = None  # per-image upsampling table (config.jbu_table)
         self._weight_sums: torch.Tensor | None = None  # the dense filter's denominator (per image)
         self._maps: OrderedDict[tuple[int, int], _CachedMap] = OrderedDict()
+        self._maps_made = 0  # maps computed for this image: the first config.early_maps are early
+        self._finishing: _Finishing | None = None
+        self._lock = threading.Lock()
+        #: Called by the background thread before it starts (tests hold the work there).
+        self.before_finishing = None
         self.image_timings: dict[str, float] = {}
         self.image_transfer_bytes = 0  # bytes of the attention moved to ``device`` for the current image
 
@@ -222,27 +266,133 @@ class M2N2Predictor:
         row_sums = flat.sum(dim=1, keepdim=True)
         # Never write into the caller's tensor; our own copy is reused in place to save memory.
         flat = flat.div_(row_sums) if private else flat / row_sums
-        with denormals_flushed(self.config.flush_denormals):
-            operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
-                                        dtype=_DTYPES[self.config.operator_dtype], inplace=True)
-            _synchronise(self.device)  # each stage's time its own on a GPU
-            elapsed = time.perf_counter() - start
-            del flat
-            if self.config.markov_leap > 1:
-                operator = with_leap(operator, self.config.markov_leap)
-                _synchronise(self.device)
+        background = self.config.early_maps > 0 and (self.config.markov_leap > 1 or self.config.jbu_table)
+        # What needs the image only starts at once, beside the operator (a second thread).
+        guide = self._guide_of(work) if background else None
+        finishing = self._start_finishing(guide, n) if background else None
+        try:
+            with denormals_flushed(self.config.flush_denormals):
+                operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
+                                            dtype=_DTYPES[self.config.operator_dtype], inplace=True)
+                _synchronise(self.device)  # each stage's time its own on a GPU
+                elapsed = time.perf_counter() - start
+                del flat
+                if self.config.markov_leap > 1 and not background:
+                    operator = with_leap(operator, self.config.markov_leap)
+                    _synchronise(self.device)
+        except BaseException:
+            if finishing is not None:
+                finishing.cancel()
+            raise
         leap_elapsed = time.perf_counter() - start - elapsed
         # Only now, after everything that can fail, replace the state.
-        self._operator = operator
+        with self._lock:
+            if self._finishing is not None:
+                self._finishing.cancel()  # the previous image's background work is dropped
+            self._finishing = finishing
+            self._operator = operator
         self._original, self._image = original, work
-        self._guide = torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
+        self._guide = guide if guide is not None else self._guide_of(work)
         self._attention = None if owned else attention
         self._maps.clear()
+        self._maps_made = 0
         self.image_timings = {"operator": elapsed}
         self.image_transfer_bytes = moved
         if operator.leap is not None:
             self.image_timings["leap"] = leap_elapsed
-        self._prepare_upsampling()
+        if finishing is not None:
+            self._jbu = self._weight_sums = None
+            finishing.operator = operator
+            finishing.operator_ready.set()
+        else:
+            self._prepare_upsampling()
+
+    def _guide_of(self, work: np.ndarray) -> torch.Tensor:
+        """The upsampling's guide: the working copy as (3, h, w) float32 in [0, 1] on the device."""
+        return torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+    def _start_finishing(self, guide: torch.Tensor, n: int) -> _Finishing:
+        """Start the background thread: the weight sums and the table from ``guide``, then the leap
+        of the operator handed over in ``operator_ready``; installed when done, if still current."""
+        config, resolution = self.config, int(round(n ** 0.5))
+        finishing = _Finishing()
+        inherited = current_pause_hook()  # a server's priority hook applies to this work as well
+
+        def pause() -> None:
+            if finishing.cancelled.is_set():
+                raise _Superseded
+            if inherited is not None:
+                inherited()
+
+        def work() -> None:
+            set_pause_hook(pause)
+            timings = {}
+            try:
+                if self.before_finishing is not None:
+                    self.before_finishing()
+                with full_fp32(), denormals_flushed(config.flush_denormals):  # as the foreground's
+                    t0 = time.perf_counter()
+                    with finishing.sums_lock:  # what the first map's filter needs
+                        if finishing.weight_sums is None:
+                            finishing.weight_sums = weight_sums(guide, resolution, config)
+                    timings["weight_sums"] = time.perf_counter() - t0
+                    table = None
+                    if config.jbu_table:
+                        t0 = time.perf_counter()
+                        table = jbu_table(guide, (resolution, resolution), config.sigma_spatial, config.sigma_range)
+                        _synchronise(guide.device)
+                        timings["jbu_table"] = time.perf_counter() - t0
+                    finishing.operator_ready.wait()
+                    pause()
+                    t0 = time.perf_counter()
+                    leaped = finishing.operator
+                    if config.markov_leap > 1:
+                        leaped = with_leap(leaped, config.markov_leap)
+                        _synchronise(leaped.device)
+                        timings["leap"] = time.perf_counter() - t0
+                with self._lock:
+                    if self._finishing is finishing and not finishing.cancelled.is_set():
+                        self._operator, self._jbu = leaped, table
+                        self.image_timings = {**self.image_timings, **timings, "background": True}
+            except _Superseded:
+                pass
+            except BaseException as error:  # kept, and raised where a map needs the result
+                finishing.error = error
+            finally:
+                set_pause_hook(None)
+                finishing.done.set()
+                _BACKGROUND.pop(id(finishing), None)
+
+        thread = threading.Thread(target=work, name="m2n2-finish-preparation", daemon=True)
+        _BACKGROUND[id(finishing)] = (finishing, thread)
+        thread.start()
+        return finishing
+
+    @property
+    def is_prepared(self) -> bool:
+        """Whether the image's whole preparation, background part included, has finished."""
+        finishing = self._finishing
+        return self.is_ready and (finishing is None or finishing.done.is_set())
+
+    def wait_prepared(self) -> float:
+        """Wait for the background part of the image's preparation; return the seconds waited.
+
+        Raises what the background work raised (e.g. ``MemoryError``), every time it is needed.
+        """
+        finishing = self._finishing
+        if finishing is None:
+            return 0.0
+        start = time.perf_counter()
+        finishing.done.wait()
+        if finishing.error is not None:
+            raise finishing.error
+        return time.perf_counter() - start
+
+    def _settle(self) -> None:
+        """Wait for the background work to end, whatever its outcome (before changing the state)."""
+        finishing = self._finishing
+        if finishing is not None:
+            finishing.done.wait()
 
     def _prepare_upsampling(self) -> None:
         """Build the image's upsampling table when the config asks for one (else drop it)."""
@@ -310,6 +460,7 @@ class M2N2Predictor:
 
     def to(self, device=None, dtype=None) -> "M2N2Predictor":
         """Move (and/or cast) the operator, e.g. to fp16 on the CPU between app calls."""
+        self._settle()
         moved = device is not None and torch.device(device) != self.device
         if device is not None:
             self.device = torch.device(device)
@@ -323,6 +474,30 @@ class M2N2Predictor:
                 self._jbu = self._jbu.to(self.device)
         return self
 
+    def shared_copy(self) -> "M2N2Predictor":
+        """A predictor of the same prepared image with its own Markov-maps and clicks.
+
+        The operator, its leap, the guide, the upsampling table and the dense filter's weight
+        sums are shared, not copied (nothing writes into them), so serving one prepared image
+        (an example) to many users costs its maps only. Waits for the preparation to finish.
+        """
+        self._require_ready()
+        self.wait_prepared()
+        twin = copy.copy(self)
+        twin._maps = OrderedDict()
+        twin._maps_made = 0
+        twin._lock = threading.Lock()
+        twin.image_timings = dict(self.image_timings)
+        return twin
+
+    def prepare_weight_sums(self) -> None:
+        """Compute the dense filter's weight sums now (they depend on the image only), so that
+        the first map upsampled with the dense filter does not pay for them."""
+        self._require_ready()
+        if self._weight_sums is None:
+            with denormals_flushed(self.config.flush_denormals):
+                self._weight_sums = weight_sums(self._guide, self._operator.resolution, self.config)
+
     def clear_cache(self) -> None:
         """Forget the cached Markov-maps (they are recomputed on demand)."""
         self._maps.clear()
@@ -334,6 +509,7 @@ class M2N2Predictor:
         fill settings drop the maps; temperature, IPF and operator dtype re-prepare the operator
         (from the attention given to :meth:`set_attention`, or by running the backbone again).
         """
+        self._settle()
         old, self.config = self.config, config
         if not self.is_ready:
             return
@@ -351,7 +527,7 @@ class M2N2Predictor:
             if any(getattr(old, f) != getattr(config, f) for f in upsampling):
                 with full_fp32():
                     self._prepare_upsampling()
-            markov = ("rho", "max_steps", "markov_leap_after", "flood_fill")
+            markov = ("rho", "max_steps", "markov_leap_after", "flood_fill", "early_maps")
             if any(getattr(old, f) != getattr(config, f) for f in (*markov, *upsampling)):
                 self._maps.clear()
 
@@ -516,24 +692,44 @@ class M2N2Predictor:
         return points, labels.astype(np.int64)
 
     def _compute_maps(self, keys: list[tuple[int, int]], timings: dict[str, float]) -> None:
+        """Compute the maps of new points: the image's first ``early_maps`` without the leap and
+        the table (single steps, the dense filter), the others with them once they are ready."""
+        early = max(0, min(len(keys), self.config.early_maps - self._maps_made))
+        if early:
+            self._compute_map_group(keys[:early], timings, early=True)
+        if early < len(keys):
+            waited = self.wait_prepared()
+            if waited:
+                timings["preparation_wait"] = timings.get("preparation_wait", 0.0) + waited
+            self._compute_map_group(keys[early:], timings, early=False)
+
+    def _compute_map_group(self, keys: list[tuple[int, int]], timings: dict[str, float], early: bool) -> None:
         config, operator = self.config, self._operator
         h, w = self._image.shape[:2]
         t0 = time.perf_counter()
         xy = np.array([[col, row] for row, col in keys], dtype=np.float64)
         starts = start_states(xy, (h, w), operator.resolution)
+        leaps = operator.leap is not None and not early
         steps = markov_map(operator, starts, rho=config.rho, max_steps=config.max_steps,
-                           leap_after=config.markov_leap_after if operator.leap is not None else None)
+                           leap_after=config.markov_leap_after if leaps else None)
         steps = steps.reshape(len(keys), operator.resolution, operator.resolution)
         _synchronise(operator.device)
         timings["markov"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if self._jbu is not None:
+        finishing = self._finishing
+        if self._weight_sums is None and finishing is not None and (early or self._jbu is None):
+            with finishing.sums_lock:  # the background thread's sums (the same bits), or ours if it has not begun
+                if finishing.weight_sums is None:
+                    finishing.weight_sums = weight_sums(self._guide, operator.resolution, config)
+                self._weight_sums = finishing.weight_sums
+        if self._jbu is not None and not early:
             upsampled = apply_jbu_table(self._jbu, steps)
         else:
             upsampled, self._weight_sums = joint_bilateral_upsample(
                 steps, self._guide, config.sigma_spatial, config.sigma_range, denominator=self._weight_sums,
                 return_denominator=True)
+        self._maps_made += len(keys)
         if self.torch_stages:
             _synchronise(upsampled.device)
             timings["upsample"] += time.perf_counter() - t0
@@ -580,6 +776,13 @@ class M2N2Predictor:
         rows, cols = geometry.original_pixels(points).T
         mask[rows, cols] = labels.astype(bool)  # every prompt pixel keeps its own label
         return mask
+
+
+def weight_sums(guide: torch.Tensor, resolution: int, config: M2N2Config) -> torch.Tensor:
+    """The dense filter's per-pixel weight sums for maps of R x R (what a first call computes)."""
+    _, sums = joint_bilateral_upsample(torch.zeros((1, resolution, resolution), device=guide.device), guide,
+                                       config.sigma_spatial, config.sigma_range, return_denominator=True)
+    return sums
 
 
 def _max_normalised(values: np.ndarray) -> np.ndarray:

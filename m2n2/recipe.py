@@ -27,7 +27,8 @@ from .errors import InputError
 #: The ``format`` field of every recipe.
 FORMAT = "m2n2-recipe"
 #: The format version this code writes; it reads this one and older ones. Version 2 added the
-#: backbone's registry key (version 1 named Stable Diffusion 2 or the colour fallback by name).
+#: backbone's registry key (version 1 named Stable Diffusion 2 or the colour fallback by name) and
+#: the config's ``early_maps`` (absent in version 1: 0, as those recipes were made).
 VERSION = 2
 
 

@@ -366,3 +366,30 @@ def test_the_memory_budget_counts_each_sessions_image_until_its_state_expires(ha
     assert store.session_bytes >= session.image.nbytes + session.shown.mask.nbytes
     handlers.release_state(session)                     # gr.State's delete callback
     assert store.session_bytes == 0 and session.key not in store
+
+
+def test_an_example_is_prepared_once_and_choosing_it_again_gives_the_same_masks(handlers):
+    index = app.EXAMPLES.index(next(p for p in app.EXAMPLES if "coffee" in p))
+    backbone = handlers.serving.backbones.get(OPTIONS.attention_resolution)
+    first = handlers.load_example(index, None)
+    handlers.example_keeping.join()  # kept off the request, once its preparation has finished
+    calls = backbone.calls
+    again = handlers.load_example(index, None)                 # another visitor chooses it
+    assert backbone.calls == calls                             # no attention, no operator: a copy
+    assert again[STATE].has_image and again[STATE].key != first[STATE].key
+    assert len(handlers.example_cache) == 1 and handlers.serving.store.session_bytes >= handlers.example_cache.bytes
+    x, y = 120, 80
+    masks = [handlers.click(out[STATE], FOREGROUND, select(x, y))[STATE].shown.mask for out in (first, again)]
+    np.testing.assert_array_equal(masks[0], masks[1])
+    # The copy's maps are its own: the kept example gained none from either click.
+    (template, _), = handlers.example_cache._items.values()
+    assert template.cached_points == 0
+
+
+def test_examples_prepared_at_start_are_clickable_without_the_backbone(handlers):
+    backbone = handlers.serving.backbones.get(OPTIONS.attention_resolution)
+    seconds = handlers.prepare_examples()
+    assert set(seconds) == set(app.EXAMPLES) and len(handlers.serving.store) == 0  # kept outside the store
+    calls = backbone.calls
+    out = handlers.load_example(0, None)
+    assert backbone.calls == calls and out[STATE].has_image

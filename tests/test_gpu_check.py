@@ -27,6 +27,7 @@ def test_gpu_check_runs_on_the_cpu_with_a_scaled_down_sd2(tmp_path):
     assert report["attention_device"] == "cpu" and set(report["presets"]) == {"exact", "fast"}
     for name, preset in report["presets"].items():
         assert len(preset["click_s"]) == clicks and preset["click_median_s"] > 0
+        assert preset["first_mask_s"] == pytest.approx(report["attention_s"] + preset["prepare_s"] + preset["click_s"][0])
         assert preset["click_p95_s"] >= preset["click_median_s"]
         stages = preset["click_stages_median_s"]
         assert {"markov", "upsample", "flood_fill", "curves", "scores", "merge", "total"} <= set(stages)

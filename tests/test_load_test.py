@@ -14,7 +14,7 @@ def test_the_load_test_uploads_clicks_and_reports(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "load_test.py"), "--users", "2", "--clicks", "2",
-         "--think", "0", "0", "--resolution", "32", "--height", "96", "--width", "128", "--sessions", "2",
+         "--think", "0", "0", "--resolution", "32", "--height", "96", "--width", "128", "--sessions", "2", "--example-choices", "5",
          "--time-limit", "240", "--log", str(tmp_path / "server.log")],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -23,3 +23,7 @@ def test_the_load_test_uploads_clicks_and_reports(tmp_path):
     assert all(user["upload_s"] is not None and user["clicks"] == 2 for user in report["users"])
     assert report["peak_rss_mib"] >= report["rss_ready_mib"] > 0
     assert report["server_tracebacks"] == 0
+    assert report["first_mask"]["count"] == 2 and report["first_mask"]["p95_s"] >= report["first_mask"]["p50_s"] > 0
+    examples = report["examples"]
+    assert examples["choices"] == 5 and examples["errors"] == []     # the fifth chooses the first one again
+    assert "prepared 4 of 4" in report["examples_prepared_at_start"]  # the start-up cost is reported

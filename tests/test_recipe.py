@@ -146,3 +146,29 @@ def test_coco_json_decodes_to_the_instance_masks(tmp_path, square):
     assert (instances == 2).sum() == b.sum() and (instances == 1).sum() == (a & ~b).sum()
     rgba = np.asarray(Image.open(paths["cutout_2"]))
     assert rgba.shape == (60, 80, 4) and np.array_equal(rgba[..., 3] > 0, b)
+
+
+def test_a_fast_recipe_from_before_the_background_preparation_replays_as_it_was_made(square, backbone):
+    """Version 1 recipes have no ``early_maps``: they replay with every map made with the leap and
+    the table (0, as the fast preset then did); recipes written now say ``early_maps`` = 1."""
+    image, truth = square
+    made = recipes.make(image, backbone, M2N2Config.fast(), two_objects(truth))
+    assert json.loads(made.to_json())["settings"]["early_maps"] == 1 and made.version == 2
+    old = json.loads(made.to_json())
+    old["version"] = 1
+    del old["settings"]["early_maps"]
+    before = recipes.Recipe.from_json(json.dumps(old))
+    assert before.config == M2N2Config.fast(early_maps=0)
+
+    def replayed(recipe):
+        predictor = M2N2Predictor(backbone, recipe.config)
+        predictor.set_image(image)
+        return recipes.replay(predictor, recipe)
+
+    for recipe, config in ((before, M2N2Config.fast(early_maps=0)), (made, M2N2Config.fast())):
+        predictor = M2N2Predictor(backbone, config)
+        predictor.set_image(image)
+        direct = [recipes.replay_object(predictor, obj.points, obj.labels, obj.threshold).mask
+                  for obj in recipe.objects]
+        for a, b in zip(replayed(recipe), direct):
+            np.testing.assert_array_equal(a, b)

@@ -129,7 +129,11 @@ def test_staged_api_work_gives_the_same_mask_as_one_call(handlers):
 
 @pytest.fixture
 def loaded(handlers, square_file):
-    return handlers.set_image({"path": square_file[0]}, None)[STATE], square_file[1]
+    session = handlers.set_image({"path": square_file[0]}, None)[STATE]
+    # The image's background preparation done: a warning raised while another thread is inside
+    # warnings.catch_warnings (not thread-safe) could escape pytest.warns.
+    handlers.serving.store.get(session.key).wait_prepared()
+    return session, square_file[1]
 
 
 def test_clicks_per_image_are_bounded_with_a_message(handlers, loaded):
@@ -184,6 +188,7 @@ def test_store_evicts_to_the_budget_and_logs_each(caplog):
     store = PredictorStore(budget_bytes=10**12)
     for key in ("a/1", "b/1", "c/1"):
         gpu.prepare(key, square_image()[0], 16, M2N2Config.fast())
+        serving.current().store.get(key).wait_prepared()  # its size once the background part is in
         store.put(key, serving.current().store.get(key))
         sizes.append(store.bytes)
     store.budget_bytes = sizes[1] + 1                             # two fit, three do not

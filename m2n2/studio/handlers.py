@@ -7,6 +7,9 @@ exactly as it was. Errors the user caused become a warning toast and change noth
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from ..geometry import Geometry
 from ..image import read_image
 from . import gpu, views
 from .api import parse_points, summarize
+from .examples import ExampleCache
 from .limits import check_points, log_user_error
 from .priority import click_running, run_heavy
 from .serving import Serving, end_session, export_dir, tensor_bytes
@@ -76,6 +80,18 @@ class Handlers(SharingHandlers):
     def __init__(self, serving: Serving, ui: UI, examples: list[str] = ()):
         self.serving, self.ui, self.examples = serving, ui, list(examples)
         self.options = serving.options
+        self._example_cache: ExampleCache | None = None
+        self.example_keeping: threading.Thread | None = None  # the latest example being kept (tests join it)
+
+    @property
+    def example_cache(self) -> ExampleCache | None:
+        """Prepared examples shared by the sessions (with the current store); None on ZeroGPU,
+        whose predictors live in its workers."""
+        if os.environ.get("SPACES_ZERO_GPU"):
+            return None
+        if self._example_cache is None or self._example_cache.store is not self.serving.store:
+            self._example_cache = ExampleCache(self.serving.store)
+        return self._example_cache
 
     # ------------------------------------------------------------------ helpers
     def new_session(self) -> Session:
@@ -176,8 +192,53 @@ class Handlers(SharingHandlers):
         return session is not None and session.has_image
 
     # ------------------------------------------------------------------ image
-    def set_image(self, image, session: Session | None, request: gr.Request = None, progress=gr.Progress()):
-        """A new image (a path, or an upload's raw payload): attention, operator, no clicks."""
+    def _prepare(self, key: str, array: np.ndarray, session: Session, example: str | None) -> gpu.Prepared:
+        """Prepare ``array`` under ``key``: a copy of the kept example when there is one, else
+        from scratch (an example is then kept for the next choice, off this request)."""
+        cache, store = self.example_cache, self.serving.store
+        if example is None or cache is None:
+            return run_heavy(gpu.prepare, key, array, session.resolution, session.config)
+        start = time.perf_counter()
+        predictor = cache.lend(example, session.resolution, session.config)
+        if predictor is not None:
+            store.put(key, predictor)
+            return gpu.Prepared(tuple(predictor.image.shape[:2]), predictor.resolution,
+                                time.perf_counter() - start, store.update_size(key))
+        prepared = run_heavy(gpu.prepare, key, array, session.resolution, session.config)
+        if key in store:
+            self.example_keeping = threading.Thread(
+                target=cache.keep, args=(example, session.resolution, session.config, store.get(key)),
+                name="m2n2-keep-example", daemon=True)
+            self.example_keeping.start()
+        return prepared
+
+    def prepare_examples(self) -> dict[str, float]:
+        """Prepare and keep every example at the app's settings (at start, on a background thread);
+        returns each one's seconds."""
+        if self.example_cache is None:
+            return {}
+        resolution, config, store = self.options.attention_resolution, self.options.config, self.serving.store
+
+        def prepared(path):
+            key = f"example-start/{Path(path).stem}"
+            try:
+                run_heavy(gpu.prepare, key, read_image(path), resolution, config)
+                return store.get(key)
+            finally:
+                store.drop_session("example-start")
+
+        start = time.perf_counter()
+        seconds = self.example_cache.prepare(self.examples, resolution, config, prepared)
+        logging.getLogger(__name__).info(
+            "prepared %d of %d examples at start in %.1f s (%.0f MiB kept)", len(seconds), len(self.examples),
+            time.perf_counter() - start, self.example_cache.bytes / 2**20)
+        return seconds
+
+    def set_image(self, image, session: Session | None, request: gr.Request = None, progress=gr.Progress(),
+                  example: str | None = None):
+        """A new image (a path, or an upload's raw payload): attention, operator, no clicks.
+
+        ``example``: the path of the example chosen (its prepared copy is used when kept)."""
         session = session or self.new_session()
         path = image.get("path") if isinstance(image, dict) else image
         try:
@@ -193,7 +254,7 @@ class Handlers(SharingHandlers):
         progress(0.3, desc="Extracting attention and preparing the operator…")
         key = session.next_key
         try:
-            prepared = run_heavy(gpu.prepare, key, array, session.resolution, session.config)
+            prepared = self._prepare(key, array, session, example)
         except gr.Error as error:
             return self.rejected(session, f"This image cannot be used: {error.message}", restore_image=True)
         progress(0.9, desc="Drawing…")
@@ -207,7 +268,7 @@ class Handlers(SharingHandlers):
                      progress=gr.Progress()):
         """Example number ``index`` (of the examples the handlers were given)."""
         before = session.key if session is not None else None
-        out = self.set_image(self.examples[index], session, request, progress)
+        out = self.set_image(self.examples[index], session, request, progress, example=self.examples[index])
         if out[self.ui.state] is not None and out[self.ui.state].has_image and out[self.ui.state].key != before:
             out[self.ui.state].example = Path(self.examples[index]).stem
             out.update(self.render_objects(out[self.ui.state]))

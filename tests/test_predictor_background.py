@@ -1,0 +1,132 @@
+"""The fast preset's background preparation (``early_maps``): results never depend on timing.
+
+Each test forces a path by holding the background thread (``before_finishing``) on an event,
+not by sleeping.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from m2n2 import M2N2Config, M2N2Predictor
+from m2n2.operator import with_leap
+from synthetic import random_attention
+
+CLICKS = [((20.0, 30.0), 1), ((70.0, 15.0), 0), ((45.0, 50.0), 1)]
+
+
+@pytest.fixture
+def scene():
+    rng = np.random.default_rng(3)
+    image = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+    image[:, :40] //= 3  # an edge for the upsampling to follow
+    return image, random_attention(16, seed=5)
+
+
+def _held(config):
+    """A predictor whose background work waits on the returned event."""
+    gate = threading.Event()
+    predictor = M2N2Predictor(config=config)
+    predictor.before_finishing = gate.wait
+    return predictor, gate
+
+
+def _masks(predictor, clicks=CLICKS):
+    return [predictor.predict([p for p, _ in clicks[:k]], [lab for _, lab in clicks[:k]]).mask
+            for k in range(1, len(clicks) + 1)]
+
+
+def test_the_first_mask_does_not_wait_for_the_background_and_masks_never_depend_on_timing(scene):
+    image, attention = scene
+    held, gate = _held(M2N2Config.fast())
+    held.set_attention(image, attention)
+    first = held.predict([CLICKS[0][0]], [1])
+    assert not held.is_prepared and held.operator.leap is None  # the first map was made without them
+    gate.set()
+    rest = _masks(held)[1:]
+    assert held.is_prepared and held.operator.leap is not None and held.upsampling_table is not None
+
+    free = M2N2Predictor(config=M2N2Config.fast())
+    free.set_attention(image, attention)
+    free.wait_prepared()  # everything ready before the first click: the same masks
+    assert free.is_prepared
+    for ours, theirs in zip([first.mask, *rest], _masks(free)):
+        np.testing.assert_array_equal(ours, theirs)
+    # the dense filter's weight sums: summed by the first click (held) or by the background thread
+    assert torch.equal(held._weight_sums, free._weight_sums)
+
+
+def test_the_first_map_takes_single_steps_and_the_dense_filter_and_later_ones_the_leap_and_table(scene):
+    image, attention = scene
+    fast = M2N2Predictor(config=M2N2Config.fast())
+    fast.set_attention(image, attention)
+    maps = [fast.predict([p], [1]).points[0].markov_map for p, _ in CLICKS[:2]]
+
+    early = M2N2Predictor(config=M2N2Config.fast(markov_leap=1, jbu_table=False, early_maps=0))
+    early.set_attention(image, attention)
+    late = M2N2Predictor(config=M2N2Config.fast(early_maps=0))
+    late.set_attention(image, attention)
+    np.testing.assert_array_equal(maps[0], early.predict([CLICKS[0][0]], [1]).points[0].markov_map)
+    np.testing.assert_array_equal(maps[1], late.predict([CLICKS[1][0]], [1]).points[0].markov_map)
+    # the two paths differ on this map: the test could tell them apart
+    assert not np.array_equal(maps[1], early.predict([CLICKS[1][0]], [1]).points[0].markov_map)
+
+
+def test_a_new_image_drops_the_background_work_of_the_previous_one(scene):
+    image, attention = scene
+    predictor, gate = _held(M2N2Config.fast())
+    predictor.set_attention(image, attention)
+    first_finishing = predictor._finishing
+    predictor.before_finishing = None
+    other = random_attention(16, seed=9)
+    predictor.set_attention(image, other)
+    predictor.wait_prepared()
+    gate.set()  # the first image's work now runs, finds itself superseded and installs nothing
+    first_finishing.done.wait()
+    expected = with_leap(predictor.operator, 8).leap.transposed
+    torch.testing.assert_close(predictor.operator.leap.transposed, expected, rtol=0, atol=0)
+
+
+def test_a_failure_in_the_background_is_raised_where_its_result_is_needed(scene):
+    image, attention = scene
+    predictor = M2N2Predictor(config=M2N2Config.fast())
+
+    def fail():
+        raise MemoryError("no room for the leap")
+
+    predictor.before_finishing = fail
+    predictor.set_attention(image, attention)
+    assert predictor.predict([CLICKS[0][0]], [1]).mask.any()  # the first map needs nothing of it
+    with pytest.raises(MemoryError, match="no room"):
+        predictor.predict([CLICKS[0][0], CLICKS[1][0]], [1, 0])
+
+
+def test_the_exact_preset_prepares_everything_before_set_image_returns(scene):
+    image, attention = scene
+    predictor = M2N2Predictor(config=M2N2Config(markov_leap=8, jbu_table=True))
+    predictor.before_finishing = lambda: pytest.fail("no background work without early_maps")
+    predictor.set_attention(image, attention)
+    assert predictor.is_prepared and predictor.operator.leap is not None and predictor.upsampling_table is not None
+
+
+def test_early_maps_is_validated():
+    from m2n2 import InputError
+    with pytest.raises(InputError, match="early_maps"):
+        M2N2Config(early_maps=-1)
+
+
+def test_settings_can_change_after_the_background_failed(scene):
+    image, attention = scene
+    predictor = M2N2Predictor(config=M2N2Config.fast())
+
+    def fail():
+        raise MemoryError("no room for the leap")
+
+    predictor.before_finishing = fail
+    predictor.set_attention(image, attention)
+    predictor.before_finishing = None
+    predictor.set_config(M2N2Config.fast(temperature=0.5))  # re-prepares: the failure is left behind
+    predictor.wait_prepared()
+    assert predictor.is_prepared and predictor.operator.leap is not None
