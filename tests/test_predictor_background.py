@@ -89,7 +89,8 @@ def test_a_new_image_drops_the_background_work_of_the_previous_one(scene):
     torch.testing.assert_close(predictor.operator.leap.transposed, expected, rtol=0, atol=0)
 
 
-def test_a_failure_in_the_background_is_raised_where_its_result_is_needed(scene):
+def _failed_in_the_background(scene) -> M2N2Predictor:
+    """A fast-preset predictor whose image's background work raised MemoryError."""
     image, attention = scene
     predictor = M2N2Predictor(config=M2N2Config.fast())
 
@@ -98,6 +99,11 @@ def test_a_failure_in_the_background_is_raised_where_its_result_is_needed(scene)
 
     predictor.before_finishing = fail
     predictor.set_attention(image, attention)
+    return predictor
+
+
+def test_a_failure_in_the_background_is_raised_where_its_result_is_needed(scene):
+    predictor = _failed_in_the_background(scene)
     assert predictor.predict([CLICKS[0][0]], [1]).mask.any()  # the first map needs nothing of it
     with pytest.raises(MemoryError, match="no room"):
         predictor.predict([CLICKS[0][0], CLICKS[1][0]], [1, 0])
@@ -118,14 +124,7 @@ def test_early_maps_is_validated():
 
 
 def test_settings_can_change_after_the_background_failed(scene):
-    image, attention = scene
-    predictor = M2N2Predictor(config=M2N2Config.fast())
-
-    def fail():
-        raise MemoryError("no room for the leap")
-
-    predictor.before_finishing = fail
-    predictor.set_attention(image, attention)
+    predictor = _failed_in_the_background(scene)
     predictor.before_finishing = None
     predictor.set_config(M2N2Config.fast(temperature=0.5))  # re-prepares: the failure is left behind
     predictor.wait_prepared()
