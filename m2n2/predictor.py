@@ -718,13 +718,16 @@ class M2N2Predictor:
 
         t0 = time.perf_counter()
         finishing = self._finishing
-        if self._weight_sums is None and finishing is not None and (early or self._jbu is None):
-            with finishing.sums_lock:  # the background thread's sums (the same bits), or ours if it has not begun
-                if finishing.weight_sums is None:
-                    finishing.weight_sums = weight_sums(self._guide, operator.resolution, config)
-                self._weight_sums = finishing.weight_sums
         if self._jbu is not None and not early:
             upsampled = apply_jbu_table(self._jbu, steps)
+        elif self._weight_sums is None and finishing is not None:
+            # The background thread's sums (the same bits); if it has not begun them, this filter's
+            # own sums serve it too, so that nobody sums the weights twice.
+            with finishing.sums_lock:
+                upsampled, self._weight_sums = joint_bilateral_upsample(
+                    steps, self._guide, config.sigma_spatial, config.sigma_range,
+                    denominator=finishing.weight_sums, return_denominator=True)
+                finishing.weight_sums = self._weight_sums
         else:
             upsampled, self._weight_sums = joint_bilateral_upsample(
                 steps, self._guide, config.sigma_spatial, config.sigma_range, denominator=self._weight_sums,
