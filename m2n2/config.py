@@ -1,11 +1,38 @@
-"""The hyperparameters of M2N2, with the paper's values as defaults."""
+"""The hyperparameters of M2N2, with the paper's values as defaults; its presets and shared limits.
+
+The two presets are ``"exact"`` (:class:`M2N2Config` as constructed: the paper's hyperparameters
+with the authors' definitions) and ``"fast"`` (:meth:`M2N2Config.fast`); every command line
+chooses one with ``--preset exact|fast`` (:func:`add_preset_argument`, :func:`preset_from_args`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass
 
 from .errors import InputError
+
+#: The preset names, the only ones anywhere (flags, method specs, the app's options).
+PRESETS = ("exact", "fast")
+
+#: Clicks per object: the evaluation protocol (NoC, RITM / SimpleClick) stops at 20 and counts an
+#: object not done by then as a failure; the app and its API take at most this many per request.
+MAX_CLICKS = 20
+
+
+def default_resolution(device=None) -> int:
+    """The attention resolution R used when none is given: 128 (the paper's) on CUDA, else 64.
+
+    On a CPU, R = 96 and 128 take 20 to 75 s per image (the operator has R^4 entries), which is
+    no interactive use. ``device`` is a ``torch.device`` or its name; None: CUDA when available.
+    """
+    import torch  # here, so that reading the config needs no torch
+
+    if device is None:
+        return 128 if torch.cuda.is_available() else 64
+    return 128 if torch.device(device).type == "cuda" else 64
 
 
 @dataclass(frozen=True)
@@ -132,6 +159,31 @@ class M2N2Config:
         return cls(**{"operator_dtype": "float16", "markov_leap": 8, "jbu_table": True, "early_maps": 1,
                       **changes})
 
+    @classmethod
+    def preset(cls, name: str, **changes) -> "M2N2Config":
+        """The preset called ``name`` (one of :data:`PRESETS`) with some fields changed.
+
+        ``"exact"`` is ``M2N2Config(**changes)``, ``"fast"`` is ``M2N2Config.fast(**changes)``.
+
+        Raises
+        ------
+        InputError
+            An unknown name (the message lists the known ones).
+        """
+        if name == "exact":
+            return cls(**changes)
+        if name == "fast":
+            return cls.fast(**changes)
+        raise InputError(f"unknown preset {name!r}; the presets are {', '.join(PRESETS)}")
+
+    @property
+    def preset_name(self) -> str | None:
+        """``"exact"`` or ``"fast"`` when this config is that preset unchanged, else None (a custom mix)."""
+        for name in PRESETS:
+            if self == type(self).preset(name):
+                return name
+        return None
+
     def replace(self, **changes) -> "M2N2Config":
         """Return a copy with some fields changed (validated like the constructor)."""
         return dataclasses.replace(self, **changes)
@@ -140,3 +192,74 @@ class M2N2Config:
     def operator_fields(self) -> tuple:
         """The settings the transition operator depends on (a change means re-preparing it)."""
         return (self.temperature, self.ipf_iterations, self.operator_dtype, self.flush_denormals, self.markov_leap)
+
+
+_PRESET_HELP = ("exact: M2N2Config(), every Markov step with the fp32 operator and the dense upsampling "
+                "filter; fast: M2N2Config.fast(), fp16 operator, Markov leaps and the precomputed "
+                "upsampling table (masks agree closely with exact, not bit for bit)")
+
+
+class _PresetAction(argparse.Action):
+    """``--preset NAME``, or an alias (``--fast``, ``--faithful``) with a fixed ``preset``.
+
+    Two of them on one command line are a parser error (argparse's mutually exclusive groups
+    miss ``--preset exact --fast`` when the value given is the default object itself).
+    """
+
+    def __init__(self, option_strings, dest, preset: str | None = None, **kwargs):
+        self.preset = preset
+        if preset is not None:
+            kwargs["nargs"] = 0
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        earlier = getattr(namespace, "_preset_option", None)
+        if earlier is not None and earlier != option_string:
+            parser.error(f"argument {option_string}: not allowed with argument {earlier}")
+        namespace._preset_option = option_string
+        if self.preset is not None:
+            print(f"warning: {option_string} is deprecated; use --preset {self.preset}", file=sys.stderr)
+        setattr(namespace, self.dest, self.preset if self.preset is not None else values)
+
+
+def add_preset_argument(parser: argparse.ArgumentParser, default: str | None = "exact",
+                        help_default: str | None = None):
+    """Add ``--preset {exact,fast}`` to ``parser``, with ``--fast`` and ``--faithful`` as deprecated aliases.
+
+    The three are mutually exclusive (two different ones on one command line are a parser error,
+    even when they agree); an alias prints ``warning: --fast is deprecated; use --preset fast`` to
+    stderr. Read the choice with :func:`preset_from_args`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    default : str or None
+        The preset when none is given; None lets the command decide (``preset_from_args`` gives None).
+    help_default : str, optional
+        How the help names the default (e.g. ``"the recipe's settings"``); by default ``default``.
+
+    Returns
+    -------
+    argparse._ArgumentGroup
+        The help section holding the three options.
+    """
+    if default is not None and default not in PRESETS:
+        raise ValueError(f"default preset must be one of {PRESETS} or None, got {default!r}")
+    shown = help_default if help_default is not None else (default or "none")
+    group = parser.add_argument_group("preset")
+    group.add_argument("--preset", choices=PRESETS, default=default, action=_PresetAction,
+                       help=f"{_PRESET_HELP} (default: {shown})")
+    group.add_argument("--fast", dest="preset", action=_PresetAction, preset="fast",
+                       help="deprecated: use --preset fast")
+    group.add_argument("--faithful", dest="preset", action=_PresetAction, preset="exact",
+                       help="deprecated: use --preset exact")
+    return group
+
+
+def preset_from_args(args: argparse.Namespace) -> str | None:
+    """The preset a command line chose with :func:`add_preset_argument`'s options: ``"exact"``,
+    ``"fast"``, or None (nothing given and no default)."""
+    name = getattr(args, "preset", None)
+    if name is not None and name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; the presets are {', '.join(PRESETS)}")
+    return name
