@@ -36,6 +36,10 @@ class Click:
         """True for a foreground click."""
         return self.label == 1
 
+    def __iter__(self):
+        """``x, y, label = click``, as code written for ``(x, y, label)`` tuples reads it."""
+        return iter((self.x, self.y, self.label))
+
 
 _EXAMPLE = '[[120, 80, 1], {"x": 5, "y": 9, "label": 0}] or 120,80,1;5,9,0'
 

@@ -15,6 +15,8 @@ def test_click_is_frozen_and_knows_its_sign():
     assert click.positive and not Click(3.5, 7.0, 0).positive
     with pytest.raises(AttributeError):
         click.x = 4.0  # frozen: a click in a list or a set cannot change under its holder
+    x, y, label = click
+    assert (x, y, label) == (3.5, 7.0, 1) and tuple(Click(1.0, 2.0, 0)) == (1.0, 2.0, 0)
 
 
 @pytest.mark.parametrize("value", [
