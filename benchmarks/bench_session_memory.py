@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from m2n2 import M2N2Config  # noqa: E402
+from m2n2.config import add_preset_argument, preset_from_args  # noqa: E402
 from m2n2.image import resize_rgb  # noqa: E402
 from m2n2.studio import gpu, serving  # noqa: E402
 from m2n2.studio.session import Session, Shown  # noqa: E402
@@ -59,10 +60,10 @@ def backbone_factory(resolution: int):
     return load("color", resolution=resolution, device="cpu")
 
 
-def measure(resolution: int, size: int, clicks: int) -> dict:
+def measure(resolution: int, size: int, clicks: int, preset: str = "fast") -> dict:
     from skimage import data
     image = resize_rgb(data.astronaut(), (size, size))
-    config = M2N2Config.fast()  # the app's settings
+    config = M2N2Config.preset(preset)
     started = serving.start(serving.Options(backbone="color", resolution=resolution), backbone_factory)
     session = Session(resolution, config)
     start = time.perf_counter()
@@ -98,8 +99,9 @@ def main(argv=None) -> None:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--size", type=int, default=512, help="side of the (square) test photo in pixels")
     parser.add_argument("--clicks", type=int, default=5)
+    add_preset_argument(parser, default="fast", help_default="fast, the app's on a CPU")
     args = parser.parse_args(argv)
-    results = [measure(r, args.size, args.clicks) for r in args.resolutions]
+    results = [measure(r, args.size, args.clicks, preset_from_args(args)) for r in args.resolutions]
     print(json.dumps(results, indent=2))
 
 
