@@ -43,16 +43,16 @@ class AffinityBackbone:
 
     def extract(self, image: np.ndarray) -> torch.Tensor:
         r = self.resolution
-        colour = torch.from_numpy(resize_rgb(image, (r, r)).reshape(-1, 3).astype(np.float32) / 255.0)
+        color = torch.from_numpy(resize_rgb(image, (r, r)).reshape(-1, 3).astype(np.float32) / 255.0)
         rows, cols = torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij")
         position = torch.stack([rows, cols], dim=-1).reshape(-1, 2).float() / r
-        logits = torch.cdist(colour, colour).square_().div_(-0.05)
+        logits = torch.cdist(color, color).square_().div_(-0.05)
         logits.sub_(torch.cdist(position, position).square_().div_(0.05))
         return torch.softmax(logits, dim=1).reshape(r, r, r, r)
 
 
 def backbone_factory(resolution: int):
-    """The colour backbone when the package has it, else the inline affinity above."""
+    """The color backbone when the package has it, else the inline affinity above."""
     try:
         from m2n2.backbones import load
     except ImportError:

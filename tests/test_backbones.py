@@ -38,7 +38,7 @@ def test_unknown_names_and_options_are_clear_errors():
     assert isinstance(load("colour", resolution=8), ColorAffinityBackbone)
 
 
-def test_auto_tries_the_papers_backbone_first_then_dinov2_then_colour(tmp_path):
+def test_auto_tries_the_papers_backbone_first_then_dinov2_then_color(tmp_path):
     # docs/backbones.md: at the app's CPU R = 64, DINOv2-base is barely faster than SD2 (14.8 s
     # against 16.6 s), so SD2, the backbone with the paper's evidence, comes first on every device.
     assert backbones.AUTO_ORDER == ("sd2", "dinov2", "color")
