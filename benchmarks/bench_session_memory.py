@@ -20,43 +20,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from m2n2 import M2N2Config  # noqa: E402
+from m2n2.backbones import load  # noqa: E402
 from m2n2.config import add_preset_argument, preset_from_args  # noqa: E402
 from m2n2.image import resize_rgb  # noqa: E402
 from m2n2.studio import gpu, serving  # noqa: E402
 from m2n2.studio.session import Session, Shown  # noqa: E402
 
 
-class AffinityBackbone:
-    """Colour/position affinity attention: the same tensor shapes as any backbone."""
-
-    name = "benchmark affinity"
-    reason = None
-
-    def __init__(self, resolution: int):
-        self.resolution = resolution
-        self.device = torch.device("cpu")
-        self.description = f"benchmark affinity, R = {resolution}, cpu fp32"
-
-    def extract(self, image: np.ndarray) -> torch.Tensor:
-        r = self.resolution
-        color = torch.from_numpy(resize_rgb(image, (r, r)).reshape(-1, 3).astype(np.float32) / 255.0)
-        rows, cols = torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij")
-        position = torch.stack([rows, cols], dim=-1).reshape(-1, 2).float() / r
-        logits = torch.cdist(color, color).square_().div_(-0.05)
-        logits.sub_(torch.cdist(position, position).square_().div_(0.05))
-        return torch.softmax(logits, dim=1).reshape(r, r, r, r)
-
-
 def backbone_factory(resolution: int):
-    """The color backbone when the package has it, else the inline affinity above."""
-    try:
-        from m2n2.backbones import load
-    except ImportError:
-        return AffinityBackbone(resolution)
+    """The color backbone at R = ``resolution`` on the CPU."""
     return load("color", resolution=resolution, device="cpu")
 
 

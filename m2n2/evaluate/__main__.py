@@ -169,10 +169,8 @@ def backbone_factory(args: argparse.Namespace):
     options = backbone_options(args)
 
     def load():
-        try:
-            from ..backbones import load as load_backbone
-        except ImportError as error:
-            raise M2N2Error("m2n2.backbones.load is not available in this installation") from error
+        from ..backbones import load as load_backbone  # here: only runs with M2N2 import the backbones
+
         return load_backbone(args.backbone, **options)
     return load
 

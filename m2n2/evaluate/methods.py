@@ -207,10 +207,8 @@ class M2N2Method:
     """
 
     def __init__(self, backbone, config: M2N2Config, name: str = "m2n2") -> None:
-        try:
-            from .. import M2N2Predictor
-        except ImportError as error:
-            raise InputError("m2n2.M2N2Predictor is not available in this installation") from error
+        from .. import M2N2Predictor  # here: the package imports this module's package
+
         self.predictor = M2N2Predictor(backbone, config=config)
         self.config, self.name = config, name
 
