@@ -30,9 +30,8 @@ def default_resolution(device=None) -> int:
     """
     import torch  # here, so that reading the config needs no torch
 
-    if device is None:
-        return 128 if torch.cuda.is_available() else 64
-    return 128 if torch.device(device).type == "cuda" else 64
+    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    return 128 if cuda else 64
 
 
 @dataclass(frozen=True)
