@@ -1,10 +1,10 @@
 """The minimax flood fill: the smallest flood level at which a pixel joins the prompt's region.
 
-Two implementations of one definition: :func:`flood_fill` (numpy in, numpy out: a priority
-flood compiled with numba, for the CPU) and :func:`flood_fill_torch` (a torch tensor on any
-device: parallel relaxation, for the GPU). Both equal the plain minimax definition (tests);
-:func:`flood_fill_reference` is scikit-image's reconstruction by erosion, kept as the
-independent check.
+:func:`flood_fill` takes the array it is given and picks one of two kernels of one definition:
+numpy in, numpy out (a priority flood compiled with numba, for the CPU), or a torch tensor on
+any device (:func:`flood_fill_torch`: parallel relaxation, for the GPU). Both equal the plain
+minimax definition (tests); :func:`flood_fill_reference` is scikit-image's reconstruction by
+erosion, kept as the independent check.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from skimage.morphology import reconstruction
 _FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
-def flood_fill(markov_map: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+def flood_fill(markov_map, seed: tuple[int, int]):
     """Minimum flood threshold of every pixel, seen from a seed pixel.
 
     ``value(p) = min over 4-connected paths s -> p of max over the path of |M(q) - M(s)|``, with
@@ -29,18 +29,23 @@ def flood_fill(markov_map: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
 
     Parameters
     ----------
-    markov_map : numpy.ndarray
-        (H, W) float map.
+    markov_map : numpy.ndarray or torch.Tensor
+        (H, W) float map; a tensor is flooded by :func:`flood_fill_torch` on its device.
     seed : tuple of int
         (row, column) of the prompt pixel.
 
     Returns
     -------
-    numpy.ndarray
-        (H, W) float64 flood thresholds, 0 at the seed.
+    numpy.ndarray or torch.Tensor
+        (H, W) flood thresholds of the map's kind, in its float dtype (float64 for other
+        dtypes), 0 at the seed.
     """
-    cost = np.ascontiguousarray(np.abs(markov_map - markov_map[seed]).astype(np.float64))
-    return _priority_flood(cost, int(seed[0]), int(seed[1]))
+    if isinstance(markov_map, torch.Tensor):
+        return flood_fill_torch(markov_map, seed)
+    cost = np.abs(markov_map - markov_map[seed])
+    # flooded in float64; every value is one of the costs, so it goes back to their dtype exactly
+    flooded = _priority_flood(np.ascontiguousarray(cost.astype(np.float64)), int(seed[0]), int(seed[1]))
+    return flooded.astype(cost.dtype if cost.dtype.kind == "f" else np.float64, copy=False)
 
 
 def flood_fill_reference(markov_map: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
@@ -56,7 +61,7 @@ def flood_fill_reference(markov_map: np.ndarray, seed: tuple[int, int]) -> np.nd
 
 
 def flood_fill_torch(markov_map: torch.Tensor, seed: tuple[int, int], check_every: int = 16) -> torch.Tensor:
-    """:func:`flood_fill` in torch on the map's device (the GPU path), same values.
+    """:func:`flood_fill`'s torch kernel, on the map's device (the GPU path): the same values.
 
     Relaxes ``value = max(cost, min(value, min over the 4 neighbours))`` from ``value = inf``
     (0 at the seed) until nothing changes: every step is two pooling and three element-wise kernels,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import torch
 
 _MIN_THRESHOLD = 1e-7  # a threshold of 0 would divide by zero; it keeps the seed's plateau
 
 
-def merge_maps(maps: np.ndarray, thresholds: np.ndarray, labels: np.ndarray,
-               pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge_maps(maps, thresholds, labels, pixels) -> tuple:
     """Combine the points' maps: each pixel takes the label of its nearest point, if close enough.
 
     ``d_k = M_k / lambda_k``; the nearest point is ``k* = argmin_k d_k(p)``; a pixel is foreground
@@ -17,24 +17,27 @@ def merge_maps(maps: np.ndarray, thresholds: np.ndarray, labels: np.ndarray,
 
     Parameters
     ----------
-    maps : numpy.ndarray
-        (K, H, W) Markov-maps.
-    thresholds : numpy.ndarray
+    maps : numpy.ndarray or torch.Tensor
+        (K, H, W) Markov-maps: numpy is merged by a compiled pass, a tensor in torch on its
+        device (the same results).
+    thresholds : array-like
         (K,) each map's threshold lambda_k.
-    labels : numpy.ndarray
+    labels : array-like
         (K,) 1 for foreground points, 0 for background points.
-    pixels : numpy.ndarray
+    pixels : array-like
         (K, 2) integer (row, column) of each prompt pixel.
 
     Returns
     -------
-    mask : numpy.ndarray
-        (H, W) bool.
-    distance : numpy.ndarray
+    mask : numpy.ndarray or torch.Tensor
+        (H, W) bool, of the maps' kind (and device).
+    distance : numpy.ndarray or torch.Tensor
         (H, W) float32 ``min_k d_k``.
-    nearest : numpy.ndarray
+    nearest : numpy.ndarray or torch.Tensor
         (H, W) int index k*.
     """
+    if isinstance(maps, torch.Tensor):
+        return _merge_torch(maps, thresholds, labels, pixels)
     # float32, as the authors divide: a pixel on its map's threshold gets exactly 1
     thresholds = np.maximum(np.asarray(thresholds, dtype=np.float32), np.float32(_MIN_THRESHOLD))
     labels = np.asarray(labels).astype(bool)
@@ -65,23 +68,9 @@ def _nearest_point(maps, thresholds, labels):  # pragma: no cover - compiled
     return mask, distance, nearest
 
 
-def merge_maps_torch(maps, thresholds, labels, pixels):
-    """:func:`merge_maps` in torch on the maps' device (the GPU path), same results.
-
-    Parameters
-    ----------
-    maps : torch.Tensor
-        (K, H, W) Markov-maps.
-    thresholds, labels, pixels : array-like
-        As in :func:`merge_maps` (moved to the maps' device).
-
-    Returns
-    -------
-    mask, distance, nearest : torch.Tensor
-        On the maps' device.
-    """
-    import torch
-
+def _merge_torch(maps: torch.Tensor, thresholds, labels, pixels) -> tuple:
+    """:func:`merge_maps` of a tensor, in torch on its device (the GPU path): the same results as
+    the compiled pass, as tensors there."""
     device = maps.device
     thresholds = torch.as_tensor(np.asarray(thresholds, dtype=np.float32), device=device)
     thresholds = thresholds.clamp_min(np.float32(_MIN_THRESHOLD))

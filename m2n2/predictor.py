@@ -14,17 +14,16 @@ import torch
 
 from .config import M2N2Config
 from .errors import InputError, NotReadyError
-from .floodfill import flood_fill, flood_fill_torch
+from .floodfill import flood_fill
 from .geometry import Geometry
 from .image import as_rgb_uint8, resize_mask, resize_rgb
 from .markov import markov_map, start_states
-from .merge import merge_maps, merge_maps_torch
+from .merge import merge_maps
 from .numerics import denormals_flushed, full_fp32
 from .pausing import current_pause_hook, set_pause_hook
 from .operator import TransitionOperator, prepare_operator, with_leap
 from .prompts import Click, check_clicks, check_threshold
-from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
-                        threshold_curves_torch)
+from .threshold import Array, ThresholdCurves, score_thresholds, threshold_curves
 from .upsample import JBUTable, apply_jbu_table, jbu_table, joint_bilateral_upsample
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -138,7 +137,9 @@ class _Finishing:
 
 @dataclass
 class _CachedMap:
-    markov_map: np.ndarray
+    """A point's final Markov-map and its curves: numpy, or tensors on the device (torch stages)."""
+
+    markov_map: Array
     curves: ThresholdCurves
 
 
@@ -210,9 +211,11 @@ class M2N2Predictor:
         attention = self.backbone.extract(original if getattr(self.backbone, "wants_original", False) else work)
         _synchronise(attention.device)
         elapsed = time.perf_counter() - start
-        attention = self._validated_attention(attention)
+        start = time.perf_counter()
+        flat, moved = self._normalised(self._validated_attention(attention))
+        del attention  # the backbone's tensor: freed here unless the backbone keeps it
         with full_fp32():  # the operator's values feed every threshold: no TF32 products on CUDA
-            self._prepare(original, work, attention, owned=True)
+            self._prepare(original, work, flat, moved, start, attention=None)
         self.image_timings = {"attention": elapsed, **self.image_timings}
 
     def set_attention(self, image, attention) -> None:
@@ -228,8 +231,10 @@ class M2N2Predictor:
         """
         original, work = self._working_copy(image)
         attention = self._validated_attention(attention)
+        start = time.perf_counter()
+        flat, moved = self._normalised(attention)
         with full_fp32():
-            self._prepare(original, work, attention, owned=False)
+            self._prepare(original, work, flat, moved, start, attention=attention)
 
     def _working_copy(self, image) -> tuple[np.ndarray, np.ndarray]:
         original = as_rgb_uint8(image)
@@ -257,16 +262,26 @@ class M2N2Predictor:
             raise InputError("attention has an all-zero row (a cell that attends to nothing)")
         return attention
 
-    def _prepare(self, original: np.ndarray, work: np.ndarray, attention: torch.Tensor, owned: bool) -> None:
-        start = time.perf_counter()
+    def _normalised(self, attention: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The attention as the predictor's own (N, N) fp32 row-stochastic matrix on its device,
+        and the bytes moved there (none when the backbone computes on the predictor's device).
+
+        Never a view of ``attention``: the operator is prepared in this matrix's memory, and the
+        caller's tensor (a backbone may keep it) must not change.
+        """
         n = attention.shape[0] * attention.shape[1]
-        # What crosses between devices here (none when the backbone computes on the predictor's device).
         moved = attention.numel() * attention.element_size() if attention.device != self.device else 0
         flat = attention.reshape(n, n).to(device=self.device, dtype=torch.float32)
-        private = owned or flat.data_ptr() != attention.data_ptr()
         row_sums = flat.sum(dim=1, keepdim=True)
-        # Never write into the caller's tensor; our own copy is reused in place to save memory.
-        flat = flat.div_(row_sums) if private else flat / row_sums
+        if _shares_memory(flat, attention):
+            return flat / row_sums, moved
+        return flat.div_(row_sums), moved  # a copy already (another device or dtype): reuse it
+
+    def _prepare(self, original: np.ndarray, work: np.ndarray, flat: torch.Tensor, moved: int, start: float,
+                 attention: torch.Tensor | None) -> None:
+        """Prepare the operator from ``flat`` (our own normalised matrix, written in place) and
+        install the image; ``attention`` is kept when the caller gave it (for :meth:`set_config`)."""
+        n = flat.shape[0]
         background = self.config.early_maps > 0 and (self.config.markov_leap > 1 or self.config.jbu_table)
         # What needs the image only starts at once, beside the operator (a second thread).
         guide = self._guide_of(work) if background else None
@@ -294,7 +309,7 @@ class M2N2Predictor:
             self._operator = operator
         self._original, self._image = original, work
         self._guide = guide if guide is not None else self._guide_of(work)
-        self._attention = None if owned else attention
+        self._attention = attention
         self._maps.clear()
         self._maps_made = 0
         self.image_timings = {"operator": elapsed}
@@ -577,81 +592,52 @@ class M2N2Predictor:
             while len(self._maps) > max(_MAX_CACHED_MAPS, len(keys)):
                 self._maps.popitem(last=False)
 
-            host_bytes = 0
-            if self.torch_stages:
-                mask, distance, nearest, results, host_bytes = self._score_and_merge_torch(
-                    points, labels, pixels, keys, threshold, timings, keep)
-            else:
-                mask, distance, nearest, results = self._score_and_merge(points, labels, pixels, keys,
-                                                                         threshold, timings)
-                kept = _kept_points(keep, len(keys))
-                results = [r if k in kept else _without_arrays(r) for k, r in enumerate(results)]
-                if keep != "all":
-                    distance = nearest = None
+            prediction = self._score_and_merge(points, labels, pixels, keys, threshold, timings, keep)
         t0 = time.perf_counter()
-        mask = self._to_original_size(mask, geometry, points, labels)
+        prediction.mask = self._to_original_size(prediction.mask, geometry, points, labels)
         timings["merge"] += time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
-        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings,
-                          host_bytes=host_bytes)
+        return prediction
 
-    def _score_and_merge(self, points, labels, pixels, keys, threshold, timings):
-        """Scores of every point and the merged mask (working size), numpy on the CPU."""
+    def _score_and_merge(self, points, labels, pixels, keys, threshold, timings, keep) -> Prediction:
+        """Scores of every point and the merged mask at the working size, computed where the maps
+        are (numpy on the CPU; tensors on the device, from which only the mask and what ``keep``
+        asks for come back: see :meth:`predict`)."""
         t0 = time.perf_counter()
-        maps = [self._maps[k].markov_map for k in keys]
-        values = np.array([[m[r, c] for (r, c) in pixels] for m in maps])  # values[k, j] = M_k(p_j)
-        results = []
-        for k, key in enumerate(keys):
-            same = labels == labels[k]
-            scores = score_thresholds(self._maps[key].curves, values[k, same], values[k, ~same], self.config)
-            results.append(self._point_result(points, labels, k, maps[k], scores, threshold, len(keys)))
-        timings["scores"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        mask, distance, nearest = merge_maps(np.stack(maps), np.array([r.threshold for r in results]),
-                                             labels, pixels)
-        timings["merge"] = time.perf_counter() - t0
-        return mask, distance, nearest, results
-
-    def _score_and_merge_torch(self, points, labels, pixels, keys, threshold, timings, keep):
-        """:meth:`_score_and_merge` in torch on the device; only the mask and what ``keep`` asks
-        for come back (see :meth:`predict`). Also returns the bytes brought back."""
-        t0 = time.perf_counter()
-        maps = torch.stack([self._maps[k].markov_map for k in keys])
-        rows = torch.as_tensor(pixels[:, 0], device=maps.device)
-        cols = torch.as_tensor(pixels[:, 1], device=maps.device)
-        values = maps[:, rows, cols]  # values[k, j] = M_k(p_j)
-        same_label = torch.as_tensor(labels[:, None] == labels[None, :], device=maps.device)
-        chosen_scores = []
-        for k, key in enumerate(keys):
-            chosen_scores.append(score_thresholds_torch(self._maps[key].curves, values[k][same_label[k]],
-                                                        values[k][~same_label[k]], self.config))
+        maps = _stack([self._maps[k].markov_map for k in keys])
+        values = maps[:, _like(pixels[:, 0], maps), _like(pixels[:, 1], maps)]  # values[k, j] = M_k(p_j)
+        same_label = _like(labels[:, None] == labels[None, :], maps)
+        scores = [score_thresholds(self._maps[key].curves, values[k][same_label[k]], values[k][~same_label[k]],
+                                   self.config) for k, key in enumerate(keys)]
         thresholds = [float(threshold) if threshold is not None and k == len(keys) - 1 else sc.threshold
-                      for k, sc in enumerate(chosen_scores)]
-        _synchronise(maps.device)
+                      for k, sc in enumerate(scores)]
+        _wait(maps)
         timings["scores"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        mask, distance, nearest = merge_maps_torch(maps, np.array(thresholds), labels, pixels)
-        kept = _kept_points(keep, len(keys))
-        mask = mask.cpu().numpy()
-        distance, nearest = (distance.cpu().numpy(), nearest.cpu().numpy()) if keep == "all" else (None, None)
+        mask, distance, nearest = merge_maps(maps, np.array(thresholds), labels, pixels)
+        mask = _host(mask)
+        distance, nearest = (_host(distance), _host(nearest)) if keep == "all" else (None, None)
         timings["merge"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        kept = _kept_points(keep, len(keys))
         results = []
-        for k, sc in enumerate(chosen_scores):
+        for k, (key, sc) in enumerate(zip(keys, scores)):
             if k in kept:
-                results.append(self._point_result(points, labels, k, maps[k].cpu().numpy(), _scores_to_numpy(sc),
-                                                  threshold, len(keys)))
-            else:  # the chosen threshold only: its arrays stay on the device
+                results.append(self._point_result(points, labels, k, _host(self._maps[key].markov_map),
+                                                  _scores_on_host(sc), threshold, len(keys)))
+            else:  # the chosen threshold only: on a device, its arrays stay there
                 results.append(_without_arrays(self._point_result(points, labels, k, None, sc, threshold,
                                                                   len(keys))))
-        timings["results"] = time.perf_counter() - t0  # the maps and curves brought back
-        host_bytes = mask.nbytes + sum(a.nbytes for a in (distance, nearest) if a is not None) + sum(
-            r.markov_map.nbytes + sum(getattr(r, n).nbytes for n in _CURVES) for r in results
-            if r.markov_map is not None)
-        return mask, distance, nearest, results, host_bytes
+        timings["results"] = time.perf_counter() - t0  # the maps and curves brought back (if on a device)
+        host_bytes = 0
+        if isinstance(maps, torch.Tensor):
+            host_bytes = mask.nbytes + sum(a.nbytes for a in (distance, nearest) if a is not None) + sum(
+                r.markov_map.nbytes + sum(getattr(r, n).nbytes for n in _CURVES) for r in results
+                if r.markov_map is not None)
+        return Prediction(mask=mask, points=results, distance=distance, nearest=nearest, timings=timings,
+                          host_bytes=host_bytes)
 
     @staticmethod
     def _point_result(points, labels, k, markov_map, scores, threshold, count) -> PointResult:
@@ -732,37 +718,23 @@ class M2N2Predictor:
                 steps, self._guide, config.sigma_spatial, config.sigma_range, denominator=self._weight_sums,
                 return_denominator=True)
         self._maps_made += len(keys)
-        if self.torch_stages:
-            _synchronise(upsampled.device)
-            timings["upsample"] += time.perf_counter() - t0
-            self._finish_maps_torch(keys, upsampled, timings)
-            return
-        upsampled = upsampled.cpu().numpy()
+        if not self.torch_stages:
+            upsampled = upsampled.cpu().numpy()  # the CPU's stages are compiled numpy kernels
+        _wait(upsampled)
         timings["upsample"] += time.perf_counter() - t0
 
+        # Each stage picks its kernel from the arrays it gets: numpy, or tensors kept on the device.
         for key, up in zip(keys, upsampled):
             t0 = time.perf_counter()
             # float32 throughout, as the authors' maps: the threshold's ties depend on it
             final = _max_normalised(up)
             if config.flood_fill:
-                final = _max_normalised(flood_fill(final, key).astype(np.float32))
+                final = _max_normalised(flood_fill(final, key))
+            _wait(final)
             timings["flood_fill"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             self._maps[key] = _CachedMap(final, threshold_curves(final))
-            timings["curves"] += time.perf_counter() - t0
-
-    def _finish_maps_torch(self, keys, upsampled: torch.Tensor, timings: dict[str, float]) -> None:
-        """Flood fill and curves of each upsampled map in torch on its device (kept there)."""
-        for key, up in zip(keys, upsampled):
-            t0 = time.perf_counter()
-            final = _max_normalised_torch(up.float())
-            if self.config.flood_fill:
-                final = _max_normalised_torch(flood_fill_torch(final, key))
-            _synchronise(final.device)
-            timings["flood_fill"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            self._maps[key] = _CachedMap(final, threshold_curves_torch(final))
-            _synchronise(final.device)
+            _wait(final)
             timings["curves"] += time.perf_counter() - t0
 
     @property
@@ -787,17 +759,43 @@ def weight_sums(guide: torch.Tensor, resolution: int, config: M2N2Config) -> tor
     return sums
 
 
-def _max_normalised(values: np.ndarray) -> np.ndarray:
-    """``values / max(values)`` in float32 (unchanged where the maximum is not positive)."""
+def _max_normalised(values: Array) -> Array:
+    """``values / max(values)`` in float32 (unchanged where the maximum is not positive); a
+    tensor stays on its device, and is not read back to decide."""
+    if isinstance(values, torch.Tensor):
+        values = values.float()
+        top = values.max()
+        return torch.where(top > 0, values / top, values)
     values = values.astype(np.float32, copy=False)
     top = values.max()
     return values / top if top > 0 else values
 
 
-def _max_normalised_torch(values: torch.Tensor) -> torch.Tensor:
-    """:func:`_max_normalised` for a float32 tensor, on its device."""
-    top = values.max()
-    return torch.where(top > 0, values / top, values)
+def _stack(arrays: list) -> Array:
+    """``arrays`` stacked along a new first axis, numpy or torch as they are."""
+    return torch.stack(arrays) if isinstance(arrays[0], torch.Tensor) else np.stack(arrays)
+
+
+def _like(array: np.ndarray, reference: Array) -> Array:
+    """``array`` as the kind of ``reference``: itself for numpy, a tensor on the reference's device."""
+    return torch.as_tensor(array, device=reference.device) if isinstance(reference, torch.Tensor) else array
+
+
+def _host(array: Array) -> np.ndarray:
+    """``array`` as a numpy array on the host (a tensor is copied back from its device)."""
+    return array.cpu().numpy() if isinstance(array, torch.Tensor) else array
+
+
+def _wait(array: Array) -> None:
+    """Wait for the device that computes ``array``, if any (stage timings on a GPU)."""
+    if isinstance(array, torch.Tensor):
+        _synchronise(array.device)
+
+
+def _shares_memory(tensor: torch.Tensor, other: torch.Tensor) -> bool:
+    """Whether two tensors are views of the same storage."""
+    return (tensor.device == other.device
+            and tensor.untyped_storage().data_ptr() == other.untyped_storage().data_ptr())
 
 
 _KEEP = ("all", "last", "none")
@@ -817,10 +815,10 @@ def _without_arrays(result: PointResult) -> PointResult:
     return result
 
 
-def _scores_to_numpy(scores):
-    """Bring a :class:`~m2n2.threshold.ThresholdScores` of device tensors back as numpy arrays."""
+def _scores_on_host(scores):
+    """A :class:`~m2n2.threshold.ThresholdScores` with numpy curves (brought back from a device)."""
     for name in _CURVES:
-        setattr(scores, name, getattr(scores, name).cpu().numpy())
+        setattr(scores, name, _host(getattr(scores, name)))
     return scores
 
 

@@ -15,15 +15,17 @@ All candidates are scored at once in O(n log n): a pixel outside the segment is 
 exactly while ``min rank of its 4-neighbours <= k < its own rank``, so boundary sums are
 cumulative sums over the sort.
 
-:func:`threshold_curves` and :func:`score_thresholds` take numpy arrays (the CPU path: the sort
-packs value and index into one 64-bit key, the boundary pass is compiled with numba);
-:func:`threshold_curves_torch` and :func:`score_thresholds_torch` do the same in torch on the
-map's device (the GPU path). Both equal the plain per-candidate definitions (tests).
+:func:`threshold_curves` and :func:`score_thresholds` take the arrays they are given and pick
+the kernel: numpy arrays (the CPU path: the sort packs value and index into one 64-bit key, the
+boundary pass is compiled with numba) or torch tensors, kept on their device (the GPU path). Both
+kernels equal the plain per-candidate definitions (tests); the score product and the choice are
+shared.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import numba
 import numpy as np
@@ -34,6 +36,7 @@ from .config import M2N2Config
 from .numerics import full_fp32
 
 GRADIENT_STEPS = 1024  # the authors quantise the normalised gradient to this many integer steps
+Array = Union[np.ndarray, torch.Tensor]  # numpy on the CPU path, a tensor on the map's device
 _SOBEL_X = torch.tensor([[[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]]])
 
 
@@ -41,37 +44,44 @@ _SOBEL_X = torch.tensor([[[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]
 class ThresholdCurves:
     """What the candidates of one Markov-map score, independent of the prompts.
 
+    Numpy arrays for a numpy map, tensors on the map's device for a tensor (see :data:`Array`).
+
     Attributes
     ----------
-    thresholds : numpy.ndarray
+    thresholds : numpy.ndarray or torch.Tensor
         (T,) the map's values in ascending (stable) order, all but the last: candidate k is the
         segment of the first k + 1 pixels of that order, and its threshold is ``thresholds[k]``.
         Values repeat where the map has plateaus.
-    area : numpy.ndarray
-        (T,) the rank ``k / (T - 1)`` that the area prior judges (the authors' measure of area:
+    area : numpy.ndarray or torch.Tensor
+        (T,) float32 the rank ``k / (T - 1)`` that the area prior judges (the authors' measure of area:
         close to the partial segment's pixel fraction, not to that of ``M <= thresholds[k]``).
-    edge : numpy.ndarray
-        (T,) mean quantised gradient of the map on each partial segment's outer boundary.
-    maximum : float
-        The map's largest value (no candidate at it passes the negative score).
+    edge : numpy.ndarray or torch.Tensor
+        (T,) float32 mean quantised gradient of the map on each partial segment's outer boundary.
+    maximum : float or torch.Tensor
+        The map's largest value (no candidate at it passes the negative score); a 0-d tensor on
+        the map's device for a tensor map (reading it would wait for the device).
     """
 
-    thresholds: np.ndarray
-    area: np.ndarray
-    edge: np.ndarray
-    maximum: float
+    thresholds: Array
+    area: Array
+    edge: Array
+    maximum: float | torch.Tensor
 
 
 @dataclass
 class ThresholdScores:
-    """Scores of every candidate threshold of one prompt point, and the chosen one."""
+    """Scores of every candidate threshold of one prompt point, and the chosen one.
 
-    thresholds: np.ndarray
-    score: np.ndarray
-    score_prior: np.ndarray
-    score_edge: np.ndarray
-    score_pos: np.ndarray
-    score_neg: np.ndarray
+    The curves are of the kind of the :class:`ThresholdCurves` scored (numpy, or tensors on
+    their device); ``index`` and ``threshold`` are Python numbers.
+    """
+
+    thresholds: Array
+    score: Array
+    score_prior: Array
+    score_edge: Array
+    score_pos: Array
+    score_neg: Array
     index: int
     threshold: float
 
@@ -163,19 +173,26 @@ def _boundary_sums(rank, gradient, n_candidates):  # pragma: no cover - compiled
     return np.cumsum(grad_diff)[:n_candidates], np.cumsum(length_diff)[:n_candidates]
 
 
-def threshold_curves(markov_map: np.ndarray) -> ThresholdCurves:
+def threshold_curves(markov_map: Array) -> ThresholdCurves:
     """Rank, boundary-gradient and threshold of every candidate of a Markov-map.
 
     Parameters
     ----------
-    markov_map : numpy.ndarray
-        (H, W) map (the predictor's are float32 in [0, 1]).
+    markov_map : numpy.ndarray or torch.Tensor
+        (H, W) map (the predictor's are float32 in [0, 1]). A tensor is scored in torch on its
+        device and gives tensor curves there.
 
     Returns
     -------
     ThresholdCurves
     """
-    values = np.asarray(markov_map)
+    if isinstance(markov_map, torch.Tensor):
+        return _curves_torch(markov_map)
+    return _curves_numpy(np.asarray(markov_map))
+
+
+def _curves_numpy(values: np.ndarray) -> ThresholdCurves:
+    """:func:`threshold_curves` of a numpy map: the packed-key sort and the compiled boundary pass."""
     order, rank = stable_ranks(values)
     n_candidates = max(values.size - 1, 1)  # every pixel but the last; a 1-pixel map keeps its one
 
@@ -193,61 +210,13 @@ def threshold_curves(markov_map: np.ndarray) -> ThresholdCurves:
     return ThresholdCurves(thresholds, area, edge, float(values.max()))
 
 
-def score_thresholds(curves: ThresholdCurves, same_values: np.ndarray, other_values: np.ndarray,
-                     config: M2N2Config) -> ThresholdScores:
-    """Score every candidate threshold of one point's Markov-map and choose the best.
-
-    Parameters
-    ----------
-    curves : ThresholdCurves
-        The map's prompt-independent curves.
-    same_values : numpy.ndarray
-        Map values at the prompt points with this point's label (this point included).
-    other_values : numpy.ndarray
-        Map values at the prompt points with the other label.
-    config : M2N2Config
-        Area prior and the four score switches.
-
-    Returns
-    -------
-    ThresholdScores
-        Component and total scores; the chosen threshold maximises the total (the first on a
-        tie). ``score_neg`` is 1 below the lowest other-label value and below the map's maximum
-        (as in the authors' code, a candidate at the maximum never passes). With all four
-        scores switched off, the threshold is 0.5.
-    """
-    t = curves.thresholds
-    # Every score is float32, as in the authors' code, so that near-equal products tie alike.
-    prior = (curves.area < np.float32(config.area_prior)).astype(np.float32)
-    edge = curves.edge.astype(np.float32)
-    same = np.sort(np.asarray(same_values, dtype=t.dtype))
-    # fraction of same-label points with value <= t, for every t at once
-    count = np.searchsorted(same, t, side="right").astype(np.float32)
-    pos = count / np.float32(len(same)) if len(same) else np.ones(len(t), np.float32)
-    lowest_other = min([curves.maximum, *np.asarray(other_values, dtype=t.dtype).tolist()])
-    neg = (t < np.asarray(lowest_other, dtype=t.dtype)).astype(np.float32)
-
-    total = np.ones(len(t), np.float32)
-    for enabled, component in ((config.use_prior, prior), (config.use_edge, edge),
-                               (config.use_pos, pos), (config.use_neg, neg)):
-        if enabled:
-            total = total * component
-    if not (config.use_prior or config.use_edge or config.use_pos or config.use_neg):
-        index, threshold = min(int(np.searchsorted(t, 0.5)), len(t) - 1), 0.5
-    else:
-        index = int(np.argmax(total))
-        threshold = float(t[index])
-    return ThresholdScores(t, total, prior, edge, pos, neg, index, threshold)
-
-
-def threshold_curves_torch(markov_map: torch.Tensor) -> ThresholdCurves:
-    """:func:`threshold_curves` in torch on the map's device; the curves are tensors there.
+def _curves_torch(values: torch.Tensor) -> ThresholdCurves:
+    """:func:`threshold_curves` of a tensor, on its device; the curves are tensors there.
 
     Sobel, the stable sort, the boundary's cumulative sums (int64, exact) and the float32
-    ratios are the same operations as the numpy path, so the curves are equal on the CPU
+    ratios are the same operations as the numpy kernel, so the curves are equal on the CPU
     (tests); on a GPU the convolution's summation order may move a gradient by one step.
     """
-    values = markov_map
     height, width = values.shape
     n_candidates = max(values.numel() - 1, 1)
     flat = values.reshape(-1)
@@ -284,32 +253,72 @@ def threshold_curves_torch(markov_map: torch.Tensor) -> ThresholdCurves:
     return ThresholdCurves(thresholds, area, edge, values.max())
 
 
-def score_thresholds_torch(curves: ThresholdCurves, same_values: torch.Tensor, other_values: torch.Tensor,
-                           config: M2N2Config) -> ThresholdScores:
-    """:func:`score_thresholds` for curves from :func:`threshold_curves_torch` (tensors on a device).
+def score_thresholds(curves: ThresholdCurves, same_values: Array, other_values: Array,
+                     config: M2N2Config) -> ThresholdScores:
+    """Score every candidate threshold of one point's Markov-map and choose the best.
 
-    The scores stay on the device; ``index`` and ``threshold`` are Python numbers (one
-    synchronisation).
+    Parameters
+    ----------
+    curves : ThresholdCurves
+        The map's prompt-independent curves (numpy, or tensors on a device: the scores are
+        computed there, and only ``index`` and ``threshold`` are read back).
+    same_values : numpy.ndarray or torch.Tensor
+        Map values at the prompt points with this point's label (this point included).
+    other_values : numpy.ndarray or torch.Tensor
+        Map values at the prompt points with the other label.
+    config : M2N2Config
+        Area prior and the four score switches.
+
+    Returns
+    -------
+    ThresholdScores
+        Component and total scores; the chosen threshold maximises the total (the first on a
+        tie). ``score_neg`` is 1 below the lowest other-label value and below the map's maximum
+        (as in the authors' code, a candidate at the maximum never passes). With all four
+        scores switched off, the threshold is 0.5.
     """
     t = curves.thresholds
-    device = t.device
-    prior = (curves.area < torch.tensor(config.area_prior, dtype=torch.float32)).float()
-    edge = curves.edge.float()
-    same = torch.sort(same_values.to(device=device, dtype=t.dtype)).values
-    count = torch.searchsorted(same, t, right=True).float()
-    pos = count / np.float32(len(same)) if len(same) else torch.ones(len(t), device=device)
-    lowest_other = torch.cat([curves.maximum.reshape(1).to(t.dtype), other_values.to(device=device, dtype=t.dtype)]).min()
-    neg = (t < lowest_other).float()
-
-    total = torch.ones(len(t), dtype=torch.float32, device=device)
-    for enabled, component in ((config.use_prior, prior), (config.use_edge, edge),
-                               (config.use_pos, pos), (config.use_neg, neg)):
+    on_device = isinstance(t, torch.Tensor)
+    components = (_components_torch if on_device else _components_numpy)(curves, same_values, other_values,
+                                                                          config.area_prior)
+    switches = (config.use_prior, config.use_edge, config.use_pos, config.use_neg)
+    # Every score is float32, as in the authors' code, so that near-equal products tie alike.
+    total = (torch.ones_like if on_device else np.ones_like)(components[0])
+    for enabled, component in zip(switches, components):
         if enabled:
             total = total * component
-    if not (config.use_prior or config.use_edge or config.use_pos or config.use_neg):
-        index = min(int(torch.searchsorted(t, torch.tensor([0.5], dtype=t.dtype, device=device))[0]), len(t) - 1)
-        threshold = 0.5
-    else:
-        index = int(torch.argmax(total))  # the first maximum, as numpy's
+    if any(switches):
+        index = int(total.argmax())  # the first maximum (numpy's and torch's)
         threshold = float(t[index])
-    return ThresholdScores(t, total, prior, edge, pos, neg, index, threshold)
+    else:  # where 0.5 would sit among the sorted thresholds
+        index, threshold = min(int((t < 0.5).sum()), len(t) - 1), 0.5
+    return ThresholdScores(t, total, *components, index, threshold)
+
+
+def _components_numpy(curves: ThresholdCurves, same_values, other_values, area_prior: float) -> tuple:
+    """The four float32 component scores (prior, edge, pos, neg) of numpy curves."""
+    t = curves.thresholds
+    prior = (curves.area < np.float32(area_prior)).astype(np.float32)
+    edge = curves.edge.astype(np.float32)
+    same = np.sort(np.asarray(same_values, dtype=t.dtype))
+    # fraction of same-label points with value <= t, for every t at once
+    count = np.searchsorted(same, t, side="right").astype(np.float32)
+    pos = count / np.float32(len(same)) if len(same) else np.ones(len(t), np.float32)
+    lowest_other = min([curves.maximum, *np.asarray(other_values, dtype=t.dtype).tolist()])
+    neg = (t < np.asarray(lowest_other, dtype=t.dtype)).astype(np.float32)
+    return prior, edge, pos, neg
+
+
+def _components_torch(curves: ThresholdCurves, same_values, other_values, area_prior: float) -> tuple:
+    """:func:`_components_numpy` of tensor curves, on their device (the same float32 operations)."""
+    t = curves.thresholds
+    device = t.device
+    prior = (curves.area < torch.tensor(area_prior, dtype=torch.float32)).float()
+    edge = curves.edge.float()
+    same = torch.sort(torch.as_tensor(same_values).to(device=device, dtype=t.dtype)).values
+    count = torch.searchsorted(same, t, right=True).float()
+    pos = count / np.float32(len(same)) if len(same) else torch.ones(len(t), device=device)
+    others = torch.as_tensor(other_values).to(device=device, dtype=t.dtype)
+    lowest_other = torch.cat([curves.maximum.reshape(1).to(t.dtype), others]).min()
+    neg = (t < lowest_other).float()
+    return prior, edge, pos, neg

@@ -202,13 +202,17 @@ def test_shared_backbone_extracts_once_per_image():
 
 
 def test_m2n2_variants_sharing_a_backbone_prepare_the_same_operator():
-    # set_image works on the backbone's tensor in place: each variant must get its own copy.
+    # Both variants get the one kept tensor: the first set_image must leave it as it was.
     from m2n2.backbones import load
     image = blob_image()[0]
     first, second = build_methods(["m2n2", "m2n2:name=again"], backbone_factory=lambda: load("color", resolution=8))
     first.set_image(image)
+    kept = first.predictor.backbone.extract(image)
+    assert kept is second.predictor.backbone.extract(image)  # shared, not copied
+    copy = kept.clone()
     second.set_image(image)
-    torch.testing.assert_close(second.predictor.operator.matrix(), first.predictor.operator.matrix())
+    assert torch.equal(kept, copy)
+    assert torch.equal(second.predictor.operator.matrix(), first.predictor.operator.matrix())
 
 
 def blob_image(seed=0, shape=(48, 64)):

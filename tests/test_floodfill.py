@@ -52,7 +52,11 @@ def test_compiled_flood_equals_reconstruction_on_a_large_smooth_map():
     for seed in [(0, 0), (75, 100), (149, 209)]:
         fast = flood_fill(markov_map, seed)
         np.testing.assert_array_equal(fast, flood_fill_reference(markov_map, seed))
-        np.testing.assert_array_equal(torch_flood_fill(markov_map, seed), fast.astype(np.float32))
+        assert fast.dtype == np.float32  # the map's dtype, as the torch kernel's
+        np.testing.assert_array_equal(torch_flood_fill(markov_map, seed), fast)
+        on_device = flood_fill(torch.from_numpy(markov_map), seed)  # a tensor picks the torch kernel
+        assert isinstance(on_device, torch.Tensor)
+        np.testing.assert_array_equal(on_device.numpy(), fast)
 
 
 @pytest.mark.parametrize("fill", IMPLEMENTATIONS)

@@ -20,6 +20,30 @@ def test_flushing_is_limited_to_the_block():
         assert float(x * 1.0) > 0.0
 
 
+def test_the_mode_found_on_entry_is_restored_so_blocks_nest():
+    from m2n2.numerics import flushing_denormals
+    x = torch.tensor([SUBNORMAL])
+    assert not flushing_denormals()
+    with denormals_flushed():
+        with denormals_flushed():
+            assert flushing_denormals()
+        assert flushing_denormals() and float(x * 1.0) == 0.0  # the inner block's exit kept the outer mode
+        with denormals_flushed(False):  # exact arithmetic inside a flushing block
+            assert not flushing_denormals() and float(x * 1.0) > 0.0
+        assert flushing_denormals()
+    assert not flushing_denormals()
+    torch.set_flush_denormal(True)  # a caller's own mode survives a block
+    try:
+        with denormals_flushed(False):
+            assert float(x * 1.0) > 0.0
+        with denormals_flushed():
+            pass
+        assert flushing_denormals()
+    finally:
+        torch.set_flush_denormal(False)
+    assert not flushing_denormals()
+
+
 def test_flushing_throws_nothing_away_when_the_block_fails():
     with pytest.raises(ValueError):
         with denormals_flushed():

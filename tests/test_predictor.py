@@ -122,11 +122,41 @@ def test_set_config_keeps_maps_for_score_changes_and_drops_them_otherwise(predic
     predictor.predict([(10, 30)], [1])
 
 
-def test_set_attention_does_not_modify_the_callers_tensor(scene):
+class KeepingBackbone:
+    """A backbone that keeps (and hands out again) the tensor it returns, as a cache would."""
+
+    def __init__(self, attention):
+        self.attention = attention
+
+    def extract(self, image):
+        return self.attention
+
+
+@pytest.mark.parametrize("torch_stages", [False, True])
+def test_the_callers_attention_is_never_written(scene, torch_stages):
     image, attention, _ = scene
+    attention = attention * 3.0  # rows that do not sum to 1: normalising in place would show
     copy = attention.clone()
-    M2N2Predictor().set_attention(image, attention)
+    kept = KeepingBackbone(attention)
+    from_backbone = M2N2Predictor(kept, torch_stages=torch_stages)
+    from_backbone.set_image(image)
     assert torch.equal(copy, attention)
+    from_backbone.predict([(10, 30), (90, 30)], [1, 0])
+    from_backbone.set_config(from_backbone.config.replace(temperature=1.0))  # prepares again
+    from_backbone.predict([(10, 30)], [1])
+    given = M2N2Predictor(torch_stages=torch_stages)
+    given.set_attention(image, attention)
+    given.predict([(10, 30), (90, 30)], [1, 0])
+    given.set_config(given.config.replace(temperature=1.0))
+    given.predict([(10, 30)], [1])
+    assert torch.equal(copy, attention) and torch.equal(kept.attention, copy)
+    as_numpy = copy.numpy().copy()  # a numpy array is wrapped without a copy: still not written
+    given.set_attention(image, as_numpy)
+    np.testing.assert_array_equal(as_numpy, copy.numpy())
+    again, twin = M2N2Predictor(kept), M2N2Predictor()  # the backbone's path and the given one agree
+    again.set_image(image)
+    twin.set_attention(image, copy)
+    assert torch.equal(again.operator.transposed, twin.operator.transposed)
 
 
 def test_merge_gives_prompt_pixels_their_own_label():

@@ -4,13 +4,13 @@ import torch
 from scipy import ndimage
 
 from m2n2.config import M2N2Config
-from m2n2.threshold import (quantised_gradient, score_thresholds, score_thresholds_torch, stable_order,
-                            threshold_curves, threshold_curves_torch)
+from m2n2.threshold import quantised_gradient, score_thresholds, stable_order, threshold_curves
 
 
 def torch_curves(m):
-    """The device path on CPU tensors, its curves back as numpy (the same torch code a GPU runs)."""
-    curves = threshold_curves_torch(torch.from_numpy(np.asarray(m)))
+    """The torch kernel on CPU tensors, its curves back as numpy (the same torch code a GPU runs)."""
+    curves = threshold_curves(torch.from_numpy(np.asarray(m)))
+    assert isinstance(curves.edge, torch.Tensor)  # a tensor picks the torch kernel
     curves.thresholds, curves.area, curves.edge = (x.numpy() for x in (curves.thresholds, curves.area, curves.edge))
     curves.maximum = float(curves.maximum)
     return curves
@@ -103,9 +103,8 @@ def test_choice_equals_brute_force(seed):
                               M2N2Config())
     index, threshold = plain_choice(m, same, other)
     assert (scores.index, scores.threshold) == (index, threshold)
-    on_device = score_thresholds_torch(threshold_curves_torch(torch.from_numpy(m)),
-                                       torch.tensor([m[p] for p in same]),
-                                       torch.tensor([m[p] for p in other], dtype=torch.float64), M2N2Config())
+    on_device = score_thresholds(threshold_curves(torch.from_numpy(m)), torch.tensor([m[p] for p in same]),
+                                 torch.tensor([m[p] for p in other], dtype=torch.float64), M2N2Config())
     assert (on_device.index, on_device.threshold) == (index, threshold)
     np.testing.assert_array_equal(on_device.score.numpy(), scores.score)
 
@@ -127,10 +126,15 @@ def test_plateau_candidates_are_ranks_not_values():
     m = np.tile(np.linspace(0.0, 1.0, 8), (8, 1))
     m[:, :4] = 0.25
     curves = threshold_curves(m)
-    assert np.count_nonzero(curves.thresholds == 0.25) == 32
+    plateau = curves.thresholds == 0.25
+    assert np.count_nonzero(plateau) == 32
     scores = score_thresholds(curves, np.array([0.25]), np.array([]), M2N2Config(area_prior=0.4))
-    assert scores.score_prior[curves.thresholds == 0.25].sum() > 0
-    assert (m <= 0.25).mean() >= 0.5
+    assert scores.score_prior[plateau].sum() > 0
+    # exactly the plateau candidates whose rank k / (T - 1) is below the prior pass (the first
+    # 25 of 32), although their whole segment M <= 0.25, half the image, is above it
+    rank = np.flatnonzero(plateau) / (len(curves.thresholds) - 1)
+    np.testing.assert_array_equal(scores.score_prior[plateau], (rank < 0.4).astype(np.float32))
+    assert 0 < np.count_nonzero(scores.score_prior[plateau]) < 32
 
 
 def test_negative_point_inside_zeroes_s_neg():
@@ -167,7 +171,28 @@ def test_switching_a_score_off_removes_it_from_the_product():
     on = score_thresholds(curves, np.array([0.0]), np.array([]), M2N2Config())
     off = score_thresholds(curves, np.array([0.0]), np.array([]), M2N2Config(use_edge=False))
     np.testing.assert_allclose(off.score, on.score_prior * on.score_pos * on.score_neg)
-    nothing = score_thresholds(curves, np.array([0.0]), np.array([]),
-                               M2N2Config(use_prior=False, use_edge=False, use_pos=False, use_neg=False))
+    no_scores = M2N2Config(use_prior=False, use_edge=False, use_pos=False, use_neg=False)
+    nothing = score_thresholds(curves, np.array([0.0]), np.array([]), no_scores)
     assert nothing.threshold == 0.5
+    assert curves.maximum < 0.5 and nothing.index == len(curves.thresholds) - 1  # the last candidate
+    scaled = threshold_curves(m / m.max())
+    nothing = score_thresholds(scaled, np.array([0.0]), np.array([]), no_scores)
+    assert nothing.threshold == 0.5
+    assert 0 < nothing.index < len(scaled.thresholds) - 1
+    assert nothing.index == np.searchsorted(scaled.thresholds, 0.5)  # where 0.5 sits among the candidates
+
+
+@pytest.mark.parametrize("switches", [{}, {"use_edge": False}, {"use_prior": False, "use_neg": False},
+                                      {"use_prior": False, "use_edge": False, "use_pos": False, "use_neg": False}])
+def test_both_kernels_score_alike_with_any_switches(switches):
+    m = smooth_map(1).astype(np.float32)
+    config = M2N2Config(**switches)
+    same, other = np.array([m[2, 3], m[9, 9]]), np.array([m[12, 15]])
+    on_host = score_thresholds(threshold_curves(m), same, other, config)
+    on_device = score_thresholds(threshold_curves(torch.from_numpy(m)), torch.from_numpy(same),
+                                 torch.from_numpy(other), config)
+    assert isinstance(on_device.score, torch.Tensor)
+    assert (on_device.index, on_device.threshold) == (on_host.index, on_host.threshold)
+    for name in ("thresholds", "score", "score_prior", "score_edge", "score_pos", "score_neg"):
+        np.testing.assert_array_equal(getattr(on_device, name).numpy(), getattr(on_host, name))
 

@@ -221,9 +221,8 @@ class M2N2Method:
 
 class SharedBackbone:
     """Wraps a backbone so that M2N2 variants evaluated on the same image share one
-    ``extract`` call: the attention of the last image is kept, and every caller gets a copy
-    (``M2N2Predictor.set_image`` owns what the backbone returns and works on it in place, so
-    handing out the kept tensor itself would give the next variant a sharpened attention)."""
+    ``extract`` call: the attention of the last image is kept and handed to every caller
+    (``M2N2Predictor`` never writes into a tensor it did not allocate)."""
 
     def __init__(self, backbone) -> None:
         self.inner = backbone
@@ -238,7 +237,7 @@ class SharedBackbone:
         key = (image.shape, hash(image.tobytes()))
         if key != self._key:
             self._attention, self._key = self.inner.extract(image), key
-        return self._attention.clone()
+        return self._attention
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
