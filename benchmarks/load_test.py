@@ -46,7 +46,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HOST = "127.0.0.1"  # loopback only: this script never talks to another machine
-FOREGROUND, BACKGROUND = "Foreground (green)", "Background (red)"
+FOREGROUND, BACKGROUND = 1, 0  # the labels the app's "Next click is" switch sends (m2n2.studio.ui.MODES)
 CAPS = {"users": 32, "hostile": 8, "clicks": 50, "sessions": 200, "time_limit": 3600}
 
 
@@ -202,7 +202,7 @@ class App:
     def example(self, index: int):
         return self.call("load_example", index, None)
 
-    def click(self, x: int, y: int, mode: str):
+    def click(self, x: int, y: int, mode: int):
         return self.call("click_only", None, mode, event_data={"index": [x, y], "value": None})
 
     def close(self):
