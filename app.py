@@ -233,14 +233,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The app's options from its command line (:func:`parse_args`)."""
+    budget = {"budget_bytes": args.memory_budget} if args.memory_budget else {}
+    return Options(backbone=args.backbone, model=args.model, resolution=args.resolution, max_side=args.max_side,
+                   concurrency=args.concurrency, preset=preset_from_args(args), max_resolution=args.max_resolution,
+                   max_points=args.max_points, max_file_size=args.max_file_size, threads=args.threads, **budget)
+
+
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     args = parse_args(argv)
-    budget = {"budget_bytes": args.memory_budget} if args.memory_budget else {}
-    options = Options(backbone=args.backbone, model=args.model, resolution=args.resolution,
-                      max_side=args.max_side, concurrency=args.concurrency, preset=preset_from_args(args),
-                      max_resolution=args.max_resolution, max_points=args.max_points,
-                      max_file_size=args.max_file_size, threads=args.threads, **budget)
+    options = options_from_args(args)
     logging.getLogger("m2n2.studio").info(
         "limits: R up to %d, %d points per request, uploads up to %s, memory budget %.0f MiB, images segmented "
         "at up to %d px, %d CPU thread(s) per job", options.highest_resolution, options.max_points,
@@ -251,10 +255,9 @@ def main(argv=None) -> None:
         serving.backbones.get(options.attention_resolution)
     demo, handlers = build(options, serving)
     if not args.no_prepare_examples:  # examples clickable at once; the server answers meanwhile
-        threading.Thread(target=handlers.prepare_examples, name="m2n2-prepare-examples", daemon=True).start()
-    demo.launch(server_name=args.server_name, server_port=args.port, share=args.share,
-                                      show_error=True, css=CSS, head=HEAD, footer_links=["api", "gradio"],
-                                      max_file_size=options.max_file_size)
+        threading.Thread(target=handlers.images.prepare_examples, name="m2n2-prepare-examples", daemon=True).start()
+    demo.launch(server_name=args.server_name, server_port=args.port, share=args.share, show_error=True, css=CSS,
+                head=HEAD, footer_links=["api", "gradio"], max_file_size=options.max_file_size)
 
 
 if __name__ == "__main__":

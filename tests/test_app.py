@@ -11,6 +11,7 @@ from PIL import Image
 from synthetic import CountingBackbone, centre_of, iou, square_image, select_event as select
 
 import app
+from m2n2 import M2N2Config
 from m2n2.studio import serving
 from m2n2.studio.handlers import Handlers
 from m2n2.studio.session import Session
@@ -322,7 +323,7 @@ def test_segment_api_returns_a_full_size_mask_and_summary(handlers, square_file)
     assert summary["width"] == 80 and summary["points"][0]["label"] == 1
 
 
-@pytest.mark.parametrize("points, match", [("[[1, 2, 7]]", "label 7; a label is 1"), ("[[500, 2, 1]]", "outside")])
+@pytest.mark.parametrize("points, match", [("[[1, 2, 7]]", "label 0 or 1"), ("[[500, 2, 1]]", "outside")])
 def test_segment_api_errors_are_clear(handlers, square_file, points, match):
     with pytest.raises(gr.Error, match=match):
         handlers.api.segment(square_file[0], points)
@@ -357,6 +358,19 @@ def test_command_line_flags():
     assert app.Options().config.max_side == (1024 if torch.cuda.is_available() else 640)
     with pytest.raises(SystemExit):
         app.parse_args(["--backbone", "nope"])                  # choices come from the registry
+
+
+def test_the_preset_is_one_option_and_the_old_flags_still_choose_it(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    chosen = {flags: app.options_from_args(app.parse_args(list(flags)))
+              for flags in [(), ("--preset", "exact"), ("--preset", "fast"), ("--faithful",), ("--fast",)]}
+    assert chosen[()].preset is None and chosen[()].config == M2N2Config.fast(max_side=640)   # a CPU: fast
+    assert chosen[("--preset", "exact")].config == chosen[("--faithful",)].config == M2N2Config(max_side=640)
+    assert chosen[("--preset", "fast")].config == chosen[("--fast",)].config == M2N2Config.fast(max_side=640)
+    said = capsys.readouterr().err
+    assert "--faithful is deprecated; use --preset exact" in said and "--fast is deprecated; use --preset fast" in said
+    with pytest.raises(SystemExit):
+        app.parse_args(["--preset", "exact", "--fast"])         # two choices: refused
 
 
 def test_the_memory_budget_counts_each_sessions_image_until_its_state_expires(handlers, loaded):

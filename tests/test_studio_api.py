@@ -20,9 +20,9 @@ def test_the_api_reads_points_as_lists_and_objects():
 
 
 @pytest.mark.parametrize("text, match", [
-    ("not json", "x,y,label"), ("[]", "empty"), ('{"x": 1}', "item 1"),
-    ("[[1, 2, 3, 4]]", "item 1 must be"), ('[[1, 2, 5]]', "label 5; a label is 1"), ('[["a", 2, 1]]', "numbers"),
-    ("[[NaN, 2, 1]]", "not a finite number"),
+    ("not json", "x,y,label"), ("[]", "empty"), ('{"x": 1}', "click 1"),
+    ("[[1, 2, 3, 4]]", "click 1 must be"), ('[[1, 2, 5]]', "label 0 or 1"), ('[["a", 2, 1]]', "numbers"),
+    ("[[NaN, 2, 1]]", "NaN or infinite"),
 ])
 def test_the_api_refuses_bad_points_before_reading_the_image(text, match):
     api = ApiHandlers(Page(serving.start(serving.Options(backbone="color", resolution=16), CountingBackbone), None))

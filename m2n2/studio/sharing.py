@@ -25,7 +25,7 @@ from .. import export, recipe as recipes
 from ..errors import InputError, M2N2Error
 from ..geometry import Geometry
 from ..image import read_image
-from ..prompts import Click, parse_clicks
+from ..prompts import parse_clicks
 from . import gpu, objects
 from .clicks import NO_IMAGE, ClickHandlers
 from .page import Page
@@ -136,7 +136,7 @@ class SharingHandlers:
             session.resolution = prepared.resolution
             session.geometry = Geometry(session.geometry.original, prepared.working, prepared.resolution)
         session.example, session.config = example, recipe.config
-        session.objects = [SegObject([Click(x, y, label) for x, y, label in obj.clicks], obj.threshold,
+        session.objects = [SegObject(list(obj.clicks), obj.threshold,
                                      Shown(result.mask, float(result.last.threshold), bool(result.last.overridden)))
                            for obj, result in zip(recipe.objects, results)] or [SegObject()]
         session.active, session.pending = len(session.objects) - 1, []
