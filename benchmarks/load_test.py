@@ -504,8 +504,9 @@ def main(argv=None) -> int:
     parser.add_argument("--log", default=None, help="server log file (default: a temporary file)")
     args = parser.parse_args(argv)
 
+    from m2n2.config import MAX_CLICKS
     from m2n2.studio import limits
-    args.max_points = args.max_points or limits.MAX_POINTS
+    args.max_points = args.max_points or MAX_CLICKS
     highest = max(args.max_resolution or limits.default_max_resolution(), args.resolution)
     args.hostile_resolution = args.hostile_resolution or highest
     for name, cap in (("users", "users"), ("clicks", "clicks"), ("sessions", "sessions"),

@@ -160,6 +160,12 @@ class Session:
         self.objects, self.active, self.pending = [SegObject()], 0, []
         self.image_seconds, self.action, self.example, self.source = seconds, None, None, None
 
+    def set_resolution(self, working: tuple[int, int], resolution: int) -> None:
+        """Take the same image prepared again at another R (a new key; clicks and objects stay)."""
+        self.version += 1
+        self.resolution = int(resolution)
+        self.geometry = Geometry(self.geometry.original, tuple(working), int(resolution))
+
     def click_at(self, x: float, y: float, label: int) -> Click:
         """The click at (x, y) of the displayed image, in original pixels (validated, not recorded)."""
         geometry = self.require_image()

@@ -12,7 +12,6 @@ import time
 import gradio as gr
 
 from ..errors import M2N2Error
-from ..geometry import Geometry
 from . import gpu
 from .clicks import ClickHandlers
 from .page import Page
@@ -64,9 +63,7 @@ class SettingsHandlers:
                 prepared = run_heavy(gpu.prepare, page.serving, key, session.image, resolution, config)
             except gr.Error as error:
                 return page.rejected(session, error.message)
-            session.version += 1
-            session.resolution = prepared.resolution
-            session.geometry = Geometry(session.geometry.original, prepared.working, prepared.resolution)
+            session.set_resolution(prepared.working, prepared.resolution)
             session.image_seconds = time.perf_counter() - start
         elif config.operator_fields != session.config.operator_fields:
             progress(0.3, desc="Preparing the operator again (new temperature)…")

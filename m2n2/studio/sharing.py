@@ -23,13 +23,12 @@ from PIL import Image
 
 from .. import export, recipe as recipes
 from ..errors import InputError, M2N2Error
-from ..geometry import Geometry
 from ..image import read_image
 from ..prompts import parse_clicks
 from . import gpu, objects
 from .clicks import NO_IMAGE, ClickHandlers
-from .page import Page
 from .limits import check_recipe_limits
+from .page import Page
 from .priority import run_heavy
 from .serving import export_dir
 from .session import SegObject, Session, Shown
@@ -132,9 +131,7 @@ class SharingHandlers:
             session.set_image(image, prepared.working, prepared.resolution, prepared.seconds)
             session.source = source if example is None else None
         elif prepared is not None:
-            session.version += 1
-            session.resolution = prepared.resolution
-            session.geometry = Geometry(session.geometry.original, prepared.working, prepared.resolution)
+            session.set_resolution(prepared.working, prepared.resolution)
         session.example, session.config = example, recipe.config
         session.objects = [SegObject(list(obj.clicks), obj.threshold,
                                      Shown(result.mask, float(result.last.threshold), bool(result.last.overridden)))
