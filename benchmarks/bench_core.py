@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_baseline_options, alternate, example_image, options_without, parse_or_compare  # noqa: E402
 from m2n2 import M2N2Config, M2N2Predictor  # noqa: E402
+from m2n2.config import add_preset_argument, preset_from_args  # noqa: E402
 from m2n2.backbones import load  # noqa: E402
 
 
@@ -116,10 +117,21 @@ def markov_floor(predictor, point, size, config) -> dict:
             "copy_gb_s": 2 * stored / statistics.median(copies) / 1e9}
 
 
+def portable_argv(argv: list[str], preset: str) -> list[str]:
+    """``argv`` with the preset named as every commit's copy of this script reads it.
+
+    Each checkout runs its own copy: older ones know ``--preset fast`` only, and default to the
+    exact preset (which they called ``faithful``); ``--fast`` and ``--faithful`` are newer still.
+    """
+    rest = [a for a in options_without(argv, ("--preset",))
+            if a not in ("--fast", "--faithful") and not a.startswith("--preset=")]
+    return rest + (["--preset", "fast"] if preset == "fast" else [])
+
+
 def compare(args, argv) -> None:
     """Run this benchmark for ``args.baseline`` and for this checkout, alternating, and print both."""
     here = Path(__file__).resolve().parents[1]
-    rest = options_without(argv, ("--baseline", "--rounds"))  # the comparison's own options
+    rest = portable_argv(options_without(argv, ("--baseline", "--rounds")), preset_from_args(args))
     runs = alternate(lambda root: root / "benchmarks" / "bench_core.py",
                      {"baseline": Path(args.baseline), "current": here}, rest, args.rounds)
     for result in (r for rs in runs.values() for r in rs):
@@ -150,8 +162,7 @@ def main(argv=None) -> None:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--preset", choices=["faithful", "fast"], default="faithful",
-                        help="faithful: the default config (the authors' numerics); fast: M2N2Config.fast()")
+    add_preset_argument(parser)
     parser.add_argument("--sigma-color", type=float, default=10.0,
                         help="colour kernel of the benchmark's attention (Lab units)")
     parser.add_argument("--sigma-position", type=float, default=0.1,
@@ -160,11 +171,12 @@ def main(argv=None) -> None:
     args = parse_or_compare(parser, argv, compare)
     if args is None:
         return
-    config = M2N2Config.fast() if args.preset == "fast" else M2N2Config()
+    preset = preset_from_args(args)
+    config = M2N2Config.preset(preset)
     sigmas = (args.sigma_color, args.sigma_position)
     results = [bench(r, *args.size, args.repeats, config, sigmas) for r in args.resolutions]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"preset": args.preset, "torch_threads": torch.get_num_threads(),
+    print(json.dumps({"preset": preset, "torch_threads": torch.get_num_threads(),
                       "operator_dtype": config.operator_dtype, "jbu_table": config.jbu_table,
                       "attention_sigmas": list(sigmas),
                       "results": results, "peak_rss_mib": peak_mib}, indent=2))

@@ -20,49 +20,25 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from m2n2 import M2N2Config  # noqa: E402
+from m2n2.backbones import load  # noqa: E402
+from m2n2.config import add_preset_argument, preset_from_args  # noqa: E402
 from m2n2.image import resize_rgb  # noqa: E402
 from m2n2.studio import gpu, serving  # noqa: E402
 from m2n2.studio.session import Session, Shown  # noqa: E402
 
 
-class AffinityBackbone:
-    """Colour/position affinity attention: the same tensor shapes as any backbone."""
-
-    name = "benchmark affinity"
-    reason = None
-
-    def __init__(self, resolution: int):
-        self.resolution = resolution
-        self.device = torch.device("cpu")
-        self.description = f"benchmark affinity, R = {resolution}, cpu fp32"
-
-    def extract(self, image: np.ndarray) -> torch.Tensor:
-        r = self.resolution
-        colour = torch.from_numpy(resize_rgb(image, (r, r)).reshape(-1, 3).astype(np.float32) / 255.0)
-        rows, cols = torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij")
-        position = torch.stack([rows, cols], dim=-1).reshape(-1, 2).float() / r
-        logits = torch.cdist(colour, colour).square_().div_(-0.05)
-        logits.sub_(torch.cdist(position, position).square_().div_(0.05))
-        return torch.softmax(logits, dim=1).reshape(r, r, r, r)
-
-
 def backbone_factory(resolution: int):
-    """The colour backbone when the package has it, else the inline affinity above."""
-    try:
-        from m2n2.backbones import load
-    except ImportError:
-        return AffinityBackbone(resolution)
+    """The color backbone at R = ``resolution`` on the CPU."""
     return load("color", resolution=resolution, device="cpu")
 
 
-def measure(resolution: int, size: int, clicks: int) -> dict:
+def measure(resolution: int, size: int, clicks: int, preset: str = "fast") -> dict:
     from skimage import data
     image = resize_rgb(data.astronaut(), (size, size))
-    config = M2N2Config.fast()  # the app's settings
+    config = M2N2Config.preset(preset)
     started = serving.start(serving.Options(backbone="color", resolution=resolution), backbone_factory)
     session = Session(resolution, config)
     start = time.perf_counter()
@@ -98,8 +74,9 @@ def main(argv=None) -> None:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--size", type=int, default=512, help="side of the (square) test photo in pixels")
     parser.add_argument("--clicks", type=int, default=5)
+    add_preset_argument(parser, default="fast", help_default="fast, the app's on a CPU")
     args = parser.parse_args(argv)
-    results = [measure(r, args.size, args.clicks) for r in args.resolutions]
+    results = [measure(r, args.size, args.clicks, preset_from_args(args)) for r in args.resolutions]
     print(json.dumps(results, indent=2))
 
 

@@ -56,9 +56,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--option", action="append", default=None,
                         help="an evaluation option (repeat); default: --backbone color --resolution 32 "
-                             "--fast --method m2n2")
+                             "--preset fast --method m2n2")
     args = parser.parse_args()
-    options = args.option or ["--backbone", "color", "--resolution", "32", "--fast", "--method", "m2n2"]
+    options = args.option or ["--backbone", "color", "--resolution", "32", "--preset", "fast", "--method", "m2n2"]
     with tempfile.TemporaryDirectory() as folder:
         seconds, results = {}, {}
         for processes in args.processes:

@@ -46,6 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from m2n2 import M2N2Config, M2N2Predictor  # noqa: E402
+from m2n2.config import PRESETS  # noqa: E402
 from m2n2.image import resize_rgb  # noqa: E402
 
 # Stable Diffusion 2's published U-Net and VAE configurations (diffusers' names).
@@ -132,7 +133,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-PRESETS = {"exact": M2N2Config, "fast": M2N2Config.fast}
 
 
 def clicks_on_device(predictor, clicks, device, keep: str) -> dict:
@@ -210,7 +210,7 @@ def run(args) -> dict:
 
     report["presets"] = {}
     for name in args.presets:
-        config = PRESETS[name]()
+        config = M2N2Config.preset(name)
         out = report["presets"][name] = {}
         predictor = M2N2Predictor(config=config, device=device, torch_stages=True)
         synchronise(device)
@@ -270,7 +270,7 @@ def main(argv=None) -> None:
                              "in minutes; else R)")
     parser.add_argument("--agreement-seconds", type=float, default=60.0,
                         help="stop the CPU comparison of a preset after this many seconds (at least one click)")
-    parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
+    parser.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.agreement_resolution is None:

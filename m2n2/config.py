@@ -30,9 +30,8 @@ def default_resolution(device=None) -> int:
     """
     import torch  # here, so that reading the config needs no torch
 
-    if device is None:
-        return 128 if torch.cuda.is_available() else 64
-    return 128 if torch.device(device).type == "cuda" else 64
+    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    return 128 if cuda else 64
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,8 @@ class M2N2Config:
     Defaults are the paper's hyperparameters (CVPR 2025, Sections 3 and 4), and every stage
     follows the definitions of the authors' public code where its details differ from the
     paper's text (see the README's Fidelity section); the few settings that go beyond it are
-    marked as such and default to the faithful behaviour.
+    marked as such and default to the authors' behaviour. These defaults are the ``"exact"``
+    preset; :meth:`fast` is the ``"fast"`` one (see :meth:`preset`).
 
     Attributes
     ----------
@@ -72,7 +72,7 @@ class M2N2Config:
         Images whose longest side exceeds this are processed at a copy of this size; the mask
         is returned at the original size. (Beyond the paper: it works at the input size.)
     operator_dtype : str
-        ``"float32"`` (faithful) or ``"float16"``: storage of the transition operator; all
+        ``"float32"`` (exact) or ``"float16"``: storage of the transition operator; all
         accumulation stays in fp32. On a GPU fp16 halves the operator's memory; on an x86 CPU
         it also keeps FBGEMM's packed copy (the same 2 bytes per entry again), which makes a
         Markov step about 1.7x faster than fp32. (Beyond the paper.)
@@ -85,7 +85,7 @@ class M2N2Config:
         k, a power of two: with k > 1, ``set_image`` also computes P^k (log2 k products of
         N x N matrices: 2.5 s at R = 64 on one CPU thread for k = 8) and the Markov iteration
         advances k steps per product after its first ``markov_leap_after`` steps, crossings
-        interpolated within a leap (see :func:`~m2n2.markov.markov_map`). 1 (faithful) takes
+        interpolated within a leap (see :func:`~m2n2.markov.markov_map`). 1 (exact) takes
         every step. (Beyond the paper: speed; the fast preset's agreement is measured.)
     markov_leap_after : int
         Single steps before the leaps start: the cells near the point, which shape the
@@ -153,9 +153,9 @@ class M2N2Config:
         first 48, and the precomputed upsampling table, both built in the background while the
         image's first map is computed without them (``early_maps`` = 1).
 
-        Not bit-identical to the default (fp16 storage of the operator, late crossings placed
+        Not bit-identical to the exact preset (fp16 storage of the operator, late crossings placed
         within a leap, another summation order in the upsampling); ``python -m m2n2.evaluate
-        --agreement`` measures the masks' agreement with the default over the click protocol."""
+        --agreement`` measures the masks' agreement with the exact preset over the click protocol."""
         return cls(**{"operator_dtype": "float16", "markov_leap": 8, "jbu_table": True, "early_maps": 1,
                       **changes})
 
@@ -244,7 +244,7 @@ def add_preset_argument(parser: argparse.ArgumentParser, default: str | None = "
         The help section holding the three options.
     """
     if default is not None and default not in PRESETS:
-        raise ValueError(f"default preset must be one of {PRESETS} or None, got {default!r}")
+        raise ValueError(f"the default must be one of the presets {PRESETS} or None, got {default!r}")
     shown = help_default if help_default is not None else (default or "none")
     group = parser.add_argument_group("preset")
     group.add_argument("--preset", choices=PRESETS, default=default, action=_PresetAction,

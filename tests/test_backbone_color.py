@@ -34,9 +34,9 @@ def test_matches_the_gaussian_affinity_formula():
     lab = rgb2lab(small).reshape(-1, 3)
     rows, cols = np.divmod(np.arange(r * r), r)
     position = np.stack([rows, cols], axis=1) / r
-    colour_d2 = ((lab[:, None] - lab[None]) ** 2).sum(-1)
+    color_d2 = ((lab[:, None] - lab[None]) ** 2).sum(-1)
     position_d2 = ((position[:, None] - position[None]) ** 2).sum(-1)
-    expected = np.exp(-colour_d2 / (2 * sigma_c**2) - position_d2 / (2 * sigma_p**2))
+    expected = np.exp(-color_d2 / (2 * sigma_c**2) - position_d2 / (2 * sigma_p**2))
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(attention.reshape(r * r, r * r).numpy(), expected,
                                atol=1e-6, rtol=1e-4)

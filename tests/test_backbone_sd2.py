@@ -114,7 +114,7 @@ def test_model_comes_from_the_environment(tiny_model, backbone, monkeypatch):
     assert isinstance(load("auto", resolution=16), SD2Backbone)
 
 
-def test_auto_falls_back_to_colour_with_a_one_line_reason(tmp_path):
+def test_auto_falls_back_to_color_with_a_one_line_reason(tmp_path):
     backbone = load("auto", model=str(tmp_path / "absent"), resolution=8, sigma_color=7.0)
     assert isinstance(backbone, ColorAffinityBackbone)
     assert backbone.sigma_color == 7.0 and backbone.resolution == 8

@@ -38,7 +38,7 @@ def test_unknown_names_and_options_are_clear_errors():
     assert isinstance(load("colour", resolution=8), ColorAffinityBackbone)
 
 
-def test_auto_tries_the_papers_backbone_first_then_dinov2_then_colour(tmp_path):
+def test_auto_tries_the_papers_backbone_first_then_dinov2_then_color(tmp_path):
     # docs/backbones.md: at the app's CPU R = 64, DINOv2-base is barely faster than SD2 (14.8 s
     # against 16.6 s), so SD2, the backbone with the paper's evidence, comes first on every device.
     assert backbones.AUTO_ORDER == ("sd2", "dinov2", "color")
@@ -57,3 +57,18 @@ def test_only_sd2_is_presented_as_the_papers_backbone():
         title = app.heading(app.Options(backbone=name))
         assert shown in title and "the paper's numbers are for Stable Diffusion 2" in title
     assert "the status line says which" in app.heading(app.Options(backbone="auto"))
+
+
+def test_learned_backbones_default_r_comes_from_default_resolution():
+    """R when none is given: config.default_resolution (128 on CUDA, 64 elsewhere), except where the
+    authors used another on CUDA (SD1 112, DINOv2 80). Nothing is loaded (no weights) and no CUDA
+    is needed: only the choice of R is looked at."""
+    from m2n2.backbones import DINOv2Backbone, SD1Backbone, SD2Backbone
+    from m2n2.config import default_resolution
+
+    for base, cuda in ((SD2Backbone, default_resolution("cuda")), (SD1Backbone, 112), (DINOv2Backbone, 80)):
+        unloaded = type("Unloaded", (base,), {"_load": lambda self, model, device, dtype: None})
+        assert unloaded(device="cpu").resolution == default_resolution("cpu") == 64
+        assert unloaded(device="cuda").resolution == cuda
+        assert unloaded(device="cuda", resolution=48).resolution == 48
+    assert default_resolution("cuda") == 128

@@ -189,7 +189,7 @@ def test_set_image_hands_learned_backbones_the_original(wants_original):
         assert backbone.seen.shape == (60, 100, 3)
 
 
-def test_every_learned_backbone_asks_for_the_original_and_the_colour_one_does_not(folders):
+def test_every_learned_backbone_asks_for_the_original_and_the_color_one_does_not(folders):
     for name in BUILDERS:
         assert load(name, model=folders[name], resolution=R).wants_original is True
     assert not getattr(load("color", resolution=R), "wants_original", False)

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("preset", ["faithful", "fast"])
+@pytest.mark.parametrize("preset", ["exact", "fast"])
 def test_bench_core_runs_and_counts_the_markov_products(preset):
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_core.py"), "--preset", preset, "--resolutions", "16",
@@ -27,3 +27,17 @@ def test_bench_core_runs_and_counts_the_markov_products(preset):
         assert "leap" in report["prepare_stages_s"]
     else:
         assert floor["steps"] == floor["chain_steps"]
+
+
+def test_a_baseline_gets_the_preset_as_every_commits_copy_reads_it():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_core
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rest = ["--repeats", "1", "--resolutions", "16"]
+    for given, preset in ((["--preset", "fast"], "fast"), (["--fast"], "fast"), (["--preset=fast"], "fast"),
+                          (["--preset", "exact"], "exact"), (["--faithful"], "exact"), ([], "exact")):
+        expected = rest + (["--preset", "fast"] if preset == "fast" else [])
+        assert bench_core.portable_argv(given + rest, preset) == expected
+        assert bench_core.portable_argv(rest[:2] + given + rest[2:], preset) == expected

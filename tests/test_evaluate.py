@@ -440,3 +440,45 @@ def test_model_option_reaches_the_backbone(tmp_path, capsys):
     assert cli.main([str(data), "--method", "m2n2", "--backbone", "color", "--model", "x", "--out",
                      str(tmp_path / "out"), "--no-progress"]) == 2
     assert "model" in capsys.readouterr().err
+
+
+def test_simulated_clicks_are_prompt_clicks_and_results_json_keeps_its_form():
+    from m2n2.evaluate.protocol import InstanceResult
+    from m2n2.evaluate.report import results_json
+    from m2n2.evaluate.state import RunState
+    from m2n2.prompts import Click
+
+    target = rectangle()
+    result = simulate(Constant(np.zeros_like(target)), target, max_clicks=3)
+    assert all(type(c) is Click and type(c.x) is int and type(c.y) is int and c.label == 1 for c in result.clicks)
+    # A file written before Click was shared ([x, y, 0|1] lists) reads back to equal clicks and is written alike.
+    old = {"ious": [0.5, 0.6], "seconds": [0.1, 0.2], "clicks": [[3, 4, 1], [5, 6, 0]]}
+    data = {"instances": {"m": {"a": old}}, "images": {"img": {"instances": ["a"], "setup": {"m": 1.0}}}}
+    state = RunState.from_json(data)
+    run = state.images["img"].results["m"]["a"]
+    assert run.clicks == [Click(3, 4, 1), Click(5, 6, 0)] and not run.clicks[1].positive
+    written = results_json({"m": {"a": run}}, {}, [], {})["instances"]["m"]["a"]
+    assert json.dumps(written) == json.dumps(old)
+    assert isinstance(run, InstanceResult)
+
+
+@pytest.mark.parametrize("argv, preset, warning", [([], "exact", None), (["--preset", "exact"], "exact", None),
+                                                   (["--preset", "fast"], "fast", None),
+                                                   (["--fast"], "fast", "--fast"), (["--faithful"], "exact", "--faithful")])
+def test_cli_preset_option_and_the_fingerprint_resume_compares(tmp_path, capsys, argv, preset, warning):
+    from m2n2.config import M2N2Config, preset_from_args
+
+    args = cli.parse_args([str(tmp_path), "--method", "m2n2", *argv])
+    assert preset_from_args(args) == preset
+    err = capsys.readouterr().err
+    assert (f"warning: {warning} is deprecated; use --preset {preset}" in err) if warning else "deprecated" not in err
+    # The fingerprint keeps its old key ("fast": true / false), so runs made before still resume.
+    assert cli.fingerprint_of(args, ["m2n2"], [])["fast"] is (preset == "fast")
+    method, = build_methods(["m2n2"], lambda: None, M2N2Config.preset(preset))
+    assert method.config == M2N2Config.preset(preset)
+
+
+def test_cli_conflicting_presets_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_args([str(tmp_path), "--fast", "--preset", "exact"])
+    assert exit_.value.code == 2 and "not allowed with argument --fast" in capsys.readouterr().err

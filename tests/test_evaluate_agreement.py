@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from m2n2.config import M2N2Config
+from m2n2.errors import InputError
 from m2n2.evaluate import __main__ as cli
 from m2n2.evaluate.agreement import agreement_table, follow, summarize_agreement
 from m2n2.evaluate.methods import build_methods
@@ -58,8 +59,11 @@ def test_m2n2_spec_preset_picks_the_base_configuration():
                                           "m2n2:preset=fast,rho=0.4,name=tuned"], backbone_factory=lambda: None)
     assert default.config == M2N2Config() and fast.config == M2N2Config.fast()
     assert tuned.config == M2N2Config.fast(rho=0.4)
-    with pytest.raises(Exception, match="preset"):
-        build_methods(["m2n2:preset=turbo"], backbone_factory=lambda: None)
+    exact, = build_methods(["m2n2:preset=exact"], backbone_factory=lambda: None, base_config=M2N2Config.fast())
+    assert exact.config == M2N2Config()  # the spec's preset wins over the command line's
+    for name in ("turbo", "default", "faithful"):
+        with pytest.raises(InputError, match=f"unknown preset '{name}'; the presets are exact, fast"):
+            build_methods([f"m2n2:preset={name}"], backbone_factory=lambda: None)
 
 
 def test_cli_agreement_writes_the_comparison(tmp_path, capsys):

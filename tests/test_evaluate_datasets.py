@@ -214,3 +214,27 @@ def test_the_authors_coco_files_load_as_they_are(tmp_path, monkeypatch, kind, de
             assert [o.mask.tolist() for o in objects] == [m.tolist() for m in expected]
             assert all(not o.ignore.any() for o in objects)
             assert len({o.id for o in objects}) == len(objects)
+
+
+def test_images_are_read_as_everywhere_else_exif_turned_and_size_guarded(tmp_path, monkeypatch):
+    """The evaluation reads images with m2n2.image.read_image, as the app and the CLI do: the EXIF
+    orientation applied (as OpenCV's imread does in RITM's and the authors' evaluations) and the
+    decompression-bomb guard."""
+    from m2n2 import image as images
+    from m2n2.errors import InputError
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    stored = np.random.default_rng(3).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 2  # orientation: mirrored left-right, same shape
+    Image.fromarray(stored).save(tmp_path / "images" / "a.jpg", exif=exif, quality=100)
+    Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(tmp_path / "masks" / "a.png")
+    (sample,) = open_dataset(tmp_path)
+    image, _ = sample.load()
+    with Image.open(tmp_path / "images" / "a.jpg") as raw:
+        as_stored = np.asarray(raw.convert("RGB"))
+    np.testing.assert_array_equal(image, as_stored[:, ::-1])
+    monkeypatch.setattr(images, "MAX_PIXELS", HEIGHT * WIDTH - 1)
+    with pytest.raises(InputError, match="too large"):
+        sample.load()

@@ -48,9 +48,6 @@ def names(auto: bool = True) -> tuple[str, ...]:
     return (("auto",) if auto else ()) + tuple(REGISTRY)
 
 
-KINDS = names()  # kept for callers of the old constant
-
-
 def _options_of(factory) -> set[str]:
     return set(inspect.signature(factory).parameters) - {"self"}
 
@@ -119,4 +116,4 @@ def _check(options: dict, known: set[str], kind: str) -> None:
 
 
 __all__ = ["ALIASES", "AUTO_ORDER", "Backbone", "BackboneUnavailable", "ColorAffinityBackbone", "DINOv2Backbone",
-           "KINDS", "REGISTRY", "SD1Backbone", "SD2Backbone", "load", "names", "register"]
+           "REGISTRY", "SD1Backbone", "SD2Backbone", "load", "names", "register"]

@@ -73,7 +73,6 @@ class DINOv2Backbone(LearnedBackbone):
     weights = DINOV2_WEIGHTS
     input_scale = 14
     cuda_resolution = 80
-    cpu_resolution = 64
 
     def _load(self, model: str, device: torch.device, dtype: torch.dtype) -> _LoadedModel:
         weights = self.weights

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import torch
 
+from ..config import default_resolution
 from ..errors import InputError
 from ..image import as_rgb_uint8
 from .capture import DEFAULT_CHUNK_BYTES
@@ -56,7 +57,8 @@ class LearnedBackbone:
         Hub id or local folder; default the environment variable of :attr:`weights`, else its
         default model.
     resolution : int, optional
-        R. Default :attr:`cuda_resolution` on CUDA, :attr:`cpu_resolution` elsewhere.
+        R. Default :attr:`cuda_resolution` on CUDA when the subclass sets one, else
+        :func:`m2n2.config.default_resolution` (128 on CUDA, 64 elsewhere).
     device : str or torch.device, optional
         Default CUDA when available, else CPU.
     dtype : torch.dtype or str, optional
@@ -83,8 +85,8 @@ class LearnedBackbone:
     key = ""
     weights: Weights
     input_scale = 8
-    cuda_resolution = 128
-    cpu_resolution = 64
+    #: The default R on CUDA where the authors used another (None: :func:`~m2n2.config.default_resolution`).
+    cuda_resolution: int | None = None
     #: The predictor hands this backbone the original image (it resizes it itself).
     wants_original = True
 
@@ -93,7 +95,9 @@ class LearnedBackbone:
                  dtype: torch.dtype | str | None = None,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         self.device = torch.device(device) if device is not None else default_device()
-        default = self.cuda_resolution if self.device.type == "cuda" else self.cpu_resolution
+        default = default_resolution(self.device)
+        if self.device.type == "cuda" and self.cuda_resolution:
+            default = self.cuda_resolution
         self.resolution = int(resolution or default)
         if self.resolution < 2:
             raise InputError(f"resolution must be >= 2, got {resolution}")

@@ -3,7 +3,7 @@
 
 Examples
 --------
-How closely the fast preset follows the default, on the default's clicks::
+How closely the fast preset follows the exact one, on the exact one's clicks::
 
     python -m m2n2.evaluate ../shared/datasets/GrabCut --agreement \
         --method m2n2 --method m2n2:preset=fast,name=fast
@@ -37,14 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones import names as backbone_names
-from ..config import M2N2Config
+from ..config import MAX_CLICKS, M2N2Config, add_preset_argument, preset_from_args
 from ..errors import M2N2Error
 from .datasets import MASK_MODES, Sample, open_dataset
 from .agreement import agreement_table, follow, summarize_agreement
 from .methods import ABLATIONS, M2N2Method, build_methods
 from .paper import PUBLISHED, comparison_table, guess_dataset
 from .progress import Progress, report
-from .protocol import CLICKERS, MAX_CLICKS, THRESHOLDS, InstanceResult, simulate
+from .protocol import CLICKERS, THRESHOLDS, InstanceResult, simulate
 from .report import markdown_table, plot_miou, results_json, summarize, write_json
 from .spread import Spread
 from .state import RESULTS_VERSION, ImageRecord, ResumeError, RunState, check_fingerprint, read_json
@@ -63,8 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder masks: binary (non-zero = object, 128 ignored), instances (one object "
                              "per value, 255 ignored) or auto (binary if values are in {0,1,128,255})")
     parser.add_argument("--method", action="append", dest="methods", metavar="SPEC",
-                        help="kind[:key=value,...] with kind m2n2 (keys: M2N2Config fields), grabcut or "
-                             "randomwalker; e.g. m2n2:use_edge=false,name=no-edge. Repeat for several; "
+                        help="kind[:key=value,...] with kind m2n2 (keys: M2N2Config fields and preset=exact|fast), "
+                             "grabcut or randomwalker; e.g. m2n2:use_edge=false,name=no-edge. Repeat for several; "
                              f"default: {' '.join(DEFAULT_METHODS)}")
     parser.add_argument("--agreement", action="store_true",
                         help="the first method drives the simulated user and the others predict from its "
@@ -76,9 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="attention backbone of M2N2 (sd2: the paper's; sd1, dinov2: the authors' others; "
                              "auto: SD2 if its weights load, else DINOv2, else color)")
     parser.add_argument("--resolution", type=int, help="attention resolution R (default: the backbone's)")
-    parser.add_argument("--fast", action="store_true",
-                        help="start M2N2 from M2N2Config.fast() (fp16 operator, Markov leaps, precomputed "
-                             "upsampling table) instead of the default (the authors' numerics)")
+    add_preset_argument(parser, help_default="exact; a method spec's preset=... wins")
     parser.add_argument("--model", help="weights of a learned backbone: Hub id or local folder (the same as "
                                          "--backbone-option model=...); see docs/evaluation.md for the SD2 "
                                          "the paper and the authors' script used")
@@ -104,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print the paper's published M2N2 row for this dataset beside the run's "
                              "(auto: guessed from the dataset's folder name)")
     args = parser.parse_args(argv)
+    # Kept under its old name: the fingerprint --resume compares and results.json's settings say "fast".
+    args.fast = preset_from_args(args) == "fast"
     if args.agreement and len(specs_of(args)) < 2:
         parser.error("--agreement needs at least two methods")
     if args.max_clicks < 1:
@@ -169,10 +169,8 @@ def backbone_factory(args: argparse.Namespace):
     options = backbone_options(args)
 
     def load():
-        try:
-            from ..backbones import load as load_backbone
-        except ImportError as error:
-            raise M2N2Error("m2n2.backbones.load is not available in this installation") from error
+        from ..backbones import load as load_backbone  # here: only runs with M2N2 import the backbones
+
         return load_backbone(args.backbone, **options)
     return load
 
@@ -319,7 +317,7 @@ def run(args: argparse.Namespace, spread: Spread) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        methods = build_methods(specs, backbone_factory(args), M2N2Config.fast() if args.fast else None,
+        methods = build_methods(specs, backbone_factory(args), M2N2Config.preset(preset_from_args(args)),
                                 seed=args.seed)
     except M2N2Error as problem:
         return error(problem)

@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from .protocol import MAX_CLICKS, InstanceResult, Method, iou, next_click, simulate
+from ..config import MAX_CLICKS
+from .protocol import InstanceResult, Method, iou, next_click, simulate
 
 
 def follow(reference: Method, followers: list[Method], target: np.ndarray, ignore: np.ndarray | None = None,

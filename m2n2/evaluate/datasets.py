@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import M2N2Error
-from ..image import as_rgb_uint8
+from ..image import read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_MODES = ("auto", "binary", "instances")
@@ -140,12 +140,6 @@ def read_folder(root: str | Path, masks: str = "auto") -> list[Sample]:
         return load
 
     return [Sample(p.stem, loader(p, mask_paths[p.stem])) for p in image_paths]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3)."""
-    with Image.open(path) as image:
-        return as_rgb_uint8(image)
 
 
 def read_label(path: Path) -> np.ndarray:

@@ -19,9 +19,6 @@ from ..errors import InputError
 from ..geometry import Geometry
 from ..image import resize_rgb
 
-# Base configurations an m2n2 spec can start from (``m2n2:preset=fast``).
-PRESETS = {"default": M2N2Config, "fast": M2N2Config.fast}
-
 # The paper's ablations (Table 2 and the flood fill), as spec strings.
 ABLATIONS = ("m2n2:use_prior=false,name=m2n2-no-prior",
              "m2n2:use_edge=false,name=m2n2-no-edge",
@@ -210,10 +207,8 @@ class M2N2Method:
     """
 
     def __init__(self, backbone, config: M2N2Config, name: str = "m2n2") -> None:
-        try:
-            from .. import M2N2Predictor
-        except ImportError as error:
-            raise InputError("m2n2.M2N2Predictor is not available in this installation") from error
+        from .. import M2N2Predictor  # here: the package imports this module's package
+
         self.predictor = M2N2Predictor(backbone, config=config)
         self.config, self.name = config, name
 
@@ -289,7 +284,7 @@ def build_methods(specs: list[str], backbone_factory: Callable[[], Any] | None =
     ----------
     specs : list of str
         ``kind[:key=value,...]`` with kind ``m2n2`` (keys: any M2N2Config field, and ``preset``:
-        ``default`` or ``fast`` for the configuration the fields modify), ``grabcut``
+        ``exact`` or ``fast`` for the configuration the fields modify), ``grabcut``
         (radius, iterations, max_side, frame, seed) or ``randomwalker`` (radius, beta, max_side,
         frame); every kind also takes ``name``.
     backbone_factory : callable, optional
@@ -313,9 +308,7 @@ def build_methods(specs: list[str], backbone_factory: Callable[[], Any] | None =
             config = base_config or M2N2Config()
             preset = options.pop("preset", None)
             if preset is not None:
-                if preset not in PRESETS:
-                    raise InputError(f"unknown m2n2 preset {preset!r}; known: {sorted(PRESETS)}")
-                config = PRESETS[preset]()
+                config = M2N2Config.preset(preset)  # an unknown name: InputError listing the presets
             fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
             config = config.replace(**_options(options, fields, kind))
             if backbone is None:

@@ -14,7 +14,9 @@ from typing import Protocol
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-MAX_CLICKS = 20
+from ..config import MAX_CLICKS
+from ..prompts import Click
+
 THRESHOLDS = (0.85, 0.90, 0.95)
 
 
@@ -40,15 +42,6 @@ class Method(Protocol):
 
 
 @dataclass
-class Click:
-    """One simulated click: ``x`` is the column, ``y`` the row, ``positive`` its label."""
-
-    x: int
-    y: int
-    positive: bool
-
-
-@dataclass
 class InstanceResult:
     """What one method did on one object.
 
@@ -58,7 +51,7 @@ class InstanceResult:
         IoU after click 1, 2, ... (always ``max_clicks`` entries: when no error pixel is left to
         click, the last IoU is carried forward).
     clicks : list of Click
-        The clicks actually made.
+        The clicks actually made (:class:`m2n2.prompts.Click` with whole-pixel ``x`` and ``y``).
     seconds : list of float
         Wall time of each ``predict`` call.
     """
@@ -123,7 +116,7 @@ def next_click(prediction: np.ndarray, target: np.ndarray, ignore: np.ndarray | 
     positive = fn_max > fp_max
     distance = fn_distance if positive else fp_distance
     y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return Click(int(x), int(y), bool(positive))
+    return Click(int(x), int(y), int(positive))
 
 
 def next_click_authors(prediction: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None,
@@ -143,7 +136,7 @@ def next_click_authors(prediction: np.ndarray, target: np.ndarray, ignore: np.nd
         wrong = target & valid
     distance = _inner_distance(wrong)
     y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return Click(int(x), int(y), bool(target[y, x]))
+    return Click(int(x), int(y), int(target[y, x]))
 
 
 CLICKERS = {"ritm": next_click, "authors": next_click_authors}
@@ -185,7 +178,7 @@ def simulate(method: Method, target: np.ndarray, ignore: np.ndarray | None = Non
         result.clicks.append(click)
         clicked[click.y, click.x] = True
         points = [(c.x, c.y) for c in result.clicks]
-        labels = [int(c.positive) for c in result.clicks]
+        labels = [c.label for c in result.clicks]
         start = time.perf_counter()
         prediction = np.asarray(method.predict(points, labels), dtype=bool)
         result.seconds.append(time.perf_counter() - start)

@@ -77,7 +77,7 @@ def results_json(results: dict[str, dict[str, InstanceResult]], summary: dict, f
     resume from the file."""
     per_instance = {
         method: {key: {"ious": run.ious, "seconds": run.seconds,
-                       "clicks": [[c.x, c.y, int(c.positive)] for c in run.clicks]}
+                       "clicks": [[c.x, c.y, c.label] for c in run.clicks]}
                  for key, run in per.items()}
         for method, per in results.items()}
     data = {"settings": settings, "summary": summary, "failures": failures, "instances": per_instance}

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import M2N2Error
-from .protocol import Click, InstanceResult
+from ..prompts import Click
+from .protocol import InstanceResult
 
 #: Bump when a change of the evaluation or of M2N2 changes per-object results (clicks, IoUs):
 #: ``--resume`` then refuses results written by the older code instead of mixing the two.
@@ -117,7 +118,7 @@ class RunState:
 
 def _instance(entry: dict) -> InstanceResult:
     return InstanceResult(ious=list(entry["ious"]), seconds=list(entry["seconds"]),
-                          clicks=[Click(int(x), int(y), bool(p)) for x, y, p in entry["clicks"]])
+                          clicks=[Click(int(x), int(y), int(bool(p))) for x, y, p in entry["clicks"]])
 
 
 def check_fingerprint(found: dict | None, expected: dict, path: str | Path) -> None:
