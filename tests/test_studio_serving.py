@@ -54,7 +54,7 @@ def test_prepare_keeps_the_operator_on_the_device_and_returns_plain_numbers(star
     assert result.memory_bytes >= 256 * 256 * 2                       # the fp16 operator at R = 16
 
 
-def test_faithful_settings_keep_the_fp32_operator(started):
+def test_the_exact_preset_keeps_the_fp32_operator(started):
     prepared(started, config=M2N2Config())
     assert started.store.get("s/1").operator.dtype == torch.float32
 
@@ -148,17 +148,36 @@ def test_live_sessions_end_frees_the_image(started):
     assert not live.end("tab-1")
 
 
-def test_exports_are_full_size_and_end_session_removes_them(started, tmp_path):
+def test_exports_are_full_size_and_end_session_removes_them(started):
+    import os
+
     from PIL import Image
 
-    from m2n2.studio.views import write_exports
+    from m2n2.studio.clicks import ClickHandlers
+    from m2n2.studio.page import Page
+    from m2n2.studio.session import Session, Shown
+    from m2n2.studio.sharing import SharingHandlers
+    from m2n2.studio.ui import UI
+
+    ui = UI(**{name: name for name in ("state", "image", "heatmap", "scores", "mask_button", "cutout_button",
+                                        "threshold", "automatic", "status", "mask_file", "cutout_file")})
+    page = Page(started, ui)
+    sharing = SharingHandlers(page, ClickHandlers(page))
     image, truth = square_image()
-    mask_path, cutout_path = write_exports(serving.export_dir("s"), image, truth)
-    np.testing.assert_array_equal(np.asarray(Image.open(mask_path)) > 0, truth)
-    cut = Image.open(cutout_path)
-    assert cut.mode == "RGBA" and cut.size == (80, 60)
-    serving.end_session(started.store, "s")
-    assert not any(map(__import__("os").path.exists, (mask_path, cutout_path)))
+    session = Session(16, FAST)
+    session.set_image(image, (60, 80), 16, seconds=0.1)
+    session.shown = Shown(truth, 0.5, False)
+    offered = [sharing.export_mask(session)["mask_file"], sharing.export_cutout(session)["cutout_file"]]
+    mask_path, cutout_path = (os.path.join(serving.export_dir(session.id), name) for name in ("mask.png", "cutout.png"))
+    for path, button in zip((mask_path, cutout_path), offered):
+        assert Image.open(button.value["path"]).tobytes() == Image.open(path).tobytes()   # the file offered
+    np.testing.assert_array_equal(np.asarray(Image.open(mask_path)), truth.astype(np.uint8) * 255)
+    cut = np.asarray(Image.open(cutout_path))
+    assert cut.shape == (60, 80, 4)
+    np.testing.assert_array_equal(cut[..., :3], image)
+    np.testing.assert_array_equal(cut[..., 3], truth.astype(np.uint8) * 255)
+    serving.end_session(started.store, session.id)
+    assert not any(map(os.path.exists, (mask_path, cutout_path)))
 
 
 def test_the_only_spaces_gpu_is_in_gpu_py():
