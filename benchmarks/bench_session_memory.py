@@ -42,7 +42,7 @@ def measure(resolution: int, size: int, clicks: int, preset: str = "fast") -> di
     started = serving.start(serving.Options(backbone="color", resolution=resolution), backbone_factory)
     session = Session(resolution, config)
     start = time.perf_counter()
-    prepared = gpu.prepare(session.next_key, image, resolution, config)
+    prepared = gpu.prepare(started, session.next_key, image, resolution, config)
     session.set_image(image, prepared.working, prepared.resolution, prepared.seconds)
     rows = [{"clicks": 0, "seconds": round(time.perf_counter() - start, 2),
              "store_mib": round(started.store.bytes / 2 ** 20, 1)}]
@@ -52,7 +52,7 @@ def measure(resolution: int, size: int, clicks: int, preset: str = "fast") -> di
         session.clicks.append(session.click_at(float(rng.integers(w)), float(rng.integers(h)), int(k % 3 != 0)))
         points, labels = session.points
         start = time.perf_counter()
-        result = gpu.segment(session.key, points, labels, None, config, session.image, resolution)
+        result = gpu.segment(started, session.key, points, labels, None, config, session.image, resolution)
         session.shown = Shown(result.mask, float(result.last.threshold), False)
         rows.append({"clicks": k, "seconds": round(time.perf_counter() - start, 2)})
         if k in (1, clicks):

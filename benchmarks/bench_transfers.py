@@ -73,17 +73,18 @@ def per_click(size: int, resolution: int, clicks: int) -> list[dict]:
     from synthetic import square_image
 
     M2N2Predictor.torch_stages = property(lambda self: True)  # the device path, as on CUDA
-    serving.start(serving.Options(backbone="color", resolution=resolution, max_side=size, budget_bytes=2**32))
+    started = serving.start(serving.Options(backbone="color", resolution=resolution, max_side=size,
+                                            budget_bytes=2**32))
     config = M2N2Config(max_side=size)
     image = square_image(size, size)[0]
-    gpu.prepare("bench/1", image, resolution, config)
+    gpu.prepare(started, "bench/1", image, resolution, config)
     rng = np.random.default_rng(0)
     points = rng.uniform(0, size - 1, (clicks, 2))
     labels = (np.arange(clicks) % 3 != 2).astype(np.int64)
     rows = []
     for k in range(1, clicks + 1):
         with HostCopies() as copies:
-            gpu.segment("bench/1", points[:k], labels[:k], None, config)
+            gpu.segment(started, "bench/1", points[:k], labels[:k], None, config)
         rows.append({"clicks": k, "host_mib": round(copies.bytes / 2**20, 3)})
     return rows
 

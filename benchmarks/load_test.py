@@ -46,7 +46,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HOST = "127.0.0.1"  # loopback only: this script never talks to another machine
-FOREGROUND, BACKGROUND = "Foreground (green)", "Background (red)"
+FOREGROUND, BACKGROUND = 1, 0  # the labels the app's "Next click is" switch sends (m2n2.studio.ui.MODES)
 CAPS = {"users": 32, "hostile": 8, "clicks": 50, "sessions": 200, "time_limit": 3600}
 
 
@@ -202,7 +202,7 @@ class App:
     def example(self, index: int):
         return self.call("load_example", index, None)
 
-    def click(self, x: int, y: int, mode: str):
+    def click(self, x: int, y: int, mode: int):
         return self.call("click_only", None, mode, event_data={"index": [x, y], "value": None})
 
     def close(self):
@@ -504,8 +504,9 @@ def main(argv=None) -> int:
     parser.add_argument("--log", default=None, help="server log file (default: a temporary file)")
     args = parser.parse_args(argv)
 
+    from m2n2.config import MAX_CLICKS
     from m2n2.studio import limits
-    args.max_points = args.max_points or limits.MAX_POINTS
+    args.max_points = args.max_points or MAX_CLICKS
     highest = max(args.max_resolution or limits.default_max_resolution(), args.resolution)
     args.hostile_resolution = args.hostile_resolution or highest
     for name, cap in (("users", "users"), ("clicks", "clicks"), ("sessions", "sessions"),

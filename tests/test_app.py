@@ -11,8 +11,9 @@ from PIL import Image
 from synthetic import CountingBackbone, centre_of, iou, square_image, select_event as select
 
 import app
+from m2n2 import M2N2Config
 from m2n2.studio import serving
-from m2n2.studio.handlers import BACKGROUND, FOREGROUND
+from m2n2.studio.handlers import Handlers
 from m2n2.studio.session import Session
 
 OPTIONS = app.Options(backbone="color", resolution=16, max_side=256)
@@ -20,14 +21,15 @@ OPTIONS = app.Options(backbone="color", resolution=16, max_side=256)
 
 # One app for the module; its components are the keys of every handler's dict.
 DEMO, HANDLERS = app.build(OPTIONS, serving.start(OPTIONS, CountingBackbone))
-STATE, IMAGE, HEATMAP, SCORES, MASK, CUTOUT, SLIDER, AUTOMATIC, STATUS = HANDLERS.ui.outputs[:9]
+UI = HANDLERS.ui
+STATE, IMAGE, HEATMAP, SCORES, MASK, CUTOUT, SLIDER, AUTOMATIC, STATUS = UI.core  # what a click updates
+FOREGROUND, BACKGROUND = 1, 0  # the labels the "Next click is" switch gives (m2n2.studio.ui.MODES)
 
 
 @pytest.fixture
 def handlers():
     """The app's handlers with fresh backbones and an empty store of prepared images."""
-    HANDLERS.serving = serving.start(OPTIONS, CountingBackbone)
-    return HANDLERS
+    return Handlers(serving.start(OPTIONS, CountingBackbone), UI, app.EXAMPLES)
 
 
 def read_download(button) -> np.ndarray:
@@ -37,7 +39,7 @@ def read_download(button) -> np.ndarray:
 
 def downloaded_mask(out) -> np.ndarray:
     """The mask PNG the download button would give now (written when asked for)."""
-    return read_download(HANDLERS.export_mask(out[STATE])[HANDLERS.ui.mask_file])
+    return read_download(HANDLERS.sharing.export_mask(out[STATE])[HANDLERS.ui.mask_file])
 
 
 def changes_only_the_state(out) -> bool:
@@ -48,12 +50,12 @@ def changes_only_the_state(out) -> bool:
 @pytest.fixture
 def loaded(handlers, square_file):
     path, truth = square_file
-    out = handlers.set_image({"path": path, "orig_name": "square.png"}, None)
+    out = handlers.images.set_image({"path": path, "orig_name": "square.png"}, None)
     return out[STATE], truth
 
 
 def test_upload_prepares_the_image_and_shows_it(handlers, square_file):
-    out = handlers.set_image({"path": square_file[0]}, None)
+    out = handlers.images.set_image({"path": square_file[0]}, None)
     session = out[STATE]
     assert isinstance(session, Session) and session.has_image and session.clicks == []
     assert out[IMAGE].shape == (60, 80, 3)
@@ -64,19 +66,19 @@ def test_upload_prepares_the_image_and_shows_it(handlers, square_file):
 
 def test_click_before_an_image_warns_and_changes_nothing(handlers):
     with pytest.warns(UserWarning, match="Upload an image or pick an example first"):
-        out = handlers.click(None, FOREGROUND, select(3, 4))
+        out = handlers.clicks.click(None, FOREGROUND, select(3, 4))
     assert out[STATE] is None and changes_only_the_state(out)
 
 
 def test_click_shows_mask_heatmap_scores_and_downloads(handlers, loaded):
     session, truth = loaded
-    out = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    out = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     assert out[STATE].clicks[-1].label == 1
     assert out[HEATMAP] is not None and out[SCORES] is not None
     mask = downloaded_mask(out) > 0
     assert mask.shape == truth.shape and iou(mask, truth) > 0.8
     assert out[MASK].interactive and out[CUTOUT].interactive
-    cut = HANDLERS.export_cutout(out[STATE])[HANDLERS.ui.cutout_file]
+    cut = HANDLERS.sharing.export_cutout(out[STATE])[HANDLERS.ui.cutout_file]
     assert Image.open(cut.value["path"]).mode == "RGBA"
     assert out[SLIDER].interactive and 0 <= out[SLIDER].value <= 1
     assert "1 click" in out[STATUS] and re.search(r"click \d+\.\d\d s", out[STATUS]) and "(adaptive)" in out[STATUS]
@@ -87,14 +89,14 @@ def test_click_shows_mask_heatmap_scores_and_downloads(handlers, loaded):
 
 def test_background_click_then_undo_then_reset(handlers, loaded):
     session, truth = loaded
-    first = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    first = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     first_mask = downloaded_mask(first).copy()
-    second = handlers.click(first[STATE], BACKGROUND, select(3, 3))
+    second = handlers.clicks.click(first[STATE], BACKGROUND, select(3, 3))
     assert [c.label for c in second[STATE].clicks] == [1, 0] and "2 clicks" in second[STATUS]
-    undone = handlers.undo(second[STATE])
+    undone = handlers.clicks.undo(second[STATE])
     np.testing.assert_array_equal(downloaded_mask(undone), first_mask)
     assert len(undone[STATE].clicks) == 1
-    reset = handlers.reset(undone[STATE])
+    reset = handlers.clicks.reset(undone[STATE])
     assert reset[STATE].clicks == [] and reset[HEATMAP] is None and not reset[MASK].interactive
     assert reset[STATE].has_image and "0 clicks" in reset[STATUS]
 
@@ -102,36 +104,36 @@ def test_background_click_then_undo_then_reset(handlers, loaded):
 def test_undo_with_nothing_to_undo_warns_and_keeps_the_state(handlers, loaded):
     session, _ = loaded
     with pytest.warns(UserWarning, match="no click to undo"):
-        out = handlers.undo(session)
+        out = handlers.clicks.undo(session)
     assert out[STATE] is session and session.has_image
 
 
 def test_threshold_override_and_automatic(handlers, loaded):
     session, truth = loaded
-    auto = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    auto = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     adaptive = auto[SLIDER].value
     auto_mask = downloaded_mask(auto).copy()
-    wide = handlers.override(auto[STATE], 1.0)
+    wide = handlers.clicks.override(auto[STATE], 1.0)
     assert wide[SLIDER].value == 1.0 and wide[STATE].threshold == 1.0
     assert (downloaded_mask(wide) > 0).sum() > (auto_mask > 0).sum()
-    back = handlers.automatic(wide[STATE])
+    back = handlers.clicks.automatic(wide[STATE])
     assert back[SLIDER].value == pytest.approx(adaptive) and back[STATE].threshold is None
     np.testing.assert_array_equal(downloaded_mask(back), auto_mask)
 
 
 def test_override_before_any_click_warns(handlers, loaded):
     with pytest.warns(UserWarning, match="click on the image first"):
-        out = handlers.override(loaded[0], 0.4)
+        out = handlers.clicks.override(loaded[0], 0.4)
     assert out[STATE].threshold is None
 
 
 def test_corrupt_upload_warns_and_keeps_the_session(handlers, loaded, tmp_path):
     session, truth = loaded
-    clicked = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    clicked = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     with pytest.warns(UserWarning, match="This file cannot be used"):
-        out = handlers.set_image({"path": str(bad)}, clicked[STATE])
+        out = handlers.images.set_image({"path": str(bad)}, clicked[STATE])
     assert out[STATE] is session and len(session.clicks) == 1
     np.testing.assert_array_equal(out[IMAGE], clicked[IMAGE])            # the overlay is shown again
     assert set(out) == {STATE, IMAGE}
@@ -141,7 +143,7 @@ def test_tiny_image_is_refused_with_a_message(handlers, tmp_path):
     path = tmp_path / "dot.png"
     Image.fromarray(np.zeros((1, 1, 3), dtype=np.uint8)).save(path)
     with pytest.warns(UserWarning, match="too small"):
-        out = handlers.set_image(str(path), None)
+        out = handlers.images.set_image(str(path), None)
     assert not out[STATE].has_image and out[IMAGE] is None
 
 
@@ -154,9 +156,9 @@ def test_gray_rgba_and_16_bit_uploads_just_work(handlers, tmp_path, mode, make):
     image, truth = square_image()
     path = tmp_path / f"image-{mode.replace(';', '')}.png"
     Image.fromarray(make(image)).save(path)
-    out = handlers.set_image(str(path), None)
+    out = handlers.images.set_image(str(path), None)
     assert out[STATE].has_image and out[IMAGE].shape == (60, 80, 3)
-    clicked = handlers.click(out[STATE], FOREGROUND, select(*centre_of(truth)))
+    clicked = handlers.clicks.click(out[STATE], FOREGROUND, select(*centre_of(truth)))
     assert 0 < (downloaded_mask(clicked) > 0).mean() < 1
 
 
@@ -164,21 +166,21 @@ def test_huge_image_is_shown_small_and_downloaded_full_size(handlers, tmp_path):
     image, truth = square_image(300, 1200)                              # 4.7 x the 256-pixel cap
     path = tmp_path / "wide.png"
     Image.fromarray(image).save(path)
-    out = handlers.set_image(str(path), None)
+    out = handlers.images.set_image(str(path), None)
     assert out[IMAGE].shape == (64, 256, 3)
     x, y = centre_of(truth)
-    clicked = handlers.click(out[STATE], FOREGROUND, select(x * 256 / 1200, y * 64 / 300))
+    clicked = handlers.clicks.click(out[STATE], FOREGROUND, select(x * 256 / 1200, y * 64 / 300))
     mask = downloaded_mask(clicked)
     assert mask.shape == (300, 1200) and iou(mask > 0, truth) > 0.7
 
 
 def test_click_on_the_last_pixel_row(handlers, loaded):
-    out = handlers.click(loaded[0], BACKGROUND, select(79, 59))
+    out = handlers.clicks.click(loaded[0], BACKGROUND, select(79, 59))
     assert out[STATE].clicks[-1].y == 59 and out[STATE].clicks[-1].label == 0
 
 
 def test_example_loads(handlers):
-    out = handlers.load_example(app.EXAMPLES.index(next(p for p in app.EXAMPLES if "chelsea" in p)), None)
+    out = handlers.images.load_example(app.EXAMPLES.index(next(p for p in app.EXAMPLES if "chelsea" in p)), None)
     assert out[IMAGE].shape == (170, 256, 3) and out[STATE].has_image            # 451 x 300, capped at 256
 
 
@@ -190,28 +192,28 @@ def test_examples_are_four_or_more_shipped_photos():
 
 def test_apply_settings_recomputes_and_warns_on_bad_values(handlers, loaded):
     session, truth = loaded
-    clicked = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
-    out = handlers.apply_settings(clicked[STATE], 0.65, 0.5, False, 8)
+    clicked = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    out = handlers.settings.apply_settings(clicked[STATE], 0.65, 0.5, False, 8)
     assert out[STATE].resolution == 8 and out[STATE].config.rho == 0.5 and not out[STATE].config.flood_fill
     assert len(out[STATE].clicks) == 1 and out[SCORES] is not None
     with pytest.warns(UserWarning, match="temperature must be > 0"):
-        bad = handlers.apply_settings(out[STATE], 0.0, 0.5, False, 8)
+        bad = handlers.settings.apply_settings(out[STATE], 0.0, 0.5, False, 8)
     assert bad[STATE].config.temperature == 0.65
 
 
 def test_clear_frees_the_prepared_image(handlers, loaded):
     session, truth = loaded
-    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     assert session.key in handlers.serving.store
-    out = handlers.clear(session)
+    out = handlers.images.clear(session)
     assert not out[STATE].has_image and out[IMAGE] is None and len(handlers.serving.store) == 0
 
 
 def test_closing_the_tab_frees_the_prepared_image(handlers, square_file):
     request = type("Request", (), {"session_hash": "tab-42"})()
-    session = handlers.set_image(square_file[0], None, request)[STATE]
+    session = handlers.images.set_image(square_file[0], None, request)[STATE]
     assert session.key in handlers.serving.store
-    handlers.end_session(request)
+    handlers.page.end_session(request)
     assert session.key not in handlers.serving.store
 
 
@@ -219,23 +221,23 @@ def test_clicks_made_while_busy_are_marked_at_once_and_all_applied_in_order(hand
     session, truth = loaded
     spots = [(centre_of(truth), FOREGROUND), ((3, 3), BACKGROUND), ((70, 50), BACKGROUND)]
     for (x, y), mode in spots:                                 # the marks arrive before any computing
-        marked = handlers.mark(session, mode, select(x, y))
+        marked = handlers.clicks.mark(session, mode, select(x, y))
         assert tuple(marked[IMAGE][int(round(y)), int(round(x))]) in {(40, 200, 60), (235, 45, 45)}
     assert len(session.pending) == 3 and "0 clicks (+3 waiting)" in marked[STATUS]
     for (x, y), mode in spots:                                 # then each click in its turn
-        out = handlers.click(session, mode, select(x, y))
+        out = handlers.clicks.click(session, mode, select(x, y))
     assert [c.label for c in out[STATE].clicks] == [1, 0, 0] and out[STATE].pending == []
     assert "3 clicks" in out[STATUS] and "waiting" not in out[STATUS]
 
 
 def test_typed_threshold_then_back_to_automatic(handlers, loaded):
     session, truth = loaded
-    auto = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    auto = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     assert not auto[AUTOMATIC].interactive                     # nothing to go back to yet
-    typed = handlers.override(auto[STATE], 0.25)
+    typed = handlers.clicks.override(auto[STATE], 0.25)
     assert typed[STATE].threshold == 0.25 and "threshold 0.250 (yours)" in typed[STATUS]
     assert typed[AUTOMATIC].interactive and typed[SLIDER].value == 0.25
-    back = handlers.automatic(typed[STATE])
+    back = handlers.clicks.automatic(typed[STATE])
     assert back[STATE].threshold is None and "(adaptive)" in back[STATUS]
     assert back[SLIDER].value == pytest.approx(auto[SLIDER].value) and not back[AUTOMATIC].interactive
 
@@ -243,60 +245,60 @@ def test_typed_threshold_then_back_to_automatic(handlers, loaded):
 def test_downloads_are_written_only_when_asked_for(handlers, loaded, tmp_path):
     session, truth = loaded
     folder = serving.export_dir(session.id)
-    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     assert not os.path.exists(os.path.join(folder, "cutout.png"))
-    handlers.export_cutout(session)
+    handlers.sharing.export_cutout(session)
     assert os.path.exists(os.path.join(folder, "cutout.png"))
-    handlers.reset(session)
+    handlers.clicks.reset(session)
     with pytest.warns(UserWarning, match="no mask to download"):
-        handlers.export_mask(session)
+        handlers.sharing.export_mask(session)
 
 
 def test_a_new_click_drops_the_override(handlers, loaded):
     session, truth = loaded
-    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
-    handlers.override(session, 0.9)
-    out = handlers.click(session, BACKGROUND, select(3, 3))
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.clicks.override(session, 0.9)
+    out = handlers.clicks.click(session, BACKGROUND, select(3, 3))
     assert out[STATE].threshold is None and "(adaptive)" in out[STATUS]
 
 
 def test_undo_reports_its_own_time_not_a_click(handlers, loaded):
     session, truth = loaded
-    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
-    handlers.click(session, BACKGROUND, select(3, 3))
-    out = handlers.undo(session)
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.clicks.click(session, BACKGROUND, select(3, 3))
+    out = handlers.clicks.undo(session)
     assert "undo " in out[STATUS] and not re.search(r"\bclick \d", out[STATUS])
 
 
 def test_an_evicted_image_is_prepared_again_and_the_click_applies(handlers, loaded):
     session, truth = loaded
     handlers.serving.store.drop_session(session.id)            # e.g. the memory budget evicted it
-    out = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    out = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     assert len(out[STATE].clicks) == 1 and iou(downloaded_mask(out) > 0, truth) > 0.8
 
 
 def test_temperature_reprepares_rho_only_recomputes_maps(handlers, loaded):
     session, truth = loaded
-    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     backbone = handlers.serving.backbones.get(16)
     assert backbone.calls == 1
-    handlers.apply_settings(session, session.config.temperature, 0.5, False, 16)
+    handlers.settings.apply_settings(session, session.config.temperature, 0.5, False, 16)
     assert backbone.calls == 1 and session.config.rho == 0.5
-    handlers.apply_settings(session, 1.0, 0.5, False, 16)
+    handlers.settings.apply_settings(session, 1.0, 0.5, False, 16)
     assert backbone.calls == 2 and session.config.temperature == 1.0
 
 
 def test_settings_before_an_image_apply_to_the_next_one(handlers, square_file):
-    out = handlers.apply_settings(None, 0.65, 0.4, True, 8)
-    session = handlers.set_image(square_file[0], out[STATE])[STATE]
+    out = handlers.settings.apply_settings(None, 0.65, 0.4, True, 8)
+    session = handlers.images.set_image(square_file[0], out[STATE])[STATE]
     assert session.resolution == 8 and session.geometry.resolution == 8 and session.config.rho == 0.4
 
 
 def test_two_sessions_never_share_clicks(handlers, square_file):
     path, truth = square_file
-    a = handlers.set_image(path, None)[STATE]
-    b = handlers.set_image(path, None)[STATE]
-    handlers.click(a, FOREGROUND, select(*centre_of(truth)))
+    a = handlers.images.set_image(path, None)[STATE]
+    b = handlers.images.set_image(path, None)[STATE]
+    handlers.clicks.click(a, FOREGROUND, select(*centre_of(truth)))
     assert b.clicks == [] and len(a.clicks) == 1 and a.key != b.key
     assert handlers.serving.backbones.get(16).calls == 2     # one shared backbone, called once per image
 
@@ -307,16 +309,16 @@ def test_the_fallback_reason_is_in_the_status_line_and_the_log(handlers, square_
             super().__init__(resolution)
             self.reason = "SD2 weights are absent (offline); using the colour-affinity fallback"
 
-    handlers.serving = serving.start(OPTIONS, FellBack)
+    handlers = Handlers(serving.start(OPTIONS, FellBack), UI, app.EXAMPLES)
     with caplog.at_level("WARNING", logger="m2n2.studio"):
-        out = handlers.set_image(square_file[0], None)
+        out = handlers.images.set_image(square_file[0], None)
     assert "SD2 weights are absent" in out[STATUS]
     assert any("SD2 weights are absent" in record.getMessage() for record in caplog.records)
 
 
 def test_segment_api_returns_a_full_size_mask_and_summary(handlers, square_file):
     path, truth = square_file
-    mask, summary = handlers.segment(path, '[{"x": %f, "y": %f, "label": 1}]' % centre_of(truth))
+    mask, summary = handlers.api.segment(path, '[{"x": %f, "y": %f, "label": 1}]' % centre_of(truth))
     assert mask.shape == truth.shape and iou(mask > 0, truth) > 0.8
     assert summary["width"] == 80 and summary["points"][0]["label"] == 1
 
@@ -324,7 +326,7 @@ def test_segment_api_returns_a_full_size_mask_and_summary(handlers, square_file)
 @pytest.mark.parametrize("points, match", [("[[1, 2, 7]]", "label 0 or 1"), ("[[500, 2, 1]]", "outside")])
 def test_segment_api_errors_are_clear(handlers, square_file, points, match):
     with pytest.raises(gr.Error, match=match):
-        handlers.segment(square_file[0], points)
+        handlers.api.segment(square_file[0], points)
 
 
 def test_the_demo_builds_with_only_the_stateless_api_endpoints_public(handlers):
@@ -358,38 +360,59 @@ def test_command_line_flags():
         app.parse_args(["--backbone", "nope"])                  # choices come from the registry
 
 
+def test_the_preset_is_one_option_and_the_old_flags_still_choose_it(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    chosen = {flags: app.options_from_args(app.parse_args(list(flags)))
+              for flags in [(), ("--preset", "exact"), ("--preset", "fast"), ("--faithful",), ("--fast",)]}
+    assert chosen[()].preset is None and chosen[()].config == M2N2Config.fast(max_side=640)   # a CPU: fast
+    assert chosen[("--preset", "exact")].config == chosen[("--faithful",)].config == M2N2Config(max_side=640)
+    assert chosen[("--preset", "fast")].config == chosen[("--fast",)].config == M2N2Config.fast(max_side=640)
+    said = capsys.readouterr().err
+    assert "--faithful is deprecated; use --preset exact" in said and "--fast is deprecated; use --preset fast" in said
+    with pytest.raises(SystemExit):
+        app.parse_args(["--preset", "exact", "--fast"])         # two choices: refused
+
+
 def test_the_memory_budget_counts_each_sessions_image_until_its_state_expires(handlers, loaded):
     session, truth = loaded
     store = handlers.serving.store
     assert store.session_bytes >= session.image.nbytes  # (the display copy is the image itself when small)
-    handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     assert store.session_bytes >= session.image.nbytes + session.shown.mask.nbytes
-    handlers.release_state(session)                     # gr.State's delete callback
+    handlers.page.release_state(session)                     # gr.State's delete callback
     assert store.session_bytes == 0 and session.key not in store
 
 
 def test_an_example_is_prepared_once_and_choosing_it_again_gives_the_same_masks(handlers):
     index = app.EXAMPLES.index(next(p for p in app.EXAMPLES if "coffee" in p))
     backbone = handlers.serving.backbones.get(OPTIONS.attention_resolution)
-    first = handlers.load_example(index, None)
-    handlers.example_keeping.join()  # kept off the request, once its preparation has finished
+    first = handlers.images.load_example(index, None)
+    handlers.images.example_keeping.join()  # kept off the request, once its preparation has finished
     calls = backbone.calls
-    again = handlers.load_example(index, None)                 # another visitor chooses it
+    again = handlers.images.load_example(index, None)                 # another visitor chooses it
     assert backbone.calls == calls                             # no attention, no operator: a copy
     assert again[STATE].has_image and again[STATE].key != first[STATE].key
-    assert len(handlers.example_cache) == 1 and handlers.serving.store.session_bytes >= handlers.example_cache.bytes
+    assert len(handlers.images.example_cache) == 1 and handlers.serving.store.session_bytes >= handlers.images.example_cache.bytes
     x, y = 120, 80
-    masks = [handlers.click(out[STATE], FOREGROUND, select(x, y))[STATE].shown.mask for out in (first, again)]
+    masks = [handlers.clicks.click(out[STATE], FOREGROUND, select(x, y))[STATE].shown.mask for out in (first, again)]
     np.testing.assert_array_equal(masks[0], masks[1])
     # The copy's maps are its own: the kept example gained none from either click.
-    (template, _), = handlers.example_cache._items.values()
+    (template, _), = handlers.images.example_cache._items.values()
     assert template.cached_points == 0
 
 
 def test_examples_prepared_at_start_are_clickable_without_the_backbone(handlers):
     backbone = handlers.serving.backbones.get(OPTIONS.attention_resolution)
-    seconds = handlers.prepare_examples()
+    seconds = handlers.images.prepare_examples()
     assert set(seconds) == set(app.EXAMPLES) and len(handlers.serving.store) == 0  # kept outside the store
     calls = backbone.calls
-    out = handlers.load_example(0, None)
+    out = handlers.images.load_example(0, None)
     assert backbone.calls == calls and out[STATE].has_image
+
+
+def test_the_click_switch_gives_the_label_not_its_display_text():
+    radio = next(block for block in DEMO.blocks.values() if getattr(block, "elem_id", None) == "mode")
+    assert radio.choices == [("Foreground (green)", 1), ("Background (red)", 0)] and radio.value == 1
+    assert radio.preprocess(0) == BACKGROUND                    # what the click handler receives
+    with pytest.raises(gr.Error):
+        radio.preprocess("Foreground (green)")                  # the display text is no value

@@ -17,11 +17,12 @@ from m2n2 import recipe as recipes
 from m2n2 import segment as cli
 from m2n2.prompts import Click
 from m2n2.studio import objects, serving
-from m2n2.studio.handlers import BACKGROUND, FOREGROUND
+from m2n2.studio.handlers import Handlers
 
 OPTIONS = app.Options(backbone="color", resolution=16, max_side=128)
 DEMO, HANDLERS = app.build(OPTIONS, serving.start(OPTIONS, CountingBackbone))
 UI = HANDLERS.ui
+FOREGROUND, BACKGROUND = 1, 0  # the labels the "Next click is" switch gives
 
 
 class FakeRequest:
@@ -34,8 +35,7 @@ class FakeRequest:
 
 @pytest.fixture
 def handlers():
-    HANDLERS.serving = serving.start(OPTIONS, CountingBackbone)
-    return HANDLERS
+    return Handlers(serving.start(OPTIONS, CountingBackbone), UI, app.EXAMPLES)
 
 
 def display(session, x, y):
@@ -47,12 +47,12 @@ def display(session, x, y):
 def two_objects(handlers, square_file):
     """The square loaded, object 1 = the square, object 2 = a background corner (with a background click)."""
     path, truth = square_file
-    session = handlers.set_image({"path": path}, None)[UI.state]
+    session = handlers.images.set_image({"path": path}, None)[UI.state]
     x, y = centre_of(truth)
-    handlers.click(session, FOREGROUND, select(*display(session, x, y)))
-    handlers.new_object(session)
-    handlers.click(session, FOREGROUND, select(*display(session, 4, 4)))
-    handlers.click(session, BACKGROUND, select(*display(session, x, y)))
+    handlers.clicks.click(session, FOREGROUND, select(*display(session, x, y)))
+    handlers.sharing.new_object(session)
+    handlers.clicks.click(session, FOREGROUND, select(*display(session, 4, 4)))
+    handlers.clicks.click(session, BACKGROUND, select(*display(session, x, y)))
     return session, path, truth
 
 
@@ -70,14 +70,14 @@ def test_objects_keep_their_clicks_and_masks(two_objects, handlers):
     assert first.shown.mask[truth].mean() > 0.8          # object 1 is the square
     assert not second.shown.mask[truth].any()             # object 2 excludes it (background click)
     # Undo acts on the current object only.
-    out = handlers.undo(session)
+    out = handlers.clicks.undo(session)
     assert len(session.objects[1].clicks) == 1 and len(session.objects[0].clicks) == 1
     assert out[UI.objects].choices[1][0].startswith("Object 2 (1 click")
 
 
 def test_each_object_has_its_own_colour_in_the_overlay(two_objects, handlers):
     session, _, _ = two_objects
-    picture = handlers.overlay(session).astype(float)
+    picture = handlers.page.overlay(session).astype(float)
     plain = session.display_image.astype(float)
     size = picture.shape[1::-1]
     first, second = (np.asarray(Image.fromarray(obj.shown.mask).resize(size)) for obj in session.objects)
@@ -91,41 +91,41 @@ def test_each_object_has_its_own_colour_in_the_overlay(two_objects, handlers):
 def test_select_threshold_and_delete_act_on_the_chosen_object(two_objects, handlers):
     session, _, _ = two_objects
     second = copy.deepcopy(session.objects[1].shown.mask)
-    out = handlers.select_object(session, 1)
+    out = handlers.sharing.select_object(session, 1)
     assert session.active == 0
     assert out[UI.heatmap] is not None and out[UI.objects].value == 1     # the selected object's views
-    handlers.override(session, 0.9)
+    handlers.clicks.override(session, 0.9)
     assert session.objects[0].threshold == 0.9 and session.objects[1].threshold is None
     assert np.array_equal(session.objects[1].shown.mask, second)
-    handlers.delete_object(session)
+    handlers.sharing.delete_object(session)
     assert len(session.objects) == 1 and np.array_equal(session.objects[0].shown.mask, second)
-    handlers.new_object(session)
-    handlers.select_object(session, 1)  # the new, empty object is dropped, not listed
+    handlers.sharing.new_object(session)
+    handlers.sharing.select_object(session, 1)  # the new, empty object is dropped, not listed
     assert len(session.objects) == 1
 
 
 def test_new_object_needs_a_mask_first(handlers, square_file):
-    session = handlers.set_image({"path": square_file[0]}, None)[UI.state]
-    out = handlers.new_object(session)
+    session = handlers.images.set_image({"path": square_file[0]}, None)[UI.state]
+    out = handlers.sharing.new_object(session)
     assert set(out) == {UI.state} and len(session.objects) == 1
 
 
 def test_recipe_replays_to_identical_masks_in_the_api_and_the_cli(two_objects, handlers, tmp_path):
     session, path, _ = two_objects
-    handlers.select_object(session, 2)
-    handlers.override(session, 0.4)  # an override travels in the recipe
+    handlers.sharing.select_object(session, 2)
+    handlers.clicks.override(session, 0.4)  # an override travels in the recipe
     masks = objects.masks(session)
     expected = instance_png_bytes(masks, session.image.shape[:2], tmp_path)
-    recipe_path = Path(handlers.export_recipe(session)[UI.recipe_file].value["path"])
+    recipe_path = Path(handlers.sharing.export_recipe(session)[UI.recipe_file].value["path"])
     recipe = recipes.Recipe.from_json(recipe_path.read_text())
     assert [obj.threshold for obj in recipe.objects] == [None, 0.4]
 
     # the app's own download of the instance PNG
-    downloaded = Path(handlers.export_instances(session)[UI.instances_file].value["path"]).read_bytes()
+    downloaded = Path(handlers.sharing.export_instances(session)[UI.instances_file].value["path"]).read_bytes()
     assert downloaded == expected
 
     # the stateless API
-    instances, coco, replayed = handlers.segment_recipe(path, recipe_path.read_text())
+    instances, coco, replayed = handlers.api.segment_recipe(path, recipe_path.read_text())
     assert instance_png_bytes([instances == 1, instances == 2], instances.shape, tmp_path) == expected
     assert len(coco["annotations"]) == 2 and replayed == recipe.to_dict()
 
@@ -138,8 +138,8 @@ def test_recipe_replays_to_identical_masks_in_the_api_and_the_cli(two_objects, h
     assert recipes.Recipe.from_json((out / "recipe.json").read_text()) == recipe
 
     # a fresh session loading the recipe (upload) shows the same masks
-    fresh = handlers.set_image({"path": path}, None)[UI.state]
-    handlers.load_recipe(fresh, str(recipe_path), "")
+    fresh = handlers.images.set_image({"path": path}, None)[UI.state]
+    handlers.sharing.load_recipe(fresh, str(recipe_path), "")
     assert [np.array_equal(a, b) for a, b in zip(objects.masks(fresh), masks)] == [True, True]
 
 
@@ -180,11 +180,11 @@ def test_cli_reports_a_recipe_for_another_image_and_writes_nothing(square_file, 
 ])
 def test_a_recipe_that_does_not_fit_changes_nothing(two_objects, handlers, spoil, message):
     session, _, _ = two_objects
-    data = json.loads(handlers.recipe_of(session).to_json())
+    data = json.loads(handlers.page.recipe_of(session).to_json())
     spoil(data)
     before = copy.deepcopy(session)
     with pytest.warns(UserWarning, match=message):
-        out = handlers.load_recipe(session, None, json.dumps(data))
+        out = handlers.sharing.load_recipe(session, None, json.dumps(data))
     assert set(out) == {UI.state}
     assert session.key == before.key and len(session.objects) == len(before.objects)
     assert all(a.clicks == b.clicks and np.array_equal(a.shown.mask, b.shown.mask)
@@ -192,13 +192,13 @@ def test_a_recipe_that_does_not_fit_changes_nothing(two_objects, handlers, spoil
 
 
 def test_the_example_link_opens_the_example_with_its_clicks(handlers):
-    name = Path(handlers.examples[0]).stem
-    out = handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1;60,400,0&clicks=400,450,1"))
+    name = Path(handlers.page.examples[0]).stem
+    out = handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1;60,400,0&clicks=400,450,1"))
     session = out[UI.state]
     assert session.example == name and len(objects.finished(session)) == 2
     assert [c.label for c in session.objects[0].clicks] == [1, 0]
     # the same as replaying it with the library
-    recipe = handlers.recipe_of(session)
+    recipe = handlers.page.recipe_of(session)
     from m2n2 import M2N2Predictor
     predictor = M2N2Predictor(handlers.serving.backbones.get(recipe.backbone.resolution), recipe.config)
     predictor.set_image(session.image)
@@ -208,62 +208,62 @@ def test_the_example_link_opens_the_example_with_its_clicks(handlers):
 
 
 def test_a_bad_link_is_reported(handlers):
-    name = Path(handlers.examples[0]).stem
+    name = Path(handlers.page.examples[0]).stem
     with pytest.warns(UserWarning, match="no example called"):
-        out = handlers.open_link(None, "", None, FakeRequest("example=nope&clicks=1,1,1"))
+        out = handlers.sharing.open_link(None, "", None, FakeRequest("example=nope&clicks=1,1,1"))
     assert set(out) == {UI.state}
     with pytest.warns(UserWarning, match="outside"):
-        handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=9999,1,1"))
+        handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks=9999,1,1"))
     with pytest.warns(UserWarning, match="x,y,label"):
-        handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=abc"))
+        handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks=abc"))
 
 
 def test_a_deep_link_replays_the_recipe_it_carries(two_objects, handlers):
     session, _, _ = two_objects
     # A deep link restores the hidden recipe box of an example's state; an upload's needs its image.
-    name = Path(handlers.examples[0]).stem
-    shown = handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1"))
+    name = Path(handlers.page.examples[0]).stem
+    shown = handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1"))
     carried = shown[UI.recipe_text].value
     assert json.loads(carried)["image"]["example"] == name
-    out = handlers.open_link(None, carried, None, FakeRequest("deep_link=abc"))
+    out = handlers.sharing.open_link(None, carried, None, FakeRequest("deep_link=abc"))
     assert np.array_equal(objects.masks(out[UI.state])[0], objects.masks(shown[UI.state])[0])
 
 
 def test_a_deep_link_reproduces_an_uploaded_image_from_the_copy_it_carries(two_objects, handlers):
     session, path, _ = two_objects
-    carried = handlers.share_views(session)[UI.recipe_text].value
+    carried = handlers.page.share_views(session)[UI.recipe_text].value
     assert "example" not in json.loads(carried)["image"]  # an upload: no example can stand in
-    original = handlers.original_view(session)[UI.original]
+    original = handlers.page.original_view(session)[UI.original]
     assert original == path                               # the hidden copy is the uploaded file
     # Without the image, nothing changes and the page says what is missing.
     with pytest.warns(UserWarning, match="load the image"):
-        refused = handlers.open_link(None, carried, None, FakeRequest("deep_link=abc"))
+        refused = handlers.sharing.open_link(None, carried, None, FakeRequest("deep_link=abc"))
     assert set(refused) == {UI.state}
-    out = handlers.open_link(None, carried, original, FakeRequest("deep_link=abc"))
+    out = handlers.sharing.open_link(None, carried, original, FakeRequest("deep_link=abc"))
     restored = out[UI.state]
     assert restored.id != session.id and restored.source == path
     assert all(np.array_equal(a, b) for a, b in zip(objects.masks(restored), objects.masks(session)))
     # An example's state carries no copy: the recipe names the example.
-    name = Path(handlers.examples[0]).stem
-    shown = handlers.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1"))
-    assert handlers.original_view(shown[UI.state])[UI.original] is None
+    name = Path(handlers.page.examples[0]).stem
+    shown = handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1"))
+    assert handlers.page.original_view(shown[UI.state])[UI.original] is None
 
 
 def test_a_click_updates_the_core_views_then_the_object_list_follows(handlers, square_file):
-    session = handlers.set_image({"path": square_file[0]}, None)[UI.state]
-    out = handlers.click_only(session, FOREGROUND, select(*display(session, 40, 30)))
-    assert UI.image in out and not set(out) & set(handlers.share_outputs)
-    views = handlers.share_views(session)
-    assert set(views) == set(handlers.share_outputs)
-    assert recipes.Recipe.from_json(views[UI.recipe_text].value) == handlers.recipe_of(session)
+    session = handlers.images.set_image({"path": square_file[0]}, None)[UI.state]
+    out = handlers.clicks.click_only(session, FOREGROUND, select(*display(session, 40, 30)))
+    assert UI.image in out and not set(out) & set(handlers.ui.share)
+    views = handlers.page.share_views(session)
+    assert set(views) == set(handlers.ui.share)
+    assert recipes.Recipe.from_json(views[UI.recipe_text].value) == handlers.page.recipe_of(session)
 
 
 def test_the_recipe_api_refuses_a_recipe_beyond_the_limits_before_reading_the_image(two_objects, handlers):
     session, _, _ = two_objects
-    data = json.loads(handlers.recipe_of(session).to_json())
+    data = json.loads(handlers.page.recipe_of(session).to_json())
     data["objects"][0]["clicks"].extend([[1, 1, 0]] * 50)
     with pytest.raises(gr.Error, match="more than the 20 allowed"):
-        handlers.segment_recipe("/no/such/image.png", json.dumps(data))  # the file is never opened
+        handlers.api.segment_recipe("/no/such/image.png", json.dumps(data))  # the file is never opened
 
 
 def test_the_recipe_box_after_a_click_reuses_the_image_hash(two_objects, handlers, monkeypatch):
@@ -274,4 +274,4 @@ def test_the_recipe_box_after_a_click_reuses_the_image_hash(two_objects, handler
         raise AssertionError("a click hashed the whole image again")
 
     monkeypatch.setattr(recipes, "image_hash", rehash)
-    assert handlers.recipe_of(session).image_hash == session.image_sha256
+    assert handlers.page.recipe_of(session).image_hash == session.image_sha256

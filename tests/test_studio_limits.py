@@ -12,19 +12,20 @@ from synthetic import CountingBackbone, centre_of, iou, square_image, select_eve
 
 import app
 from m2n2 import InputError, M2N2Config
+from m2n2.prompts import check_clicks
 from m2n2.studio import gpu, limits, serving
-from m2n2.studio.handlers import FOREGROUND
+from m2n2.studio.handlers import Handlers
 from m2n2.studio.serving import PredictorStore
 
 OPTIONS = app.Options(backbone="color", resolution=16, max_resolution=32, max_points=3, max_side=256)
 DEMO, HANDLERS = app.build(OPTIONS, serving.start(OPTIONS, CountingBackbone))
 STATE = HANDLERS.ui.state
+FOREGROUND = 1  # the label the "Next click is" switch gives
 
 
 @pytest.fixture
 def handlers():
-    HANDLERS.serving = serving.start(OPTIONS, CountingBackbone)
-    return HANDLERS
+    return Handlers(serving.start(OPTIONS, CountingBackbone), HANDLERS.ui, app.EXAMPLES)
 
 
 def attention_runs(handlers) -> int:
@@ -57,14 +58,15 @@ def test_on_zerogpu_the_budget_covers_the_gpu_slice_without_touching_cuda(monkey
     assert limits.default_memory_budget() == 2**30 // 4                          # and the host's rule
 
 
-def test_check_points_refuses_too_many_and_outside_points():
-    limits.check_points([[0, 0], [79, 59]], (60, 80), max_points=2)
-    with pytest.raises(InputError, match="3 points is more than the 2"):
-        limits.check_points([[1, 1]] * 3, (60, 80), max_points=2)
-    with pytest.raises(InputError, match=r"point \(80, 3\) lies outside the 80 x 60 image"):
-        limits.check_points([[1, 1], [80, 3]], (60, 80))
-    with pytest.raises(InputError, match="outside"):
-        limits.check_points([[np.nan, 1]], (60, 80))
+def test_check_clicks_refuses_too_many_and_outside_points():
+    # The app's limits are the library's check (m2n2.prompts), with the server's count.
+    check_clicks([[0, 0], [79, 59]], (60, 80), max_clicks=2)
+    with pytest.raises(InputError, match="3 clicks is more than the 2"):
+        check_clicks([[1, 1]] * 3, (60, 80), max_clicks=2)
+    with pytest.raises(InputError, match=r"click 2 at \(x=80, y=3\) is outside the 80 x 60 image"):
+        check_clicks([[1, 1], [80, 3]], (60, 80))
+    with pytest.raises(InputError, match="NaN or infinite"):
+        check_clicks([[np.nan, 1]], (60, 80))
 
 
 def test_resolutions_offered_stop_at_the_devices_maximum():
@@ -83,8 +85,8 @@ def test_deadline_stops_between_stages():
 
 def test_api_refuses_too_many_points_before_any_attention(handlers, square_file, caplog):
     before = attention_runs(handlers)
-    with caplog.at_level(logging.INFO, "m2n2.studio"), pytest.raises(gr.Error, match="4 points is more than the 3"):
-        handlers.segment(square_file[0], json.dumps([[1, 1, 1]] * 4))
+    with caplog.at_level(logging.INFO, "m2n2.studio"), pytest.raises(gr.Error, match="4 clicks is more than the 3"):
+        handlers.api.segment(square_file[0], json.dumps([[1, 1, 1]] * 4))
     assert attention_runs(handlers) == before
     lines = [r for r in caplog.records if "user error" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is None and "/segment" in lines[0].getMessage()
@@ -93,14 +95,14 @@ def test_api_refuses_too_many_points_before_any_attention(handlers, square_file,
 def test_api_refuses_outside_points_before_any_attention(handlers, square_file):
     before = attention_runs(handlers)
     with pytest.raises(gr.Error, match="outside the 80 x 60 image") as raised:
-        handlers.segment(square_file[0], "[[10, 10, 1], [500, 2, 0]]")
+        handlers.api.segment(square_file[0], "[[10, 10, 1], [500, 2, 0]]")
     assert attention_runs(handlers) == before
     assert raised.value.print_exception is False                       # no traceback in the server log
 
 
 def test_api_still_segments_within_the_limits(handlers, square_file):
     path, truth = square_file
-    mask, summary = handlers.segment(path, json.dumps([[*centre_of(truth), 1], [3, 3, 0], [76, 56, 0]]))
+    mask, summary = handlers.api.segment(path, json.dumps([[*centre_of(truth), 1], [3, 3, 0], [76, 56, 0]]))
     assert iou(mask > 0, truth) > 0.8 and len(summary["points"]) == 3
 
 
@@ -109,9 +111,9 @@ def test_api_work_stops_at_its_time_bound(handlers):
     points = np.array([centre_of(truth)] * 2 + [(3.0 + i, 3.0) for i in range(10)])
     labels = np.array([1, 1] + [0] * 10)
     with pytest.raises(gr.Error, match="stopped after") as raised:
-        gpu.segment_image(image, points, labels, 16, M2N2Config.fast(), seconds=1e-9)
+        gpu.segment_image(handlers.serving, image, points, labels, 16, M2N2Config.fast(), seconds=1e-9)
     assert raised.value.print_exception is False
-    prediction, _ = gpu.segment_image(image, points, labels, 16, M2N2Config.fast(), seconds=600)
+    prediction, _ = gpu.segment_image(handlers.serving, image, points, labels, 16, M2N2Config.fast(), seconds=600)
     assert len(prediction.points) == 12 and prediction.timings["markov"] > 0   # staged maps are counted
 
 
@@ -120,7 +122,7 @@ def test_staged_api_work_gives_the_same_mask_as_one_call(handlers):
     points = np.array([centre_of(truth), (3.0, 3.0), (70.0, 50.0), (30.0, 25.0), (5.0, 50.0), (60.0, 8.0),
                        (33.0, 28.0)])
     labels = np.array([1, 0, 0, 1, 0, 0, 1])
-    staged, _ = gpu.segment_image(image, points, labels, 16, M2N2Config.fast(), seconds=600)
+    staged, _ = gpu.segment_image(handlers.serving, image, points, labels, 16, M2N2Config.fast(), seconds=600)
     from m2n2 import M2N2Predictor
     predictor = M2N2Predictor(handlers.serving.backbones.get(16), M2N2Config.fast())
     predictor.set_image(image)
@@ -129,7 +131,7 @@ def test_staged_api_work_gives_the_same_mask_as_one_call(handlers):
 
 @pytest.fixture
 def loaded(handlers, square_file):
-    session = handlers.set_image({"path": square_file[0]}, None)[STATE]
+    session = handlers.images.set_image({"path": square_file[0]}, None)[STATE]
     # The image's background preparation done: a warning raised while another thread is inside
     # warnings.catch_warnings (not thread-safe) could escape pytest.warns.
     handlers.serving.store.get(session.key).wait_prepared()
@@ -139,9 +141,9 @@ def loaded(handlers, square_file):
 def test_clicks_per_image_are_bounded_with_a_message(handlers, loaded):
     session, truth = loaded
     for x in (30, 32, 34):
-        session = handlers.click(session, FOREGROUND, select(x, 25))[STATE]
+        session = handlers.clicks.click(session, FOREGROUND, select(x, 25))[STATE]
     with pytest.warns(UserWarning, match="3 clicks, the most one may have.*undo or reset"):
-        out = handlers.click(session, FOREGROUND, select(36, 25))
+        out = handlers.clicks.click(session, FOREGROUND, select(36, 25))
     assert set(out) == {STATE} and len(out[STATE].clicks) == 3
 
 
@@ -149,19 +151,19 @@ def test_settings_refuse_a_resolution_above_the_maximum_before_any_work(handlers
     session, _ = loaded
     before = attention_runs(handlers)
     with pytest.warns(UserWarning, match="at most R = 32"):
-        out = handlers.apply_settings(session, 0.65, 0.3, True, 64)
+        out = handlers.settings.apply_settings(session, 0.65, 0.3, True, 64)
     assert out[STATE].resolution == 16 and attention_runs(handlers) == before
 
 
 def test_an_evicted_session_keeps_its_clicks_and_is_prepared_again_with_a_message(handlers, square_file, capsys):
     path, truth = square_file
     handlers.serving.store.budget_bytes = 1                       # room for one prepared image only
-    first = handlers.set_image({"path": path}, None)[STATE]
-    first = handlers.click(first, FOREGROUND, select(*centre_of(truth)))[STATE]
-    second = handlers.set_image({"path": path}, None)[STATE]
+    first = handlers.images.set_image({"path": path}, None)[STATE]
+    first = handlers.clicks.click(first, FOREGROUND, select(*centre_of(truth)))[STATE]
+    second = handlers.images.set_image({"path": path}, None)[STATE]
     assert first.key not in handlers.serving.store and second.key in handlers.serving.store
     capsys.readouterr()
-    out = handlers.click(first, FOREGROUND, select(10, 10))
+    out = handlers.clicks.click(first, FOREGROUND, select(10, 10))
     said = capsys.readouterr().out                                # gr.Info outside a request: printed
     assert "set aside to make room" in said and "clicks were kept" in said
     assert len(out[STATE].clicks) == 2 and first.key in handlers.serving.store
@@ -178,18 +180,18 @@ def test_a_result_for_a_replaced_image_is_not_committed(handlers, loaded, monkey
 
     monkeypatch.setattr(gpu, "segment", new_image_meanwhile)
     with pytest.warns(UserWarning, match="new image arrived"):
-        out = handlers.click(session, FOREGROUND, select(*centre_of(truth)))
+        out = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
     assert out[STATE].clicks == [] and out[STATE].shown is None
 
 
 def test_store_evicts_to_the_budget_and_logs_each(caplog):
-    serving.start(OPTIONS, CountingBackbone)
+    started = serving.start(OPTIONS, CountingBackbone)
     sizes = []
     store = PredictorStore(budget_bytes=10**12)
     for key in ("a/1", "b/1", "c/1"):
-        gpu.prepare(key, square_image()[0], 16, M2N2Config.fast())
-        serving.current().store.get(key).wait_prepared()  # its size once the background part is in
-        store.put(key, serving.current().store.get(key))
+        gpu.prepare(started, key, square_image()[0], 16, M2N2Config.fast())
+        started.store.get(key).wait_prepared()  # its size once the background part is in
+        store.put(key, started.store.get(key))
         sizes.append(store.bytes)
     store.budget_bytes = sizes[1] + 1                             # two fit, three do not
     with caplog.at_level(logging.INFO, "m2n2.studio"):

@@ -1,8 +1,17 @@
+"""Heavy work yields to clicks: lower priority, the caller's context, waits at pause points (bounded).
+
+No sleeps and no wall-clock bounds: threads are ordered by events, and the bound on waiting is
+checked against a fake clock.
+"""
+
 import contextvars
 import sys
+import threading
 
 import pytest
 
+from m2n2.pausing import pause_point
+from m2n2.studio import priority
 from m2n2.studio.priority import GRACE_S, NICE, run_heavy, thread_nice
 
 WHO = contextvars.ContextVar("who", default=None)
@@ -23,43 +32,93 @@ def test_heavy_work_sees_the_callers_context_and_raises_its_errors():
         run_heavy(lambda: (_ for _ in ()).throw(ValueError("boom")))
 
 
-def test_heavy_work_waits_at_pause_points_while_a_click_runs_but_not_forever():
-    import threading
-    import time
+class _Clock:
+    """A stand-in for priority's ``time``: ``monotonic()`` moves only when a test moves it."""
 
-    from m2n2.pausing import pause_point
-    from m2n2.studio.priority import click_running
+    def __init__(self):
+        self.now = 0.0
 
-    def job(seconds_of_work):
-        reached = []
-        end = time.monotonic() + seconds_of_work
-        while time.monotonic() < end:
-            time.sleep(0.01)
-            pause_point()
-            reached.append(time.monotonic())
-        return reached
+    def monotonic(self) -> float:
+        return self.now
 
-    assert run_heavy(job, 0.05)                      # no click: no waiting
-    started, finished = threading.Event(), []
+
+class _TimedCondition:
+    """A condition whose ``wait(timeout)`` takes exactly ``timeout`` seconds of the fake clock (a click
+    that never ends); the waits are recorded."""
+
+    def __init__(self, clock):
+        self.clock, self.lock, self.waits = clock, threading.RLock(), []
+
+    def __enter__(self):
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self.lock.__exit__(*exc)
+
+    def wait(self, timeout):
+        self.waits.append(timeout)
+        self.clock.now += timeout
+
+    def notify_all(self):
+        pass
+
+
+def test_heavy_work_waits_at_pause_points_for_a_click_and_resumes_when_it_ends(monkeypatch):
+    """Real threads, ordered by events (no sleeps): the job waits at its pause point until the click ends."""
+    monkeypatch.setattr(priority, "GRACE_S", 3600.0)              # the bound is tested on its own below
+    waiting = threading.Event()
+
+    class Watched(threading.Condition):
+        def wait(self, timeout=None):
+            waiting.set()                                       # the job is held at its pause point
+            return super().wait(timeout)
+
+    monkeypatch.setattr(priority, "_changed", Watched())
+    order, at_pause = [], threading.Event()
+
+    def job():
+        at_pause.set()
+        pause_point()
+        order.append("job passed its pause point")
 
     def click():
-        with click_running():
+        with priority.click_running():
             started.set()
-            time.sleep(0.4)
-        finished.append(time.monotonic())
+            # Set by the job's wait. A job that did not wait would pass first (the time-out only ends
+            # such a failing run; it is no bound on anything measured).
+            waiting.wait(timeout=60)
+            order.append("click ended")
 
-    thread = threading.Thread(target=click)
-    thread.start()
+    started = threading.Event()
+    clicker = threading.Thread(target=click, daemon=True)
+    clicker.start()
     started.wait()
-    begin = time.monotonic()
-    reached = run_heavy(job, 1.0)
-    thread.join()
-    # It waited for the click at its first pause point (the click took 0.4 s) ...
-    assert reached[0] >= finished[0] - 0.02 and reached[0] - begin >= 0.3
-    # ... but not forever: its waits add up to at most its work plus GRACE_S.
-    pause_point()                                       # the caller's own thread has no hook: no-op
-    with click_running():                               # a click that never ends
-        start = time.monotonic()
-        run_heavy(job, 0.1)
-        took = time.monotonic() - start
-    assert GRACE_S <= took <= 0.1 + 0.1 + GRACE_S + 0.5
+    run_heavy(job)
+    clicker.join()
+    assert order == ["click ended", "job passed its pause point"]
+    assert run_heavy(lambda: (pause_point(), "no click: no wait")[1]) == "no click: no wait"
+
+
+def test_heavy_work_waits_no_longer_in_total_than_it_worked_plus_the_grace(monkeypatch):
+    clock = _Clock()
+    condition = _TimedCondition(clock)
+    monkeypatch.setattr(priority, "time", clock)
+    monkeypatch.setattr(priority, "_changed", condition)
+    worked = 0.25
+
+    def job():
+        clock.now += worked                                     # the job's own work before its pause point
+        before = clock.now
+        pause_point()
+        first = clock.now - before
+        pause_point()                                           # its waits are used up: no more
+        return first, clock.now - before - first
+
+    pause_point()                                               # the caller's own thread has no hook: no-op
+    assert condition.waits == []
+    with priority.click_running():                              # a click that never ends
+        first, second = run_heavy(job)
+    assert first == pytest.approx(worked + GRACE_S) and second == 0.0
+    assert sum(condition.waits) == pytest.approx(worked + GRACE_S)
+    clock.now += 10.0
+    assert run_heavy(lambda: (pause_point(), clock.now)[1]) == clock.now   # no click running: no wait

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from m2n2 import M2N2Config
+from m2n2 import InputError, M2N2Config
 from m2n2.studio import gpu, serving
 from m2n2.studio.serving import Backbones, LiveSessions, PredictorStore, StoreMiss, tensor_bytes
 from synthetic import CountingBackbone, centre_of, iou, square_image
@@ -18,9 +18,9 @@ def started():
     return serving.start(OPTIONS, CountingBackbone)
 
 
-def prepared(key="s/1", config=FAST, image=None):
+def prepared(started, key="s/1", config=FAST, image=None):
     image = square_image()[0] if image is None else image
-    return gpu.prepare(key, image, 16, config)
+    return gpu.prepare(started, key, image, 16, config)
 
 
 def test_backbones_load_each_resolution_once():
@@ -32,14 +32,21 @@ def test_backbones_load_each_resolution_once():
     assert backbones.get(8) is not first and made == [16, 8]
 
 
-def test_without_start_the_boundary_says_what_to_do(monkeypatch):
-    monkeypatch.setattr(serving, "_current", None)
-    with pytest.raises(Exception, match="serving.start"):
-        serving.current()
+def test_a_job_names_its_serving_which_crosses_the_boundary_as_a_reference(started):
+    import pickle
+    job = gpu.SegmentJob("s/1", np.array([[1.0, 1.0]]), np.array([1]), None, FAST)
+    job.serving = started
+    crossed = pickle.loads(pickle.dumps(job))
+    assert crossed.serving is started                                  # the worker's own copy (a fork's)
+    assert len(pickle.dumps(started)) < 200                            # never its store or backbones
+    other = serving.start(OPTIONS, CountingBackbone)
+    assert pickle.loads(pickle.dumps(other)) is other and other is not started
+    with pytest.raises(Exception, match="serving.start"):              # a process that never started it
+        serving._find(-1)
 
 
 def test_prepare_keeps_the_operator_on_the_device_and_returns_plain_numbers(started):
-    result = prepared()
+    result = prepared(started)
     assert result.working == (60, 80) and result.resolution == 16 and result.seconds > 0
     predictor = started.store.get("s/1")
     assert predictor.operator.dtype == torch.float16 and predictor.backbone is None
@@ -47,41 +54,41 @@ def test_prepare_keeps_the_operator_on_the_device_and_returns_plain_numbers(star
     assert result.memory_bytes >= 256 * 256 * 2                       # the fp16 operator at R = 16
 
 
-def test_faithful_settings_keep_the_fp32_operator(started):
-    prepared(config=M2N2Config())
+def test_the_exact_preset_keeps_the_fp32_operator(started):
+    prepared(started, config=M2N2Config())
     assert started.store.get("s/1").operator.dtype == torch.float32
 
 
 def test_segment_finds_the_square_and_the_operator_never_moves(started):
     _, truth = square_image()
-    prepared()
+    prepared(started)
     operator = started.store.get("s/1").operator
-    result = gpu.segment("s/1", np.array([centre_of(truth)]), np.array([1]), None, FAST)
+    result = gpu.segment(started, "s/1", np.array([centre_of(truth)]), np.array([1]), None, FAST)
     assert iou(result.mask, truth) > 0.8 and not result.last.overridden
     # same tensor: no copy per click (the background thread may have attached the leap meanwhile)
     assert started.store.get("s/1").operator.transposed is operator.transposed
-    wide = gpu.segment("s/1", np.array([centre_of(truth)]), np.array([1]), 1.0, FAST)
+    wide = gpu.segment(started, "s/1", np.array([centre_of(truth)]), np.array([1]), 1.0, FAST)
     assert wide.last.overridden and wide.mask.sum() > result.mask.sum()
 
 
 def test_segment_reports_a_missing_image_instead_of_failing(started):
-    assert gpu.segment("nobody/1", np.array([[1.0, 1.0]]), np.array([1]), None, FAST) is None
+    assert gpu.segment(started, "nobody/1", np.array([[1.0, 1.0]]), np.array([1]), None, FAST) is None
 
 
 def test_user_errors_cross_the_boundary_with_their_message(started):
     import gradio as gr
-    prepared()
+    prepared(started)
     with pytest.raises(gr.Error, match="outside"):
-        gpu.segment("s/1", np.array([[500.0, 1.0]]), np.array([1]), None, FAST)
+        gpu.segment(started, "s/1", np.array([[500.0, 1.0]]), np.array([1]), None, FAST)
     with pytest.raises(gr.Error, match="too small"):
-        gpu.prepare("s/2", np.zeros((1, 1, 3), np.uint8), 16, FAST)
+        gpu.prepare(started, "s/2", np.zeros((1, 1, 3), np.uint8), 16, FAST)
     assert "s/1" in started.store                                     # a failed new image keeps the old one
 
 
 def test_store_evicts_least_recently_used_over_budget(started):
     store = PredictorStore(budget_bytes=1)
     for key in ("a/1", "b/1"):
-        prepared(key)
+        prepared(started, key)
         store.put(key, started.store.get(key))
     assert "a/1" not in store and "b/1" in store and len(store) == 1  # the newest always stays
     with pytest.raises(StoreMiss):
@@ -89,15 +96,15 @@ def test_store_evicts_least_recently_used_over_budget(started):
 
 
 def test_a_session_keeps_one_image_and_drop_frees_it(started):
-    prepared("s/1")
-    prepared("s/2")
+    prepared(started, "s/1")
+    prepared(started, "s/2")
     assert "s/1" not in started.store and "s/2" in started.store
     assert started.store.drop_session("s") and len(started.store) == 0
 
 
 def test_memory_grows_with_cached_maps(started):
-    before = prepared().memory_bytes
-    after = gpu.segment("s/1", np.array([[10.0, 10.0]]), np.array([1]), None, FAST).memory_bytes
+    before = prepared(started).memory_bytes
+    after = gpu.segment(started, "s/1", np.array([[10.0, 10.0]]), np.array([1]), None, FAST).memory_bytes
     assert after >= before + 60 * 80 * 4                               # one cached Markov-map
 
 
@@ -118,25 +125,59 @@ def test_tensor_bytes_counts_memory_held_outside_tensors():
     assert tensor_bytes([Holder()]) == 400 + 1000
 
 
+def test_tensor_bytes_counts_every_attribute_and_the_store_keeps_no_backbone(started):
+    class Holder:
+        def __init__(self):
+            self.backbone = torch.zeros(100)                          # no name is special any more
+
+    assert tensor_bytes(Holder()) == 400
+    prepared(started)
+    predictor = started.store.get("s/1")
+    assert predictor.backbone is None                                  # lent for the preparation only
+    predictor.backbone = started.backbones.get(16)
+    with pytest.raises(ValueError, match="keeps no backbone"):
+        started.store.put("s/2", predictor)
+    assert "s/2" not in started.store
+
+
 def test_live_sessions_end_frees_the_image(started):
-    prepared("s/1")
+    prepared(started, "s/1")
     live = LiveSessions(started.store)
     live.track("tab-1", "s")
     assert len(live) == 1 and live.end("tab-1") and "s/1" not in started.store
     assert not live.end("tab-1")
 
 
-def test_exports_are_full_size_and_end_session_removes_them(started, tmp_path):
+def test_exports_are_full_size_and_end_session_removes_them(started):
+    import os
+
     from PIL import Image
 
-    from m2n2.studio.views import write_exports
+    from m2n2.studio.clicks import ClickHandlers
+    from m2n2.studio.page import Page
+    from m2n2.studio.session import Session, Shown
+    from m2n2.studio.sharing import SharingHandlers
+    from m2n2.studio.ui import UI
+
+    ui = UI(**{name: name for name in ("state", "image", "heatmap", "scores", "mask_button", "cutout_button",
+                                        "threshold", "automatic", "status", "mask_file", "cutout_file")})
+    page = Page(started, ui)
+    sharing = SharingHandlers(page, ClickHandlers(page))
     image, truth = square_image()
-    mask_path, cutout_path = write_exports(serving.export_dir("s"), image, truth)
-    np.testing.assert_array_equal(np.asarray(Image.open(mask_path)) > 0, truth)
-    cut = Image.open(cutout_path)
-    assert cut.mode == "RGBA" and cut.size == (80, 60)
-    serving.end_session(started.store, "s")
-    assert not any(map(__import__("os").path.exists, (mask_path, cutout_path)))
+    session = Session(16, FAST)
+    session.set_image(image, (60, 80), 16, seconds=0.1)
+    session.shown = Shown(truth, 0.5, False)
+    offered = [sharing.export_mask(session)["mask_file"], sharing.export_cutout(session)["cutout_file"]]
+    mask_path, cutout_path = (os.path.join(serving.export_dir(session.id), name) for name in ("mask.png", "cutout.png"))
+    for path, button in zip((mask_path, cutout_path), offered):
+        assert Image.open(button.value["path"]).tobytes() == Image.open(path).tobytes()   # the file offered
+    np.testing.assert_array_equal(np.asarray(Image.open(mask_path)), truth.astype(np.uint8) * 255)
+    cut = np.asarray(Image.open(cutout_path))
+    assert cut.shape == (60, 80, 4)
+    np.testing.assert_array_equal(cut[..., :3], image)
+    np.testing.assert_array_equal(cut[..., 3], truth.astype(np.uint8) * 255)
+    serving.end_session(started.store, session.id)
+    assert not any(map(os.path.exists, (mask_path, cutout_path)))
 
 
 def test_the_only_spaces_gpu_is_in_gpu_py():
@@ -160,7 +201,7 @@ def test_off_spaces_the_gpu_decorator_returns_the_function_itself():
 
 def test_what_a_click_sends_across_the_boundary_is_small(started):
     import pickle
-    result = prepared()
+    result = prepared(started)
     assert len(pickle.dumps(result)) < 1024                           # prepare returns a few numbers
     image = square_image()[0]
     job = gpu.SegmentJob("s/1", np.array([[10.0, 10.0]] * 20), np.array([1] * 20), 0.4, FAST, image, 16)
@@ -171,9 +212,9 @@ def test_what_a_click_sends_across_the_boundary_is_small(started):
 
 
 def test_a_click_brings_back_only_the_mask_and_the_last_points_arrays(started):
-    prepared()
+    prepared(started)
     points, labels = np.array([[10.0, 10.0], [40.0, 30.0], [60.0, 20.0]]), np.array([0, 1, 0])
-    result = gpu.segment("s/1", points, labels, None, FAST)
+    result = gpu.segment(started, "s/1", points, labels, None, FAST)
     assert result.last.markov_map is not None and result.last.score is not None
     predictor = started.store.get("s/1")
     full = predictor.predict(points, labels)
@@ -184,11 +225,13 @@ def test_the_exact_preset_is_the_default_with_cuda_and_the_fast_one_without(monk
     # The budget is given: its default would ask the (patched, absent) GPU for its memory.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert serving.Options(budget_bytes=2**30).config == M2N2Config()
-    assert serving.Options(budget_bytes=2**30, faithful=False).config == M2N2Config.fast()
+    assert serving.Options(budget_bytes=2**30, preset="fast").config == M2N2Config.fast()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     # and on a CPU a smaller working copy: the upsampling's cost grows with the side's fourth power
     assert serving.Options(budget_bytes=2**30).config == M2N2Config.fast(max_side=640)
-    assert serving.Options(budget_bytes=2**30, faithful=True).config == M2N2Config(max_side=640)
+    assert serving.Options(budget_bytes=2**30, preset="exact").config == M2N2Config(max_side=640)
+    with pytest.raises(InputError, match="exact, fast"):
+        serving.Options(budget_bytes=2**30, preset="faithful")
     assert serving.Options(budget_bytes=2**30, max_side=800).config.max_side == 800
 
 
@@ -223,12 +266,12 @@ def test_only_numpy_arrays_cross_the_boundary_and_the_device_state_stays(started
 
     monkeypatch.setattr(predictor_module.M2N2Predictor, "__init__", with_stages)
     _, truth = square_image()
-    prepared(config=M2N2Config())
+    prepared(started, config=M2N2Config())
     predictor = started.store.get("s/1")
     operator = predictor.operator.transposed.data_ptr()
     points, labels = [centre_of(truth)], [1]
     for k in range(3):
-        result = gpu.segment("s/1", np.array(points), np.array(labels), None, M2N2Config())
+        result = gpu.segment(started, "s/1", np.array(points), np.array(labels), None, M2N2Config())
         assert _tensors_in(result) == [] and isinstance(result.mask, np.ndarray)
         assert isinstance(result.last.markov_map, np.ndarray) and isinstance(result.last.score, np.ndarray)
         assert len(pickle.dumps(result)) < 64 * result.mask.size  # mask, one map and its curves
@@ -241,8 +284,8 @@ def test_only_numpy_arrays_cross_the_boundary_and_the_device_state_stays(started
 
 
 def test_the_budget_counts_the_sessions_own_arrays(started):
-    prepared("s/1")
-    prepared("t/1")
+    prepared(started, "s/1")
+    prepared(started, "t/1")
     one, two = started.store.get("s/1"), started.store.get("t/1")
     size = tensor_bytes(one)
     store = PredictorStore(budget_bytes=int(2.5 * size))
@@ -260,7 +303,7 @@ def test_the_budget_counts_the_sessions_own_arrays(started):
 
 
 def test_a_preparation_first_makes_room_for_what_it_will_hold(started):
-    prepared("s/1")
+    prepared(started, "s/1")
     one = started.store.get("s/1")
     size = tensor_bytes(one)
     store = PredictorStore(budget_bytes=3 * size)
@@ -275,7 +318,7 @@ def test_a_preparation_first_makes_room_for_what_it_will_hold(started):
 
 
 def test_a_reservation_is_held_until_its_preparation_ends(started):
-    prepared("s/1")
+    prepared(started, "s/1")
     one = started.store.get("s/1")
     size = tensor_bytes(one)
     store = PredictorStore(budget_bytes=3 * size)
@@ -306,7 +349,7 @@ def test_the_stateless_api_is_counted_while_it_runs(started, monkeypatch):
 
     monkeypatch.setattr(started.store, "reserving", recording)
     image, truth = square_image()
-    gpu.segment_image(image, np.array([centre_of(truth)]), np.array([1]), 16, FAST)
+    gpu.segment_image(started, image, np.array([centre_of(truth)]), np.array([1]), 16, FAST)
     assert seen and seen[0] > 0 and started.store.reserved_bytes == 0
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from m2n2 import InputError, M2N2Config, NotReadyError
-from m2n2.studio.session import Click, Session, Shown
+from m2n2.prompts import Click
+from m2n2.studio.session import Session, Shown
 from synthetic import square_image
 
 
@@ -70,3 +71,12 @@ def test_session_is_plain_data_without_tensors_or_model(session):
         assert clone.clicks == session.clicks and clone.clicks is not session.clicks
         assert clone.key == session.key
     assert not any(isinstance(v, torch.Tensor) for v in vars(session).values())
+
+
+def test_a_new_resolution_keeps_the_image_and_clicks_under_a_new_key(session):
+    session.clicks = [Click(10.0, 20.0, 1)]
+    key, image = session.key, session.image
+    session.set_resolution((75, 100), 32)
+    assert session.key != key and session.resolution == 32 and session.geometry.resolution == 32
+    assert session.image is image and session.clicks == [Click(10.0, 20.0, 1)]
+    assert session.geometry.original == (300, 400) and session.geometry.working == (75, 100)

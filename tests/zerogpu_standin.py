@@ -97,7 +97,7 @@ def scenario(folder: Path) -> dict:
     import app
     from m2n2 import recipe as recipes
     from m2n2.studio import gpu, serving
-    from m2n2.studio.handlers import FOREGROUND
+    FOREGROUND = 1  # the label the "Next click is" switch gives
 
     options = app.Options(backbone="color", resolution=16, max_side=256)
     demo, handlers = app.build(options, serving.start(options))
@@ -113,20 +113,20 @@ def scenario(folder: Path) -> dict:
         return None if session.shown is None else round(iou(session.shown.mask, truth), 3)
 
     report = {}
-    session = handlers.set_image({"path": str(path)}, None)[state]
-    out = handlers.click(session, FOREGROUND, select_event(*centre))
+    session = handlers.images.set_image({"path": str(path)}, None)[state]
+    out = handlers.clicks.click(session, FOREGROUND, select_event(*centre))
     report["first_click_iou"] = shown(out)
-    out = handlers.click(out[state], FOREGROUND, select_event(centre[0] + 3, centre[1] + 2))
+    out = handlers.clicks.click(out[state], FOREGROUND, select_event(centre[0] + 3, centre[1] + 2))
     report["second_click_iou"] = shown(out)
     replace_workers()
-    out = handlers.click(out[state], FOREGROUND, select_event(centre[0] - 3, centre[1] - 2))
+    out = handlers.clicks.click(out[state], FOREGROUND, select_event(centre[0] - 3, centre[1] - 2))
     report["click_after_new_worker_iou"] = shown(out)
     session = out[state]
 
     made = recipes.make(session.image, handlers.serving.backbones.get(session.resolution), session.config,
                         [([(x, y, 1) for x, y in [centre]], None)], None)
     try:
-        out = handlers.apply_recipe(session, made)
+        out = handlers.sharing.apply_recipe(session, made)
         report["recipe_ious"] = [None if obj.shown is None else round(iou(obj.shown.mask, truth), 3)
                                  for obj in out[state].objects]
     except Exception as error:  # noqa: BLE001 - the report says what broke
@@ -135,9 +135,9 @@ def scenario(folder: Path) -> dict:
 
     # An ended session: the GPU process frees its prepared image at its next job.
     points, labels = np.array([centre]), np.array([1])
-    report["held_before_end"] = gpu.segment(session.key, points, labels, None, session.config) is not None
-    handlers.release_state(session)
-    report["held_after_end"] = gpu.segment(session.key, points, labels, None, session.config) is not None
+    report["held_before_end"] = gpu.segment(handlers.serving, session.key, points, labels, None, session.config) is not None
+    handlers.page.release_state(session)
+    report["held_after_end"] = gpu.segment(handlers.serving, session.key, points, labels, None, session.config) is not None
     report["requested"] = requested
     replace_workers()
     return report

@@ -1,58 +1,23 @@
-"""Helpers of the stateless API endpoint: points given as JSON, and a JSON-ready summary."""
+"""The stateless API: ``/segment`` (an image and points -> a mask and a summary) and
+``/segment_recipe`` (an image and a recipe -> instance PNG, COCO JSON and the recipe replayed).
+
+Nothing is kept between calls. Every limit is checked before the image is decoded where it can
+be (the count of points, a recipe's size) and before any attention where it cannot (positions).
+"""
 
 from __future__ import annotations
 
-import json
+import gradio as gr
 
-import numpy as np
-
-from ..errors import InputError
+from .. import export, recipe as recipes
+from ..errors import M2N2Error
+from ..image import read_image
 from ..predictor import Prediction
-
-def parse_points(text) -> tuple[np.ndarray, np.ndarray]:
-    """Parse prompt points given as JSON, for the stateless API.
-
-    Parameters
-    ----------
-    text : str or list
-        A JSON list (or the list itself) whose items are ``[x, y, label]`` or
-        ``{"x": ..., "y": ..., "label": ...}``; x is the column and y the row in original image
-        pixels, label 1 foreground and 0 background (default 1 when left out).
-
-    Returns
-    -------
-    points : numpy.ndarray
-        (K, 2) float64 (x, y).
-    labels : numpy.ndarray
-        (K,) int64.
-
-    Raises
-    ------
-    InputError
-        Not JSON, not a list, an empty list, or an item of the wrong shape.
-    """
-    if isinstance(text, str):
-        try:
-            text = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(f"points must be a JSON list such as [[120, 80, 1]]: {error}") from None
-    if not isinstance(text, list) or not text:
-        raise InputError('points must be a non-empty JSON list such as [[120, 80, 1], {"x": 5, "y": 9, "label": 0}]')
-    points, labels = [], []
-    for number, item in enumerate(text, start=1):
-        if isinstance(item, dict) and "x" in item and "y" in item:
-            x, y, label = item["x"], item["y"], item.get("label", 1)
-        elif isinstance(item, (list, tuple)) and len(item) in (2, 3):
-            x, y, label = item[0], item[1], item[2] if len(item) == 3 else 1
-        else:
-            raise InputError(f"point {number} must be [x, y, label] or {{\"x\", \"y\", \"label\"}}, got {item!r}")
-        if isinstance(label, bool):
-            label = int(label)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y)) or label not in (0, 1):
-            raise InputError(f"point {number}: x and y must be numbers and label 0 or 1, got {item!r}")
-        points.append((float(x), float(y)))
-        labels.append(int(label))
-    return np.array(points, dtype=np.float64), np.array(labels, dtype=np.int64)
+from ..prompts import as_arrays, check_clicks, parse_clicks
+from . import gpu
+from .limits import check_recipe_limits, log_user_error
+from .page import Page
+from .priority import run_heavy
 
 
 def summarize(prediction: Prediction, backbone_description: str) -> dict:
@@ -69,3 +34,55 @@ def summarize(prediction: Prediction, backbone_description: str) -> dict:
         "backbone": backbone_description,
         "timings": {stage: round(float(seconds), 4) for stage, seconds in prediction.timings.items()},
     }
+
+
+class ApiHandlers:
+    """The two public endpoints.
+
+    Parameters
+    ----------
+    page : Page
+        The app's serving state (options, backbones, memory budget); the API draws no page.
+    """
+
+    def __init__(self, page: Page):
+        self.page = page
+
+    def segment(self, image: str, points: str):
+        """Stateless API: an image file and a JSON list of points -> mask PNG and a summary.
+
+        ``points`` is a JSON list of ``[x, y, label]`` or ``{"x", "y", "label"}`` in original
+        pixels (x column, y row; label 1 foreground, 0 background).
+        """
+        serving = self.page.serving
+        options = serving.options
+        try:
+            clicks = check_clicks(parse_clicks(points), None, options.max_points)  # the count, before decoding
+            array = read_image(image)
+            xy, labels = as_arrays(check_clicks(clicks, array.shape[:2], options.max_points))  # before attention
+        except M2N2Error as error:
+            log_user_error("/segment", str(error))
+            raise gpu.user_error(error) from None
+        try:
+            prediction, description = run_heavy(gpu.segment_image, serving, array, xy, labels,
+                                                options.attention_resolution, options.config, options.job_seconds)
+        except gr.Error as error:
+            log_user_error("/segment", error.message)
+            raise
+        return prediction.mask.astype("uint8") * 255, summarize(prediction, description)
+
+    def segment_recipe(self, image: str, recipe_text: str):
+        """Stateless API: an image file and a recipe -> instance PNG, COCO JSON and the recipe replayed."""
+        serving = self.page.serving
+        options = serving.options
+        try:
+            recipe = recipes.Recipe.from_json(recipe_text)
+            check_recipe_limits(recipe, options.max_points, options.highest_resolution)  # before decoding
+            array = read_image(image)
+            recipes.check(recipe, array)
+        except M2N2Error as error:
+            raise gr.Error(str(error)) from None
+        masks, _ = run_heavy(gpu.replay_image, serving, array, recipe)
+        if not masks:
+            raise gr.Error("the recipe has no object")
+        return export.instance_map(masks, array.shape[:2]), export.coco(masks), recipe.to_dict()

@@ -14,7 +14,7 @@ alive and the GPU it sits on was idle. With one decorated function per job kind,
 function, a reused worker keeps its store of prepared images; and since a worker may still be
 replaced (another GPU, a busy GPU, a crash), a job that finds no prepared image prepares it
 again *inside the same call* from what the session sends along (its image and settings), so a
-click always gets its mask (:attr:`Segmentation.prepared_seconds` says when that happened).
+click always gets its mask (:attr:`Segmentation.prepared` says when that happened).
 
 What crosses the boundary on ZeroGPU (arguments and results are pickled between the web process
 and the GPU worker):
@@ -27,7 +27,9 @@ and the GPU worker):
   the latest click's Markov-map and score curves (h x w float32 and a few curves); only those
   leave the device (``M2N2Predictor.predict(..., keep="last")``).
 * every job also carries the ids of recently ended sessions, so that the worker frees their
-  prepared images (and device memory) at its next job, not when memory runs short.
+  prepared images (and device memory) at its next job, not when memory runs short, and the
+  :class:`~m2n2.studio.serving.Serving` it runs on, given by the caller; that crosses as a
+  reference to the worker's own copy (a fork inherits it), never its contents.
 
 The duration each job asks ZeroGPU for is computed from its work (:mod:`m2n2.studio.durations`).
 
@@ -50,7 +52,7 @@ from ..errors import M2N2Error
 from ..predictor import M2N2Predictor, PointResult, Prediction
 from .durations import requested_seconds
 from .limits import Deadline
-from .serving import Serving, StoreMiss, current, preparation_bytes
+from .serving import Serving, StoreMiss, preparation_bytes
 
 #: Points whose Markov-maps the stateless API computes between two checks of its time bound.
 POINTS_PER_STAGE = 5
@@ -146,9 +148,13 @@ def _configured(serving: Serving, predictor: M2N2Predictor, config: M2N2Config) 
 
 @dataclass
 class Job:
-    """One unit of GPU work; ``ended`` lists sessions whose prepared images the worker may free."""
+    """One unit of GPU work on ``serving``; ``ended`` lists sessions whose prepared images the worker
+    may free."""
 
-    ended = ()  # set by _submit (a class default: not a dataclass field)
+    # Set by _submit (class defaults, not dataclass fields). The Serving crosses to a ZeroGPU
+    # worker as a reference to the worker's own copy (see m2n2.studio.serving.Serving).
+    serving = None  # the Serving (not annotated: no dataclass field)
+    ended = ()
 
     # What sizes its duration (see m2n2.studio.durations): R, the image's (H, W), points, whether
     # it may prepare the image, the settings, and how many Markov runs it makes.
@@ -310,23 +316,22 @@ def job_seconds(job: Job) -> int:
 @spaces.GPU(duration=job_seconds)
 def run(job: Job):
     """The one GPU entry point: free what ended sessions held here, then run ``job``."""
-    serving = current()
     for session_id in job.ended:
-        serving.store.drop_session(session_id)
-    return job.run(serving)
+        job.serving.store.drop_session(session_id)
+    return job.run(job.serving)
 
 
-def _submit(job: Job):
-    job.ended = current().store.ended.recent()
+def _submit(serving: Serving, job: Job):
+    job.serving, job.ended = serving, serving.store.ended.recent()
     return run(job)
 
 
-def prepare(key: str, image: np.ndarray, resolution: int, config: M2N2Config) -> Prepared:
+def prepare(serving: Serving, key: str, image: np.ndarray, resolution: int, config: M2N2Config) -> Prepared:
     """Compute the attention and the operator of ``image`` and keep the predictor under ``key``."""
-    return _submit(PrepareJob(key, image, resolution, config))
+    return _submit(serving, PrepareJob(key, image, resolution, config))
 
 
-def segment(key: str, points: np.ndarray, labels: np.ndarray, threshold: float | None, config: M2N2Config,
+def segment(serving: Serving, key: str, points: np.ndarray, labels: np.ndarray, threshold: float | None, config: M2N2Config,
             image: np.ndarray | None = None, resolution: int | None = None) -> Segmentation | None:
     """Segment the image prepared under ``key`` from the clicks.
 
@@ -335,10 +340,10 @@ def segment(key: str, points: np.ndarray, labels: np.ndarray, threshold: float |
     applied first (only what it invalidates is recomputed: temperature re-prepares the
     operator, rho or flood fill the Markov-maps).
     """
-    return _submit(SegmentJob(key, points, labels, threshold, config, image, resolution))
+    return _submit(serving, SegmentJob(key, points, labels, threshold, config, image, resolution))
 
 
-def segment_objects(key: str, objects: list[tuple[np.ndarray, np.ndarray, float | None]], config: M2N2Config,
+def segment_objects(serving: Serving, key: str, objects: list[tuple[np.ndarray, np.ndarray, float | None]], config: M2N2Config,
                     image: np.ndarray | None = None, resolution: int | None = None) -> list[Segmentation] | None:
     """Segment several objects (points, labels, override) on the image prepared under ``key``.
 
@@ -346,10 +351,10 @@ def segment_objects(key: str, objects: list[tuple[np.ndarray, np.ndarray, float 
     :func:`m2n2.recipe.replay_object`); a missing image is prepared again from ``image`` as in
     :func:`segment` (None without one).
     """
-    return _submit(ObjectsJob(key, objects, config, image, resolution))
+    return _submit(serving, ObjectsJob(key, objects, config, image, resolution))
 
 
-def segment_image(image: np.ndarray, points: np.ndarray, labels: np.ndarray, resolution: int,
+def segment_image(serving: Serving, image: np.ndarray, points: np.ndarray, labels: np.ndarray, resolution: int,
                   config: M2N2Config, seconds: float | None = None) -> tuple[Prediction, str]:
     """Stateless: prepare ``image``, segment the points; returns the prediction and the backbone's line.
 
@@ -357,9 +362,9 @@ def segment_image(image: np.ndarray, points: np.ndarray, labels: np.ndarray, res
     :data:`POINTS_PER_STAGE` points' Markov-maps (a stage is never cut), and past it the call
     stops with a message.
     """
-    return _submit(ImageJob(image, points, labels, resolution, config, seconds))
+    return _submit(serving, ImageJob(image, points, labels, resolution, config, seconds))
 
 
-def replay_image(image: np.ndarray, recipe) -> tuple[list[np.ndarray], str]:
+def replay_image(serving: Serving, image: np.ndarray, recipe) -> tuple[list[np.ndarray], str]:
     """Stateless: the masks of a :class:`m2n2.recipe.Recipe` on ``image``, and the backbone's line."""
-    return _submit(ReplayJob(image, recipe))
+    return _submit(serving, ReplayJob(image, recipe))

@@ -4,10 +4,11 @@ Every limit here is checked on plain numbers (a count, a size, a position) befor
 an operator is computed, so a request that will be refused costs next to nothing, and its
 message says what the limit is and what to do instead.
 
-* Points per request and clicks per image (:data:`MAX_POINTS`): the evaluation protocol (NoC,
-  RITM / SimpleClick) stops at 20 clicks and counts an object not done by then as a failure, so
-  20 is all an honest client needs; each point costs one Markov-map (about a second at R = 64 on
-  a CPU), which bounds a request's work.
+* Points per request and clicks per image (:data:`m2n2.config.MAX_CLICKS`, ``--max-points``):
+  the evaluation protocol (NoC, RITM / SimpleClick) stops at 20 clicks and counts an object not
+  done by then as a failure, so 20 is all an honest client needs; each point costs one
+  Markov-map (about a second at R = 64 on a CPU), which bounds a request's work. Clicks are
+  checked by :func:`m2n2.prompts.check_clicks`, recipes by :func:`check_recipe_limits`.
 * Upload size (:data:`MAX_FILE_SIZE`, Gradio's ``max_file_size``): refused by the upload route
   before the file is kept.
 * Image size: :data:`m2n2.image.MAX_PIXELS` when decoding, and ``max_side`` for the working copy.
@@ -24,15 +25,13 @@ import os
 import re
 import time
 
-import numpy as np
 import torch
 
+from ..config import default_resolution
 from ..errors import InputError
 
 log = logging.getLogger("m2n2.studio")
 
-#: Points per API request and clicks per image (the evaluation protocol's 20 clicks).
-MAX_POINTS = 20
 #: Largest upload (Gradio's ``max_file_size``): a 12-megapixel photo is 3 to 10 MB as JPEG.
 MAX_FILE_SIZE = "20mb"
 #: Seconds one stateless API request may compute before it is stopped (between stages).
@@ -50,8 +49,7 @@ def default_max_resolution(cuda: bool | None = None) -> int:
     On a CPU, R = 96 and 128 take 20 to 75 s per image and 10 to 40 s per click (the operator
     has R^4 entries), which is no interactive demo.
     """
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    return 128 if cuda else 64
+    return default_resolution(None if cuda is None else ("cuda" if cuda else "cpu"))
 
 
 def offered_resolutions(maximum: int, current: int | None = None) -> list[int]:
@@ -116,24 +114,21 @@ def parse_bytes(text) -> int:
     return value
 
 
-def check_points(points: np.ndarray, shape: tuple[int, int], max_points: int = MAX_POINTS) -> None:
-    """Refuse too many points, or one outside an image of ``shape`` (height, width), before any work.
+def check_recipe_limits(recipe, max_clicks: int, highest_resolution: int) -> None:
+    """Refuse a recipe beyond the public limits (clicks, objects, R) before any work.
 
-    Raises
-    ------
-    InputError
-        With a message naming the limit or the point.
+    A recipe replays every click of every object, so without this one request could
+    carry thousands of Markov-maps or ask a CPU for R = 128.
     """
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if len(points) > max_points:
-        raise InputError(f"{len(points)} points is more than the {max_points} a request may have "
-                         f"(the evaluation protocol needs at most 20); send fewer points")
-    height, width = shape[:2]
-    outside = ~np.isfinite(points).all(axis=1) | (points[:, 0] < 0) | (points[:, 0] >= width) \
-        | (points[:, 1] < 0) | (points[:, 1] >= height)
-    if outside.any():
-        x, y = points[np.argmax(outside)]
-        raise InputError(f"point ({x:g}, {y:g}) lies outside the {width} x {height} image")
+    if len(recipe.objects) > max_clicks:
+        raise InputError(f"the recipe has {len(recipe.objects)} objects, more than the {max_clicks} allowed")
+    for number, obj in enumerate(recipe.objects, 1):
+        if len(obj.clicks) > max_clicks:
+            raise InputError(f"object {number} of the recipe has {len(obj.clicks)} clicks, "
+                             f"more than the {max_clicks} allowed")
+    if recipe.backbone.resolution > highest_resolution:
+        raise InputError(f"the recipe asks for R = {recipe.backbone.resolution}; this server allows "
+                         f"R up to {highest_resolution}")
 
 
 class JobTooLong(InputError):

@@ -7,6 +7,8 @@
   its operator, left on the compute device between clicks), least recently used first out when
   the memory budget is exceeded. An evicted image is prepared again from the session's copy.
 * :class:`LiveSessions`: the session of each browser tab, so closing a tab frees its image at once.
+* :class:`Serving`: all of these, made by :func:`start` and handed to every GPU job
+  (:mod:`m2n2.studio.gpu`) by the handlers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -26,15 +29,13 @@ import numpy as np
 import torch
 
 from ..backbones import load
-from ..config import M2N2Config
-from ..errors import NotReadyError
+from ..config import MAX_CLICKS, PRESETS, M2N2Config, default_resolution
+from ..errors import InputError, NotReadyError
 from ..geometry import Geometry
 from ..predictor import M2N2Predictor
 from . import limits
 
 log = logging.getLogger("m2n2.studio")
-
-
 
 @dataclass(frozen=True)
 class Options:
@@ -45,18 +46,22 @@ class Options:
     resolution: int | None = None
     max_side: int | None = None  # None: 1024 with CUDA, 640 on a CPU (see ``working_side``)
     concurrency: int = 1
-    faithful: bool | None = None  # None: the exact preset on CUDA, the fast one elsewhere
+    preset: str | None = None  # "exact" or "fast"; None: exact with CUDA, fast on a CPU (see ``config``)
     budget_bytes: int = field(default_factory=lambda: limits.default_memory_budget())  # from the host
     max_resolution: int | None = None
-    max_points: int = limits.MAX_POINTS
+    max_points: int = MAX_CLICKS  # points per API request and clicks per image
     max_file_size: str = limits.MAX_FILE_SIZE
     job_seconds: float = limits.JOB_SECONDS
     threads: int | None = None  # torch's CPU threads per job, set by start() (None: torch's default)
 
+    def __post_init__(self):
+        if self.preset is not None and self.preset not in PRESETS:
+            raise InputError(f"unknown preset {self.preset!r}; the presets are {', '.join(PRESETS)}")
+
     @property
     def attention_resolution(self) -> int:
-        """R: as given, else 128 (the paper's) with a GPU and 64 on a CPU."""
-        return self.resolution or (128 if torch.cuda.is_available() else 64)
+        """R: as given, else :func:`m2n2.config.default_resolution` (128 with CUDA, 64 on a CPU)."""
+        return self.resolution or default_resolution()
 
     @property
     def working_side(self) -> int:
@@ -80,14 +85,12 @@ class Options:
     def config(self) -> M2N2Config:
         """Settings of new sessions and of the API, with the working-copy cap.
 
-        ``faithful`` True gives the authors' exact numerics, False the fast preset; by default
-        the exact one with CUDA (dense upsampling and the fp32 operator cost little on a GPU,
-        where every per-click stage runs) and the fast one on a CPU (a click in well under a
-        second there).
+        ``preset`` names them; by default the exact one with CUDA (dense upsampling and the fp32
+        operator cost little on a GPU, where every per-click stage runs) and the fast one on a
+        CPU (a click in well under a second there).
         """
-        faithful = torch.cuda.is_available() if self.faithful is None else self.faithful
-        base = M2N2Config() if faithful else M2N2Config.fast()
-        return base.replace(max_side=self.working_side)
+        preset = self.preset or ("exact" if torch.cuda.is_available() else "fast")
+        return M2N2Config.preset(preset, max_side=self.working_side)
 
 
 class Backbones:
@@ -132,8 +135,10 @@ def tensor_bytes(obj, _seen: set | None = None) -> int:
 
     Follows dicts, lists, tuples, sets and objects' ``__dict__``; a tensor counts its whole
     storage, so views are not double counted; an object's ``opaque_nbytes()``, where it has
-    one, adds memory held outside tensors (FBGEMM's packed operator). This is the memory an object pins, not counting
-    small Python objects.
+    one, adds memory held outside tensors (FBGEMM's packed operator). This is the memory an
+    object pins, not counting small Python objects. Everything reachable counts: a predictor
+    measured with its backbone counts the model too (the store keeps none, see
+    :meth:`PredictorStore.put`).
     """
     seen = set() if _seen is None else _seen
     if id(obj) in seen:
@@ -155,9 +160,9 @@ def tensor_bytes(obj, _seen: set | None = None) -> int:
         return sum(tensor_bytes(v, seen) for v in obj)
     if isinstance(obj, type):
         return 0
-    if hasattr(obj, "__dict__"):  # the shared backbone is lent, not held
+    if hasattr(obj, "__dict__"):
         opaque = obj.opaque_nbytes() if callable(getattr(obj, "opaque_nbytes", None)) else 0
-        return opaque + sum(tensor_bytes(v, seen) for k, v in vars(obj).items() if k != "backbone")
+        return opaque + sum(tensor_bytes(v, seen) for v in vars(obj).values())
     slots = [name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())]
     return sum(tensor_bytes(getattr(obj, name, None), seen) for name in slots)
 
@@ -229,7 +234,12 @@ class PredictorStore:
             return sum(self._sessions.values())
 
     def put(self, key: str, predictor: M2N2Predictor) -> None:
-        """Keep ``predictor`` under ``key`` (replacing other images of the same session)."""
+        """Keep ``predictor`` under ``key`` (replacing other images of the same session).
+
+        The predictor must hold no backbone: the model is shared by every session and lent to a
+        predictor for one call only (``m2n2.studio.gpu``), so it is neither kept nor counted here."""
+        if getattr(predictor, "backbone", None) is not None:
+            raise ValueError("the store keeps no backbone: set the predictor's backbone to None first")
         session = key.split("/")[0]
         with self._lock:
             freed = [k for k in self._items if k.split("/")[0] == session]
@@ -392,35 +402,47 @@ def end_session(store: PredictorStore, session_id: str) -> bool:
     return store.drop_session(session_id)
 
 
-@dataclass
+#: Every Serving of this process by its token; a GPU job names its Serving by token (see
+#: :meth:`Serving.__reduce__`), so that a ZeroGPU worker, a fork of this process, finds its own copy.
+_started: weakref.WeakValueDictionary[int, "Serving"] = weakref.WeakValueDictionary()
+
+
+@dataclass(eq=False)
 class Serving:
-    """Everything one serving process shares between sessions."""
+    """Everything one serving process shares between sessions (made by :func:`start`).
+
+    It crosses a process boundary by reference: pickled, it is its token, and unpickled in a
+    fork of the process that started it (a ZeroGPU worker), it is that fork's copy; the model,
+    the store and the prepared images never cross."""
 
     options: Options
     backbones: Backbones
     store: PredictorStore
     live: LiveSessions
 
+    def __post_init__(self):
+        _started[id(self)] = self
 
-_current: Serving | None = None
+    def __reduce__(self):
+        return _find, (id(self),)
+
+
+def _find(token: int) -> Serving:
+    """The Serving pickled as ``token`` (see :meth:`Serving.__reduce__`)."""
+    try:
+        return _started[token]
+    except KeyError:
+        raise NotReadyError("this process has no such serving state: a GPU worker must be forked after "
+                            "m2n2.studio.serving.start()") from None
 
 
 def start(options: Options, factory: Callable[[int], object] | None = None) -> Serving:
-    """Set up this process's serving state (backbones load lazily); returns it.
+    """Set up a serving state (backbones load lazily); returns it.
 
     ``factory(resolution) -> Backbone`` replaces the backbone ``options`` names (tests use it).
     """
-    global _current
     if options.threads:
         torch.set_num_threads(max(1, int(options.threads)))
     backbones = Backbones(factory) if factory is not None else Backbones.from_options(options)
     store = PredictorStore(options.budget_bytes)
-    _current = Serving(options, backbones, store, LiveSessions(store))
-    return _current
-
-
-def current() -> Serving:
-    """This process's serving state (see :func:`start`)."""
-    if _current is None:
-        raise NotReadyError("the studio is not started: call m2n2.studio.serving.start(options) first")
-    return _current
+    return Serving(options, backbones, store, LiveSessions(store))

@@ -20,16 +20,10 @@ from ..config import M2N2Config
 from ..errors import InputError, NotReadyError
 from ..geometry import Geometry
 from ..image import resize_rgb
+from ..prompts import Click, as_arrays, check_threshold
 from ..recipe import image_hash
 
-
-@dataclass(frozen=True)
-class Click:
-    """One click, in original image pixels (x column, y row); label 1 foreground, 0 background."""
-
-    x: float
-    y: float
-    label: int
+__all__ = ["Click", "SegObject", "Session", "Shown"]  # Click is m2n2.prompts' (the one click type)
 
 
 @dataclass
@@ -150,8 +144,7 @@ class Session:
     @property
     def points(self) -> tuple[np.ndarray, np.ndarray]:
         """(K, 2) float64 click positions (x, y) in original pixels and (K,) int64 labels."""
-        return (np.array([(c.x, c.y) for c in self.clicks], dtype=np.float64).reshape(-1, 2),
-                np.array([c.label for c in self.clicks], dtype=np.int64))
+        return as_arrays(self.clicks)
 
     # ------------------------------------------------------------------ transitions
     def set_image(self, image: np.ndarray, working: tuple[int, int], resolution: int, seconds: float) -> None:
@@ -166,6 +159,12 @@ class Session:
         self.version += 1
         self.objects, self.active, self.pending = [SegObject()], 0, []
         self.image_seconds, self.action, self.example, self.source = seconds, None, None, None
+
+    def set_resolution(self, working: tuple[int, int], resolution: int) -> None:
+        """Take the same image prepared again at another R (a new key; clicks and objects stay)."""
+        self.version += 1
+        self.resolution = int(resolution)
+        self.geometry = Geometry(self.geometry.original, tuple(working), int(resolution))
 
     def click_at(self, x: float, y: float, label: int) -> Click:
         """The click at (x, y) of the displayed image, in original pixels (validated, not recorded)."""
@@ -186,9 +185,7 @@ class Session:
         self.require_image()
         if not self.clicks:
             raise InputError("click on the image first: the threshold belongs to the latest click")
-        if threshold is not None and not (np.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-            raise InputError(f"the threshold must lie in [0, 1], got {threshold}")
-        return None if threshold is None else float(threshold)
+        return check_threshold(threshold)
 
     def forget_image(self) -> None:
         """Drop the image and everything about it (the settings stay)."""

@@ -1,0 +1,155 @@
+"""The click loop: a click's marker at once, its mask in turn; undo, reset and the threshold.
+
+Each handler validates its input, computes through the GPU boundary (:mod:`m2n2.studio.gpu`)
+and only then commits the result to the session (:meth:`ClickHandlers.apply`), so a failure
+leaves the session exactly as it was. Handlers of other jobs (objects, settings) recompute the
+current object through :meth:`ClickHandlers.apply` too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from ..errors import M2N2Error
+from ..config import MAX_CLICKS
+from ..prompts import Click, as_arrays
+from . import gpu
+from .page import Page
+from .priority import click_running
+from .session import Session, Shown
+
+NO_IMAGE = "Upload an image or pick an example first, then click on it."
+
+
+class ClickHandlers:
+    """Clicks, undo, reset and the threshold of the current object.
+
+    Parameters
+    ----------
+    page : Page
+        The app's serving state, components and views.
+    """
+
+    def __init__(self, page: Page):
+        self.page = page
+
+    def segment(self, session: Session, clicks: list[Click], threshold: float | None, config=None):
+        """Segment ``clicks`` on the session's prepared image (preparing it again if the store lost it)."""
+        config = config or session.config
+        points, labels = as_arrays(clicks)
+        with click_running():  # the preparation of other users' images waits meanwhile
+            # The session's copy goes along: a GPU process without the prepared image (evicted for
+            # memory, or a fresh ZeroGPU worker) prepares it again within this call.
+            result = gpu.segment(self.page.serving, session.key, points, labels, threshold, config, session.image,
+                                 session.resolution)
+        if result.prepared is not None:
+            gr.Info(f"Your image's attention was computed again ({result.prepared.seconds:.1f} s): it had been "
+                    "set aside to make room for other visitors, or a new GPU process took over. Your clicks "
+                    "were kept.")
+        return result
+
+    def apply(self, session: Session, clicks: list[Click], threshold: float | None, action: str,
+              config=None) -> dict:
+        """Segment, then commit clicks, override, settings and the result to the session."""
+        page = self.page
+        start, key = time.perf_counter(), session.key
+        try:
+            result = self.segment(session, clicks, threshold, config) if clicks else None
+        except gr.Error as error:
+            return page.rejected(session, error.message)
+        if session.key != key:  # a new image (its own queue) was committed meanwhile: this result is stale
+            return page.rejected(session, "A new image arrived while this was computed; click on it again.")
+        session.clicks, session.threshold = clicks, threshold
+        if config is not None:
+            session.config = config
+        session.action = (action, time.perf_counter() - start)
+        if result is None:
+            session.shown = None
+            return page.render(session)
+        session.shown = Shown(result.mask, float(result.last.threshold), bool(result.last.overridden))
+        session.memory_bytes = result.memory_bytes
+        return page.render(session, result.last)
+
+    # ------------------------------------------------------------------ clicks
+    def mark(self, session: Session | None, label: int, evt: gr.SelectData):
+        """At once, before any computing: the click's marker on the image (it waits its turn).
+
+        ``label`` is the "Next click is" switch's value: 1 foreground, 0 background."""
+        if not self.page.usable(session):
+            return {}
+        try:
+            click = session.click_at(float(evt.index[0]), float(evt.index[1]), label)
+        except M2N2Error:
+            return {}
+        session.pending.append(click)
+        ui = self.page.ui
+        return {ui.state: session, ui.image: self.page.overlay(session), ui.status: self.page.status(session)}
+
+    def click(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
+        """A click on the image, labelled ``label`` (1 foreground, 0 background); runs in arrival order."""
+        page = self.page
+        if not page.usable(session):
+            return page.rejected(session, NO_IMAGE)
+        try:
+            click = session.click_at(float(evt.index[0]), float(evt.index[1]), label)
+        except M2N2Error as error:
+            return page.rejected(session, str(error))
+        if click in session.pending:
+            session.pending.remove(click)
+        limit = page.options.max_points
+        if len(session.clicks) >= limit:
+            return page.rejected(session, f"This image has {len(session.clicks)} clicks, the most one may have "
+                                          f"(the evaluation protocol stops at {MAX_CLICKS}): undo or reset to go on.")
+        page.track(session, request)
+        return self.apply(session, [*session.clicks, click], None, "click")
+
+    def click_only(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
+        """A click, updating the core views only: more outputs on this rapid event let the browser drop
+        clicks made while the picture reloads (measured with tests/test_browser.py); the object list
+        and recipe follow in :meth:`Page.share_views`."""
+        out = self.click(session, label, evt, request)
+        share = self.page.ui.share
+        return {key: value for key, value in out.items() if key not in share}
+
+    def undo(self, session: Session | None, request: gr.Request = None):
+        """Remove the latest click (and any threshold override)."""
+        page = self.page
+        if not page.usable(session):
+            return page.rejected(session, NO_IMAGE)
+        if not session.clicks:
+            return page.rejected(session, "There is no click to undo.")
+        return self.apply(session, session.clicks[:-1], None, "undo")
+
+    def reset(self, session: Session | None):
+        """Remove every click (no GPU work: the image and its operator stay)."""
+        if not self.page.usable(session):
+            return self.page.rejected(session, "There is nothing to reset yet.")
+        session.clear_clicks()
+        return self.page.render(session)
+
+    # ------------------------------------------------------------------ threshold
+    def override(self, session: Session | None, threshold: float, request: gr.Request = None):
+        """The slider (released, or its box confirmed with Enter): use ``threshold`` for the latest click."""
+        page = self.page
+        if not page.usable(session):
+            return page.rejected(session, NO_IMAGE)
+        try:
+            threshold = session.check_override(float(threshold))
+        except (M2N2Error, TypeError, ValueError) as error:
+            return page.rejected(session, str(error))
+        if session.shown is not None and session.threshold == threshold:
+            return {}  # the same value again (e.g. the slider set by the app itself): nothing to do
+        return self.apply(session, session.clicks, threshold, "threshold")
+
+    def automatic(self, session: Session | None, request: gr.Request = None):
+        """Back to the latest click's adaptive threshold."""
+        page = self.page
+        if not page.usable(session):
+            return page.rejected(session, NO_IMAGE)
+        try:
+            session.check_override(None)
+        except M2N2Error as error:
+            return page.rejected(session, str(error))
+        return self.apply(session, session.clicks, None, "threshold")

@@ -1,0 +1,53 @@
+"""The components the handlers update, by name: every handler returns a dict keyed by them.
+
+``app.py`` builds the components and names them here; the handlers never see the layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The "Next click is" switch: (what it shows, the click's label). The handlers get the label.
+MODES = [("Foreground (green)", 1), ("Background (red)", 0)]
+
+
+@dataclass(kw_only=True)
+class UI:
+    """The components the handlers update (built by ``app.py``; the optional ones may be left out)."""
+
+    state: object
+    image: object
+    heatmap: object
+    scores: object
+    mask_button: object
+    cutout_button: object
+    threshold: object
+    automatic: object
+    status: object
+    # Downloads (hidden buttons that hand a written file to the browser).
+    mask_file: object = None
+    cutout_file: object = None
+    instances_file: object = None
+    coco_file: object = None
+    recipe_file: object = None
+    # Several objects and sharing.
+    objects: object = None
+    recipe_text: object = None  # hidden: the current recipe, which a deep link carries
+    link: object = None
+    original: object = None  # hidden: the uploaded file, so that a deep link carries the image
+
+    @property
+    def core(self) -> list:
+        """What a click updates at once: the state, the picture, the plots, the buttons, the status."""
+        return [self.state, self.image, self.heatmap, self.scores, self.mask_button, self.cutout_button,
+                self.threshold, self.automatic, self.status]
+
+    @property
+    def share(self) -> list:
+        """The object list, recipe box and example link (they follow a click in a second event)."""
+        return [c for c in (self.objects, self.recipe_text, self.link) if c is not None]
+
+    @property
+    def outputs(self) -> list:
+        """Every component a full update touches (the files are written only when asked for)."""
+        return self.core + self.share
