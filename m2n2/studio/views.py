@@ -48,11 +48,20 @@ def outline_width(height: int, width: int) -> int:
     return max(1, round(min(height, width) / 256))
 
 
+def _linear_channel(values: np.ndarray) -> np.ndarray:
+    channels = np.asarray(values, dtype=np.float64) / 255.0
+    return np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
+
+
+# Each uint8 channel value's linear-light share of the luminance (a table: no power per pixel).
+_LUMINANCE_TABLE = (_linear_channel(np.arange(256))[:, None] * np.array([0.2126, 0.7152, 0.0722])).astype(np.float32)
+
+
 def relative_luminance(rgb) -> np.ndarray:
-    """WCAG 2 relative luminance in [0, 1] of sRGB colours (uint8 values, any leading shape)."""
-    channels = np.asarray(rgb, dtype=np.float64) / 255.0
-    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
-    return linear @ np.array([0.2126, 0.7152, 0.0722])
+    """WCAG 2 relative luminance in [0, 1] of sRGB colours (values 0..255, rounded; any leading shape)."""
+    index = np.clip(np.rint(np.asarray(rgb, dtype=np.float32)), 0, 255).astype(np.intp)
+    table = _LUMINANCE_TABLE
+    return table[index[..., 0], 0] + table[index[..., 1], 1] + table[index[..., 2], 2]
 
 
 def contrast_ratio(luminance_a, luminance_b) -> np.ndarray:
@@ -80,12 +89,14 @@ def _draw_outline(out: np.ndarray, mask: np.ndarray, width_px: int) -> None:
     margin = 3 * width_px + 2
     box = (slice(max(0, rows[0] - margin), rows[-1] + margin + 1), slice(max(0, cols[0] - margin), cols[-1] + margin + 1))
     out, mask = out[box], mask[box]  # views: the drawing lands in the caller's array
-    eroded = ndimage.binary_erosion(mask, iterations=width_px, border_value=0)
-    dilated = ndimage.binary_dilation(mask, iterations=width_px)
-    inner, outer = mask & ~eroded, dilated & ~mask
-    inside = eroded & ~ndimage.binary_erosion(eroded, iterations=width_px, border_value=0)
-    outside = ndimage.binary_dilation(dilated, iterations=width_px) & ~dilated
-    luminance = relative_luminance(out.clip(0, 255))
+    # Taxicab distances to the other side (the picture's edge counts as outside the mask): n
+    # erosions or dilations by the cross, in two passes instead of four.
+    padded = np.pad(mask, 1)
+    to_outside = ndimage.distance_transform_cdt(padded, metric="taxicab")[1:-1, 1:-1]
+    to_inside = ndimage.distance_transform_cdt(~mask, metric="taxicab")
+    inner, inside = mask & (to_outside <= width_px), mask & (to_outside > width_px) & (to_outside <= 2 * width_px)
+    outer, outside = ~mask & (to_inside <= width_px), ~mask & (to_inside > width_px) & (to_inside <= 2 * width_px)
+    luminance = relative_luminance(out)
     size = 2 * width_px + 3
     for band, side in ((inner, inside), (outer, outside)):
         if not band.any():
@@ -177,6 +188,25 @@ def colourise(values: np.ndarray, colourmap: str = HEATMAP_COLOURMAP) -> np.ndar
     return np.ascontiguousarray(rgba[..., :3])
 
 
+def _quick_webp(figure: Figure) -> Figure:
+    """``figure``, whose WebP encoding (Gradio's format for plots) uses libwebp's fastest method.
+
+    libwebp's default effort took longer than drawing the heatmap (0.23 against 0.05 s for its
+    ~400 x 560 picture, for 30 % fewer bytes). Gradio calls ``savefig(buffer, format="webp")``
+    and recognises a figure by its class's module, so the figure stays a plain Figure and only
+    this instance's ``savefig`` adds the encoder's option.
+    """
+    save = figure.savefig
+
+    def savefig(fname, *args, **kwargs):
+        if str(kwargs.get("format", "")).lower() == "webp" and "pil_kwargs" not in kwargs:
+            kwargs["pil_kwargs"] = {"method": 0}
+        return save(fname, *args, **kwargs)
+
+    figure.savefig = savefig
+    return figure
+
+
 def heatmap_scale(markov_map: np.ndarray) -> np.ndarray:
     """A Markov-map's values spread over [0, 1] by the map's own percentiles.
 
@@ -254,7 +284,7 @@ def heatmap_figure(markov_map: np.ndarray, point_xy: tuple[float, float], label:
     for text, alignment in zip(bar.get_xticklabels(), ("left", "center", "right")):
         text.set_horizontalalignment(alignment)  # the end labels stay inside the figure
     bar.set_title("share of the picture reached first (the map's percentiles)", fontsize=FONT_SIZE)
-    return figure
+    return _quick_webp(figure)
 
 
 def _thinned_indices(count: int, keep: list[int], limit: int = _MAX_CURVE_POINTS) -> np.ndarray:
@@ -324,7 +354,7 @@ def score_figure(point, click_number: int) -> Figure:
     bottom.set_ylabel("component", fontsize=FONT_SIZE)
     figure.legend(*bottom.get_legend_handles_labels(), fontsize=FONT_SIZE, loc="lower center", ncol=2,
                   frameon=False, bbox_to_anchor=(0.5, 0.0), handlelength=1.5, columnspacing=1.0)
-    return figure
+    return _quick_webp(figure)
 
 
 def status_line(*, backbone: str | None, resolution: int, reason: str | None = None,
