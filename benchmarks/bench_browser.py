@@ -153,6 +153,12 @@ def clicks_pattern(count: int) -> re.Pattern:
     return re.compile(rf"\b{count} clicks?\b(?! \(\+)")
 
 
+def shown_clicks(text: str) -> int:
+    """The click count of a status line showing a result; -1 while a click is still waiting."""
+    match = re.search(r"\b(\d+) clicks?\b( \(\+)?", text)
+    return -1 if match is None or match.group(2) else int(match.group(1))
+
+
 def analyse(log: list[dict], count: int) -> list[dict]:
     """Per click: seconds to the marker, the status line and the mask, and the server's click time."""
     clicks = [e["t"] for e in log if e["kind"] == "click"]
@@ -160,7 +166,9 @@ def analyse(log: list[dict], count: int) -> list[dict]:
     for k, t_click in enumerate(clicks[:count], start=1):
         after = [e for e in log if e["t"] >= t_click]
         marker = next((e["t"] for e in after if e["kind"] == "load"), None)
-        status = next((e for e in after if e["kind"] == "status" and clicks_pattern(k).search(e["text"])), None)
+        # The first result that includes this click: the app folds clicks that waited into one
+        # segmentation, so a later count (without "waiting") shows this click's mask too.
+        status = next((e for e in after if e["kind"] == "status" and shown_clicks(e["text"]) >= k), None)
         row = {"click": k, "marker_s": None if marker is None else (marker - t_click) / 1000}
         if status is not None:
             row["status_s"] = (status["t"] - t_click) / 1000
@@ -289,14 +297,14 @@ def measure(app_dir: Path, args) -> dict:
 def show(result: dict) -> None:
     def fmt(v):
         return "   -  " if v is None else f"{v:6.3f}"
-    print(f"\n== {result['app']}")
+    print(f"\n== {result['app']}", flush=True)
     print(f"{'':12s} {'mask p50':>9s} {'p95':>7s} {'status p50':>11s} {'marker p50':>11s} {'server p50':>11s} missing")
     for name, s in [*result["per_image"].items(), ("all", result["all"])]:
         print(f"{name:12s} {fmt(s['mask_s']['p50']):>9s} {fmt(s['mask_s']['p95']):>7s} "
               f"{fmt(s['status_s']['p50']):>11s} {fmt(s['marker_s']['p50']):>11s} {fmt(s['server_s']['p50']):>11s}"
               f" {s['missing']}")
     if "render_s" in result:
-        print("render (median s per click, in process):", json.dumps(result["render_s"]))
+        print("render (median s per click, in process):", json.dumps(result["render_s"]), flush=True)
 
 
 def main(argv=None) -> int:
@@ -320,7 +328,7 @@ def main(argv=None) -> int:
         result = measure(Path(app_dir).resolve(), args)
         show(result)
         results.append(result)
-    print(json.dumps([{k: v for k, v in r.items() if k != "rows"} for r in results]))
+    print(json.dumps([{k: v for k, v in r.items() if k != "rows"} for r in results]), flush=True)
     return 0
 
 
