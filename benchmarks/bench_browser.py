@@ -185,7 +185,7 @@ def analyse(log: list[dict], count: int) -> list[dict]:
 
 
 def run_browser(url: str, examples: list[str], count: int, interval: float,
-                settle: float = 5.0) -> dict[str, list[dict]]:
+                settle: float = 15.0) -> dict[str, list[dict]]:
     from playwright.sync_api import sync_playwright
 
     binary = os.environ.get("M2N2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -313,8 +313,9 @@ def main(argv=None) -> int:
     parser.add_argument("--clicks", type=int, default=20, choices=range(1, len(CLICKS) + 1), metavar="N",
                         help=f"clicks per image (1..{len(CLICKS)}, default 20)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between clicks (default 2)")
-    parser.add_argument("--settle", type=float, default=5.0,
-                        help="seconds to wait after an example is shown, before the first click (default 5)")
+    parser.add_argument("--settle", type=float, default=15.0,
+                        help="seconds to wait after an example is shown, before the first click (default 15: "
+                             "the example's copy for the cache is prepared in the background meanwhile)")
     parser.add_argument("--resolution", type=int, default=64,
                         help="R for the in-process rendering times (the app's CPU default: 64)")
     parser.add_argument("--no-render", dest="render", action="store_false", help="skip the rendering times")
