@@ -123,19 +123,14 @@ class M2N2Config:
     @classmethod
     def fast(cls, **changes) -> "M2N2Config":
         """The interactive preset: fp16 operator storage, Markov leaps of 8 steps after the
-        first 96, and the precomputed upsampling table, both built in the background while the
+        first 48, and the precomputed upsampling table, both built in the background while the
         image's first map is computed without them (``early_maps`` = 1).
-
-        The leaps used to start after 48 steps, which placed late crossings coarsely enough to
-        cost one GrabCut image (person3) an agreement of 0.97 with the default; after 96 it
-        agrees to 0.999 (docs/first-mask.md). Recipes carry every setting, so those made with
-        48 still replay as they were.
 
         Not bit-identical to the default (fp16 storage of the operator, late crossings placed
         within a leap, another summation order in the upsampling); ``python -m m2n2.evaluate
         --agreement`` measures the masks' agreement with the default over the click protocol."""
-        return cls(**{"operator_dtype": "float16", "markov_leap": 8, "markov_leap_after": 96, "jbu_table": True,
-                      "early_maps": 1, **changes})
+        return cls(**{"operator_dtype": "float16", "markov_leap": 8, "jbu_table": True, "early_maps": 1,
+                      **changes})
 
     def replace(self, **changes) -> "M2N2Config":
         """Return a copy with some fields changed (validated like the constructor)."""

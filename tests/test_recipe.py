@@ -172,22 +172,3 @@ def test_a_fast_recipe_from_before_the_background_preparation_replays_as_it_was_
                   for obj in recipe.objects]
         for a, b in zip(replayed(recipe), direct):
             np.testing.assert_array_equal(a, b)
-
-
-def test_a_fast_recipe_made_when_leaps_started_after_48_steps_keeps_its_48(square, backbone):
-    """The fast preset's leaps now start after 96 single steps; a recipe carries every setting, so
-    one written with the earlier 48 replays with 48 (the masks it showed), not with today's preset."""
-    image, truth = square
-    earlier = M2N2Config.fast(markov_leap_after=48)
-    assert earlier != M2N2Config.fast()
-    text = recipes.make(image, backbone, earlier, two_objects(truth)).to_json()
-    read = recipes.Recipe.from_json(text)
-    assert read.config == earlier and read.config.markov_leap_after == 48
-    predictor = M2N2Predictor(backbone, M2N2Config.fast())
-    predictor.set_image(image)
-    replayed = recipes.replay(predictor, read)
-    assert predictor.config == earlier  # replay switched to the recipe's settings
-    direct = M2N2Predictor(backbone, earlier)
-    direct.set_image(image)
-    for a, obj in zip(replayed, read.objects):
-        np.testing.assert_array_equal(a, recipes.replay_object(direct, obj.points, obj.labels, obj.threshold).mask)
