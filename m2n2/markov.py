@@ -92,6 +92,11 @@ def markov_map(operator: TransitionOperator, starts: torch.Tensor, rho: float = 
         check_every = 1 if operator.device.type == "cpu" else 8
     leap = operator.leap if leap_after is not None else None
 
+    # On the CPU a step that no cell crosses skips the crossing arithmetic (most steps of a long
+    # chain; times and pending stay as they are, so the result is the same); on a GPU asking
+    # whether any cell crossed would synchronise at every step.
+    skip_quiet_steps = operator.device.type == "cpu"
+
     times = torch.full_like(state, float(max_steps))
     pending = state <= rho
     times[~pending] = 0.0
@@ -101,13 +106,14 @@ def markov_map(operator: TransitionOperator, starts: torch.Tensor, rho: float = 
         jump = leap if leap is not None and i >= leap_after and i + leap.steps <= max_steps else operator
         previous = state
         state = jump.step(state)
-        state = state / state.amax(dim=0, keepdim=True)
+        state.div_(state.amax(dim=0, keepdim=True))  # step() returns a new tensor: dividing in place is safe
         crossed = pending & (state > rho)
-        delta = (1.0 - rho) if i == 0 else (state - previous)
-        fraction = 1.0 - (state - rho) / (delta + _DELTA_EPSILON)
-        value = i + jump.steps * fraction  # times 1 is exact: single steps keep the authors' values
-        times = torch.where(crossed, value, times)
-        pending &= ~crossed
+        if not skip_quiet_steps or bool(crossed.any()):
+            delta = (1.0 - rho) if i == 0 else (state - previous)
+            fraction = 1.0 - (state - rho) / (delta + _DELTA_EPSILON)
+            value = i + jump.steps * fraction  # times 1 is exact: single steps keep the authors' values
+            times = torch.where(crossed, value, times)
+            pending &= ~crossed
         i += jump.steps
         products += 1
         if products % check_every == 0 and not bool(pending.any()):

@@ -149,3 +149,50 @@ def test_leaps_are_off_unless_asked_and_place_crossings_near_the_single_steps():
     assert torch.equal(leaped[early], single[early])  # crossings before the first leap are untouched
     assert float((leaped - single).abs().max()) < 8  # later ones within a leap
     assert float(single.max()) > 12  # and there are later ones
+
+
+def every_step_markov_map(operator, starts: torch.Tensor, rho: float, max_steps: int,
+                          leap_after: int | None) -> torch.Tensor:
+    """The iteration as it was before quiet steps were skipped: the crossing arithmetic at every
+    product, in the same fp32 operations (so the comparison can be exact)."""
+    state = starts.float().T.contiguous()
+    leap = operator.leap if leap_after is not None else None
+    times = torch.full_like(state, float(max_steps))
+    pending = state <= rho
+    times[~pending] = 0.0
+    i = 0
+    while i < max_steps:
+        jump = leap if leap is not None and i >= leap_after and i + leap.steps <= max_steps else operator
+        previous = state
+        state = jump.step(state)
+        state = state / state.amax(dim=0, keepdim=True)
+        crossed = pending & (state > rho)
+        delta = (1.0 - rho) if i == 0 else (state - previous)
+        value = i + jump.steps * (1.0 - (state - rho) / (delta + 1e-6))
+        times = torch.where(crossed, value, times)
+        pending &= ~crossed
+        i += jump.steps
+        if not bool(pending.any()):
+            break
+    return times.T.contiguous()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("leap_after", [None, 5])
+def test_skipping_quiet_steps_changes_no_bit(dtype, leap_after):
+    from m2n2.operator import with_leap
+    # a slowly mixing grid walk: many steps where no cell crosses, some cells never crossing
+    r = 10
+    grid = np.stack(np.meshgrid(np.arange(r), np.arange(r), indexing="ij"), -1).reshape(-1, 2)
+    near = (np.abs(grid[:, None] - grid[None]).max(-1) <= 1).astype(np.float32)
+    near[:, : r * r // 2] *= 1e-3  # the first half is hard to reach
+    attention = torch.from_numpy(near / near.sum(1, keepdims=True)).reshape(r, r, r, r)
+    operator = with_leap(prepare_operator(attention, 0.65, 50, dtype=dtype), 4)
+    starts = start_states(np.array([[75.0, 85.0], [5.0, 95.0]]), (100, 100), r)
+    fast = markov_map(operator, starts, rho=0.3, max_steps=150, leap_after=leap_after)
+    plain = every_step_markov_map(operator, starts, 0.3, 150, leap_after)
+    assert torch.equal(fast, plain)
+    assert bool((fast == 150).any()) and bool((fast < 150).any())  # capped cells and crossed ones
+    # sparse checks (as on a GPU) stop after the last crossing as well, with the same result
+    assert torch.equal(markov_map(operator, starts, rho=0.3, max_steps=150, leap_after=leap_after,
+                                  check_every=7), plain)
