@@ -51,11 +51,6 @@ def random_attention(resolution: int, seed: int = 0, sharpness: float = 6.0) -> 
     return torch.softmax(logits, dim=1).reshape(resolution, resolution, resolution, resolution)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 class CountingBackbone:
     """The colour-affinity backbone, counting how often it runs."""
 
@@ -86,6 +81,8 @@ def square_image(height: int = 60, width: int = 80) -> tuple[np.ndarray, np.ndar
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks; 0 when both are empty (so that an empty
+    prediction never matches by accident)."""
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 

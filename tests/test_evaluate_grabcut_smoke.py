@@ -4,7 +4,9 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from m2n2.evaluate.__main__ import main
 
@@ -25,7 +27,16 @@ def test_grabcut_smoke_evaluation(tmp_path, capsys):
     assert results["failures"] == []
     for method in ("m2n2", "grabcut"):
         summary = results["summary"][method]
-        assert summary["instances"] == 2
-        assert 1 <= summary["noc"]["0.90"] <= 3
-        assert len(summary["miou"]) == 3 and all(0 <= v <= 1 for v in summary["miou"])
+        per_object = results["instances"][method]
+        assert summary["instances"] == 2 and len(per_object) == 2
+        # The summary restates the per-object records: NoC@90 is the first click reaching 0.9
+        # (3 when none does), mIoU the mean over objects after each click.
+        noc = [next((k for k, v in enumerate(r["ious"], start=1) if v >= 0.9), 3) for r in per_object.values()]
+        assert summary["noc"]["0.90"] == pytest.approx(np.mean(noc))
+        assert summary["miou"] == pytest.approx(np.mean([r["ious"] for r in per_object.values()], axis=0).tolist())
+        for name, record in per_object.items():
+            # The simulated user's first click is positive, on the object (not GrabCut's band).
+            x, y, label = record["clicks"][0]
+            with Image.open(GRABCUT / "masks" / f"{name}.png") as mask:
+                assert label == 1 and np.asarray(mask.convert("L"))[y, x] == 255, (method, name, x, y)
         assert summary["miou"][0] > 0.2  # one click inside the object finds part of it

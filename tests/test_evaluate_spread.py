@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from m2n2.evaluate import __main__ as cli
+from m2n2.evaluate.datasets import Sample, open_dataset
+from m2n2.evaluate.spread import largest_first
 from m2n2.evaluate.state import RunState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,3 +235,38 @@ def test_resume_without_results_starts_the_run(tmp_path, capsys):
     assert grabcut_run(data, tmp_path / "out", "--resume") == 0
     assert "nothing to resume" in capsys.readouterr().err
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())["images"]) == 2
+
+
+def test_a_spread_run_hands_out_the_costliest_images_first(dataset):
+    samples = open_dataset(dataset)
+    # The folder reader's estimate is the pixel count, read from the file's header.
+    assert [s.expected_cost() for s in samples] == [h * w for h, w in SHAPES]
+    order = largest_first(samples)
+    assert sorted(order) == list(range(len(SHAPES)))
+    costs = [SHAPES[i][0] * SHAPES[i][1] for i in order]
+    assert costs == sorted(costs, reverse=True)
+    tied = [i for i in order if SHAPES[i] == (96, 128)]
+    assert tied == sorted(tied)  # ties keep the dataset's order (the same order on every process)
+
+
+def test_unknown_costs_go_last_in_dataset_order(tmp_path):
+    samples = [Sample("a", None), Sample("b", None, lambda: 5.0), Sample("c", None, lambda: int("unreadable")),
+               Sample("d", None, lambda: 7.0), Sample("e", None, lambda: open(tmp_path / "missing"))]
+    assert [s.expected_cost() for s in samples] == [0.0, 5.0, 0.0, 7.0, 0.0]
+    assert largest_first(samples) == [3, 1, 0, 2, 4]
+
+
+def test_a_coco_image_costs_its_pixels_times_its_objects(tmp_path):
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((30, 20, 3), np.uint8)).save(tmp_path / "images" / "no-size.png")
+    rle = {"size": [30, 20], "counts": [10, 5, 585]}
+    coco = {"images": [{"id": 1, "file_name": "sized.png", "width": 40, "height": 10},
+                       {"id": 2, "file_name": "no-size.png"}],
+            "annotations": [{"id": 1, "image_id": 1, "segmentation": rle},
+                            {"id": 2, "image_id": 1, "segmentation": rle},
+                            {"id": 3, "image_id": 1, "segmentation": rle, "iscrowd": 1},
+                            {"id": 4, "image_id": 2, "segmentation": rle}]}
+    (tmp_path / "gt.json").write_text(json.dumps(coco))
+    samples = open_dataset(tmp_path / "gt.json")
+    # The annotation file's size when it has one (no file read), else the image's header.
+    assert {s.name: s.expected_cost() for s in samples} == {"sized": 40 * 10 * 2, "no-size": 20 * 30}

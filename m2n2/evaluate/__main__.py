@@ -46,7 +46,7 @@ from .paper import PUBLISHED, comparison_table, guess_dataset
 from .progress import Progress, report
 from .protocol import CLICKERS, THRESHOLDS, InstanceResult, simulate
 from .report import markdown_table, plot_miou, results_json, summarize, write_json
-from .spread import Spread
+from .spread import Spread, largest_first
 from .state import RESULTS_VERSION, ImageRecord, ResumeError, RunState, check_fingerprint, read_json
 
 DEFAULT_METHODS = ("m2n2", "grabcut", "randomwalker")
@@ -356,6 +356,8 @@ def run(args: argparse.Namespace, spread: Spread) -> int:
             path.unlink()
     finished = set(spread.broadcast(sorted(previous.images)))
     pending = [s for s in samples if s.name not in finished]
+    if spread.several:  # costliest first, in the one order rank 0 read (the tail is then short)
+        pending = [pending[i] for i in spread.broadcast(largest_first(pending) if spread.main else None)]
     spread.barrier()
 
     own = RunState()

@@ -69,10 +69,29 @@ class Sample:
 
     name: str
     loader: Callable[[], tuple[np.ndarray, list[Instance]]]
+    #: The work this sample is likely to take, comparable across one dataset's samples (pixels x
+    #: objects where the objects are known without loading), read without decoding the image.
+    cost: Callable[[], float] | None = None
 
     def load(self) -> tuple[np.ndarray, list[Instance]]:
         """Return the RGB uint8 image (H, W, 3) and its objects."""
         return self.loader()
+
+    def expected_cost(self) -> float:
+        """:attr:`cost`'s estimate; 0 when there is none or the file cannot be read (the
+        sample's load then reports the problem)."""
+        if self.cost is None:
+            return 0.0
+        try:
+            return float(self.cost())
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0
+
+
+def pixel_count(path: Path) -> int:
+    """Width x height of an image file, from its header."""
+    with Image.open(path) as image:
+        return image.width * image.height
 
 
 def open_dataset(path: str | Path, masks: str = "auto", images: str | Path | None = None) -> list[Sample]:
@@ -139,7 +158,8 @@ def read_folder(root: str | Path, masks: str = "auto") -> list[Sample]:
             return image, objects_from_mask(label, image_path.stem, masks)
         return load
 
-    return [Sample(p.stem, loader(p, mask_paths[p.stem])) for p in image_paths]
+    return [Sample(p.stem, loader(p, mask_paths[p.stem]), lambda p=p: pixel_count(p))
+            for p in image_paths]
 
 
 def read_label(path: Path) -> np.ndarray:
@@ -225,7 +245,15 @@ def read_coco(json_path: str | Path, images: str | Path | None = None) -> list[S
             return image, [obj for obj in objects if obj.mask.any()]
         return load
 
-    return [Sample(Path(image_entries[image_id]["file_name"]).stem, loader(image_entries[image_id], anns))
+    def cost(entry: dict, anns: list[dict]) -> Callable[[], float]:
+        def estimate() -> float:
+            pixels = (entry["width"] * entry["height"] if "width" in entry and "height" in entry
+                      else pixel_count(images / entry["file_name"]))
+            return pixels * sum(1 for ann in anns if not ann.get("iscrowd", 0))
+        return estimate
+
+    return [Sample(Path(image_entries[image_id]["file_name"]).stem, loader(image_entries[image_id], anns),
+                   cost(image_entries[image_id], anns))
             for image_id, anns in sorted(per_image.items(), key=lambda item: _id_order(item[0]))
             if any(not ann.get("iscrowd", 0) for ann in anns)]
 

@@ -5,7 +5,9 @@ The ranks come from torch.distributed itself, not from accelerate's ``PartialSta
 ``torchrun`` on a CPU that reports one process where torch.distributed has several (accelerate
 1.15). Processes take images from one shared queue (a counter in the process group's store), so a
 process that draws small images takes more of them; each image is evaluated wholly by one process,
-so a spread run gives each object the same clicks and IoUs as one process does.
+so a spread run gives each object the same clicks and IoUs as one process does. The queue holds the
+costliest images first (:func:`largest_first`): the last images handed out are small ones, so the
+processes finish close together.
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ import time
 
 #: Long enough for the slowest process to load SD2 or finish its last image.
 TIMEOUT = datetime.timedelta(hours=3)
+
+
+def largest_first(samples: list) -> list[int]:
+    """The order in which a spread run hands out ``samples``: the largest expected cost first
+    (:meth:`m2n2.evaluate.datasets.Sample.expected_cost`), ties in dataset order.
+
+    Handed out in dataset order, a large image drawn last keeps one process busy while the others
+    wait; largest first, each process's last image is among the smallest, so the processes end
+    within a small image of each other (the longest-processing-time rule).
+    """
+    costs = [sample.expected_cost() for sample in samples]
+    return sorted(range(len(samples)), key=lambda index: (-costs[index], index))
 
 
 class Spread:
@@ -84,7 +98,7 @@ class Spread:
             return self._done
         return int(self._store.add("m2n2-evaluate/done", count))
 
-    def wait_for(self, total: int, on_change=None, every: float = 0.5) -> None:
+    def wait_for(self, total: int, on_change=None, every: float = 0.05) -> None:
         """Wait until ``total`` images are done by all processes, calling ``on_change(done)``."""
         done = self.finished(0)
         while done < total:
