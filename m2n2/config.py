@@ -40,7 +40,7 @@ class M2N2Config:
 
     Defaults are the paper's hyperparameters (CVPR 2025, Sections 3 and 4), and every stage
     follows the definitions of the authors' public code where its details differ from the
-    paper's text (see the README's Fidelity section); the few settings that go beyond it are
+    paper's text (see docs/fidelity.md); the few settings that go beyond it are
     marked as such and default to the authors' behaviour. These defaults are the ``"exact"``
     preset; :meth:`fast` is the ``"fast"`` one (see :meth:`preset`).
 
@@ -79,7 +79,7 @@ class M2N2Config:
     flush_denormals : bool
         Run the CPU stages with subnormal floats flushed to zero (FTZ/DAZ). They make up about
         7 % of the operator's entries and make fp32 arithmetic about 5x slower; flushing them
-        changed no Markov-map and no mask in the README's measurements (GrabCut, both presets),
+        changed no Markov-map and no mask in the measurements of docs/fidelity.md (GrabCut, both presets),
         so it is on by default; False gives plain IEEE arithmetic. (Beyond the paper: speed.)
     markov_leap : int
         k, a power of two: with k > 1, ``set_image`` also computes P^k (log2 k products of

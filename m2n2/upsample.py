@@ -17,7 +17,6 @@ gather-multiply-add per pixel, equal to :func:`joint_bilateral_upsample` up to f
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import numba

@@ -18,7 +18,7 @@ GRABCUT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "
 def test_grabcut_smoke_evaluation(tmp_path, capsys):
     assert GRABCUT.is_dir(), f"CI must have the GrabCut benchmark at {GRABCUT}"
     out = tmp_path / "eval"
-    main([str(GRABCUT), "--backbone", "color", "--resolution", "32", "--fast", "--limit", "2",
+    main([str(GRABCUT), "--backbone", "color", "--resolution", "32", "--preset", "fast", "--limit", "2",
           "--max-clicks", "3", "--method", "m2n2", "--method", "grabcut", "--out", str(out), "--no-progress"])
     table = capsys.readouterr().out
     assert "m2n2" in table and "grabcut" in table
