@@ -25,8 +25,8 @@ MAX_CLICKS = 20
 def default_resolution(device=None) -> int:
     """The attention resolution R used when none is given: 128 (the paper's) on CUDA, else 64.
 
-    On a CPU, R = 96 and 128 take 20 to 75 s per image (the operator has R^4 entries), which is
-    no interactive use. ``device`` is a ``torch.device`` or its name; None: CUDA when available.
+    On a CPU, R = 96 and 128 take tens of seconds per image (the operator has R^4 entries; see
+    docs/performance.md), which is no interactive use. ``device`` is a ``torch.device`` or its name; None: CUDA when available.
     """
     import torch  # here, so that reading the config needs no torch
 
@@ -83,7 +83,7 @@ class M2N2Config:
         so it is on by default; False gives plain IEEE arithmetic. (Beyond the paper: speed.)
     markov_leap : int
         k, a power of two: with k > 1, ``set_image`` also computes P^k (log2 k products of
-        N x N matrices: 2.5 s at R = 64 on one CPU thread for k = 8) and the Markov iteration
+        N x N matrices; docs/first-mask.md times them) and the Markov iteration
         advances k steps per product after its first ``markov_leap_after`` steps, crossings
         interpolated within a leap (see :func:`~m2n2.markov.markov_map`). 1 (exact) takes
         every step. (Beyond the paper: speed; the fast preset's agreement is measured.)

@@ -93,10 +93,6 @@ class Geometry:
         """(K, 2) original-pixel points -> working-copy pixels (not rounded)."""
         return self._map(points, self.original, self.working, clip=False)
 
-    def working_to_original(self, points) -> np.ndarray:
-        """(K, 2) working-copy points -> original pixels, clamped inside the image."""
-        return self._map(points, self.working, self.original, clip=True)
-
     def display_to_original(self, points) -> np.ndarray:
         """(K, 2) points on the display (e.g. a click's pixel) -> original pixels, clamped inside."""
         return self._map(points, self.shown, self.original, clip=True)
@@ -120,21 +116,6 @@ class Geometry:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         return np.stack([np.clip(np.rint(points[:, 1]), 0, height - 1),
                          np.clip(np.rint(points[:, 0]), 0, width - 1)], axis=1).astype(np.int64)
-
-    def grid_points(self, points) -> np.ndarray:
-        """(K, 2) continuous attention-grid coordinates (gx, gy) of original-pixel points.
-
-        The point goes to its working pixel first (the Markov start state is placed from it).
-        """
-        if self.resolution is None:
-            raise ValueError("this Geometry has no attention resolution")
-        rows_cols = self.working_pixels(points)
-        return grid_coordinates(rows_cols[:, ::-1], self.working, self.resolution)
-
-    def attention_cells(self, points) -> np.ndarray:
-        """(K, 2) int (row, column) of the attention cell that gets the largest share of each point."""
-        grid = self.grid_points(points)
-        return np.rint(grid[:, ::-1]).astype(np.int64)
 
 
 def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:

@@ -27,7 +27,7 @@ REGISTRY: dict[str, Callable[..., Backbone]] = {}
 ALIASES = {"colour": "color"}
 #: What ``load("auto")`` tries, in order; the last one must always load. SD2 first on every device:
 #: it is the paper's backbone, and on a CPU at the app's R = 64 DINOv2-base saves only a tenth of
-#: its time (14.8 s against 16.6 s per image on one thread, docs/backbones.md); DINOv2 next (a
+#: its time (docs/backbones.md); DINOv2 next (a
 #: quarter of SD2's memory, a fifteenth of its download), then the colour fallback.
 AUTO_ORDER = ("sd2", "dinov2", "color")
 

@@ -1,7 +1,7 @@
 """Prepared examples: an example is prepared once and every session that chooses it gets a copy.
 
 Choosing an example used to prepare it again for each choice (the attention, the operator and,
-with the fast preset, the leap and the upsampling table: 9.7 s at R = 64 on a CPU). The kept
+with the fast preset, the leap and the upsampling table: seconds on a CPU). The kept
 predictor shares its prepared tensors with the sessions' copies
 (:meth:`~m2n2.predictor.M2N2Predictor.shared_copy`), so a choice costs only the session's own
 state. The kept examples count against the memory budget (as one more "session" of the

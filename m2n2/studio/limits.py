@@ -7,7 +7,7 @@ message says what the limit is and what to do instead.
 * Points per request and clicks per image (:data:`m2n2.config.MAX_CLICKS`, ``--max-points``):
   the evaluation protocol (NoC, RITM / SimpleClick) stops at 20 clicks and counts an object not
   done by then as a failure, so 20 is all an honest client needs; each point costs one
-  Markov-map (about a second at R = 64 on a CPU), which bounds a request's work. Clicks are
+  Markov-map, which bounds a request's work. Clicks are
   checked by :func:`m2n2.prompts.check_clicks`, recipes by :func:`check_recipe_limits`.
 * Upload size (:data:`MAX_FILE_SIZE`, Gradio's ``max_file_size``): refused by the upload route
   before the file is kept.
@@ -46,8 +46,8 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb"
 def default_max_resolution(cuda: bool | None = None) -> int:
     """The largest R offered by default: 128 (the paper's) with a GPU, 64 on a CPU.
 
-    On a CPU, R = 96 and 128 take 20 to 75 s per image and 10 to 40 s per click (the operator
-    has R^4 entries), which is no interactive demo.
+    On a CPU, R = 96 and 128 take tens of seconds per image and per click (the operator has
+    R^4 entries), which is no interactive demo.
     """
     return default_resolution(None if cuda is None else ("cuda" if cuda else "cpu"))
 

@@ -66,8 +66,7 @@ class Options:
     @property
     def working_side(self) -> int:
         """The longest side images are segmented at: ``max_side``, else 1024 with CUDA and 640
-        on a CPU, where the upsampling's window grows with the side squared (preparing a
-        1024 x 1024 image takes 46 s on one core, a 640 x 640 one a few seconds)."""
+        on a CPU, where the upsampling's window grows with the side squared (docs/performance.md)."""
         return self.max_side or (1024 if torch.cuda.is_available() else 640)
 
     @property

@@ -8,17 +8,14 @@ the several worker threads of a web app and leaves nothing in a global figure re
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
 from scipy import ndimage
 
-from ..export import cutout  # the one RGBA cut-out (the exports' too); views.cutout stays importable
 from ..image import resize_mask
 
 FOREGROUND_COLOUR = (40, 200, 60)
@@ -405,21 +402,3 @@ def status_line(*, backbone: str | None, resolution: int, reason: str | None = N
     if memory_bytes is not None:
         parts.append(f"image memory {memory_bytes / 2 ** 20:.0f} MiB")
     return " · ".join(parts)
-
-
-def write_exports(folder: str, image: np.ndarray, mask: np.ndarray, which: str = "both") -> tuple[str | None, str | None]:
-    """Write the mask (PNG, 0/255) and/or the RGBA cut-out of ``image`` into ``folder``.
-
-    ``which`` is ``"mask"``, ``"cutout"`` or ``"both"``; returns (mask path, cut-out path), None
-    for a file not written. A 12-megapixel cut-out takes about a second, so the app writes each
-    file only when it is downloaded.
-    """
-    os.makedirs(folder, exist_ok=True)
-    mask_path = cutout_path = None
-    if which in ("mask", "both"):
-        mask_path = os.path.join(folder, "mask.png")
-        Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(mask_path, compress_level=1)
-    if which in ("cutout", "both"):
-        cutout_path = os.path.join(folder, "cutout.png")
-        Image.fromarray(cutout(image, mask), "RGBA").save(cutout_path, compress_level=1)
-    return mask_path, cutout_path
