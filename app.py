@@ -107,7 +107,8 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
             c.delete_object = gr.Button("Delete selected object", size="sm", elem_id="delete-object")
     with gr.Row():
         # The buttons write the file when pressed, then a hidden DownloadButton hands it to the browser.
-        buttons = {kind: gr.Button(label, size="sm", interactive=kind not in ("mask", "cutout"),
+        # Each is enabled once there is something to export (the handlers' warning is the safety net).
+        buttons = {kind: gr.Button(label, size="sm", interactive=False,
                                    elem_id=f"download-{kind}") for kind, label in DOWNLOADS.items()}
         files = {kind: gr.DownloadButton(elem_id=f"{kind}-file", elem_classes=["m2n2-hidden"])
                  for kind in DOWNLOADS}
@@ -144,7 +145,8 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
     ui = UI(state=state, image=image, heatmap=heatmap, scores=scores, mask_button=buttons["mask"],
             cutout_button=buttons["cutout"], threshold=threshold, automatic=automatic, status=status,
             **{f"{kind}_file": file for kind, file in files.items()}, objects=objects, recipe_text=recipe_text,
-            link=link, original=original)
+            link=link, original=original, instances_button=buttons["instances"], coco_button=buttons["coco"],
+            recipe_button=buttons["recipe"])
     return ui, c
 
 

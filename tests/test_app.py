@@ -416,3 +416,35 @@ def test_the_click_switch_gives_the_label_not_its_display_text():
     assert radio.preprocess(0) == BACKGROUND                    # what the click handler receives
     with pytest.raises(gr.Error):
         radio.preprocess("Foreground (green)")                  # the display text is no value
+
+
+
+
+# ---------------------------------------------------------------- refusals leave a page that matches the session
+def wired(name: str):
+    """The app's event whose handler is called ``name`` (its outputs and whether it preprocesses)."""
+    return next(fn for fn in DEMO.fns.values() if getattr(fn.fn, "__name__", None) == name)
+
+
+@pytest.mark.parametrize("kind", ["mask", "cutout", "instances", "coco", "recipe"])
+def test_an_export_with_nothing_to_export_warns_within_its_events_outputs(handlers, loaded, kind):
+    event = wired(f"export_{kind}")
+    for session in (None, loaded[0]):                           # no image; an image but no object yet
+        with pytest.warns(UserWarning, match="Click on the image first"):
+            out = getattr(handlers.sharing, f"export_{kind}")(session)
+        assert set(out) <= set(event.outputs)                   # else Gradio's "Returned component" error
+        assert all(update.value is None for update in out.values())   # and no earlier file handed out
+
+
+def test_the_exports_of_every_object_are_offered_once_there_is_one(handlers, loaded):
+    session, truth = loaded
+    buttons = UI.export_buttons
+    assert len(buttons) == 3 and set(buttons) <= set(UI.share) and not set(buttons) & set(UI.core)
+    assert all(not button.interactive for button in buttons)     # as the page starts
+    fresh = handlers.page.render(session)
+    assert all(not fresh[button].interactive for button in buttons)
+    clicked = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    shared = handlers.page.share_views(clicked[STATE])          # what follows a click
+    assert all(shared[button].interactive and shared[button].value == button.value for button in buttons)
+    reset = handlers.clicks.reset(session)
+    assert all(not reset[button].interactive for button in buttons)

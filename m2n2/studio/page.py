@@ -137,6 +137,8 @@ class Page:
             if isinstance(update, gr.Button) and "interactive" in args:
                 out[button] = gr.Button(value=button.value, interactive=args["interactive"])
         finished = has and bool(objects.finished(session))
+        for button in ui.export_buttons:  # nothing to export before the first object (named: deep links)
+            out[button] = gr.Button(value=button.value, interactive=finished)
         if ui.objects is not None:
             out[ui.objects] = gr.Radio(choices=objects.choices(session) if has else [],
                                        value=session.active + 1 if has else None)

@@ -196,46 +196,56 @@ class SharingHandlers:
         write(path)
         return {component: gr.DownloadButton(value=path)}
 
-    def _no_mask(self, session: Session | None) -> dict | None:
+    def _refused(self, session: Session | None, component, message: str) -> dict:
+        """Warn, and empty ``component`` (the event's one output), so that the script that follows
+        the event hands the browser no file: no earlier one either."""
+        self.page.rejected(session, message)  # (its state update is not among this event's outputs)
+        return {component: gr.DownloadButton(value=None)}
+
+    def _no_mask(self, session: Session | None, component) -> dict | None:
         if not self.page.usable(session) or session.shown is None:
-            return self.page.rejected(session, "Click on the image first: there is no mask to download yet.")
+            return self._refused(session, component, "Click on the image first: there is no mask to download yet.")
         return None
 
-    def _no_object(self, session: Session | None) -> dict | None:
+    def _no_object(self, session: Session | None, component) -> dict | None:
         if not self.page.usable(session) or not objects.finished(session):
-            return self.page.rejected(session, "Click on the image first: there is no object to export yet.")
+            return self._refused(session, component, "Click on the image first: there is no object to export yet.")
         return None
 
     def export_mask(self, session: Session | None) -> dict:
         """Write the current mask (PNG, original size, 0/255) now that it is asked for."""
         def write(path):
             Image.fromarray(np.asarray(session.shown.mask, dtype=np.uint8) * 255).save(path, compress_level=1)
-        return self._no_mask(session) or self._download(session, self.page.ui.mask_file, "mask.png", write)
+        button = self.page.ui.mask_file
+        return self._no_mask(session, button) or self._download(session, button, "mask.png", write)
 
     def export_cutout(self, session: Session | None) -> dict:
         """Write the RGBA cut-out (original size) now that it is asked for (a 12-megapixel one takes
         about a second, so never before)."""
         def write(path):
             Image.fromarray(export.cutout(session.image, session.shown.mask), "RGBA").save(path, compress_level=1)
-        return self._no_mask(session) or self._download(session, self.page.ui.cutout_file, "cutout.png", write)
+        button = self.page.ui.cutout_file
+        return self._no_mask(session, button) or self._download(session, button, "cutout.png", write)
 
     def export_instances(self, session: Session | None) -> dict:
         """Write the instance PNG (0 background, 1..K, later objects on top)."""
         def write(path):
             Image.fromarray(export.instance_map(objects.masks(session), session.image.shape[:2])).save(path)
-        return self._no_object(session) or self._download(session, self.page.ui.instances_file, "instances.png",
-                                                          write)
+        button = self.page.ui.instances_file
+        return self._no_object(session, button) or self._download(session, button, "instances.png", write)
 
     def export_coco(self, session: Session | None) -> dict:
         """Write the COCO JSON (RLE masks)."""
         def write(path):
             with open(path, "w") as file:
                 json.dump(export.coco(objects.masks(session), file_name=f"{session.example or 'image'}.png"), file)
-        return self._no_object(session) or self._download(session, self.page.ui.coco_file, "coco.json", write)
+        button = self.page.ui.coco_file
+        return self._no_object(session, button) or self._download(session, button, "coco.json", write)
 
     def export_recipe(self, session: Session | None) -> dict:
         """Write the recipe JSON."""
         def write(path):
             with open(path, "w") as file:
                 file.write(self.page.recipe_of(session).to_json())
-        return self._no_object(session) or self._download(session, self.page.ui.recipe_file, "recipe.json", write)
+        button = self.page.ui.recipe_file
+        return self._no_object(session, button) or self._download(session, button, "recipe.json", write)

@@ -30,6 +30,10 @@ class UI:
     instances_file: object = None
     coco_file: object = None
     recipe_file: object = None
+    # The buttons that export every finished object (enabled once there is one).
+    instances_button: object = None
+    coco_button: object = None
+    recipe_button: object = None
     # Several objects and sharing.
     objects: object = None
     recipe_text: object = None  # hidden: the current recipe, which a deep link carries
@@ -44,8 +48,14 @@ class UI:
 
     @property
     def share(self) -> list:
-        """The object list, recipe box and example link (they follow a click in a second event)."""
-        return [c for c in (self.objects, self.recipe_text, self.link) if c is not None]
+        """The object list, recipe box, example link and the exports of every object (they follow a
+        click in a second event)."""
+        return [c for c in (self.objects, self.recipe_text, self.link, *self.export_buttons) if c is not None]
+
+    @property
+    def export_buttons(self) -> list:
+        """The buttons that export every finished object (instance PNG, COCO JSON, recipe)."""
+        return [c for c in (self.instances_button, self.coco_button, self.recipe_button) if c is not None]
 
     @property
     def outputs(self) -> list:
