@@ -448,3 +448,41 @@ def test_the_exports_of_every_object_are_offered_once_there_is_one(handlers, loa
     assert all(shared[button].interactive and shared[button].value == button.value for button in buttons)
     reset = handlers.clicks.reset(session)
     assert all(not reset[button].interactive for button in buttons)
+
+
+@pytest.fixture
+def two_clicks_at_most(square_file):
+    """Handlers whose images take two clicks at most, and a session with two clicks."""
+    options = app.Options(backbone="color", resolution=16, max_side=256, max_points=2)
+    handlers = Handlers(serving.start(options, CountingBackbone), UI, app.EXAMPLES)
+    path, truth = square_file
+    session = handlers.images.set_image(path, None)[STATE]
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    done = handlers.clicks.click(session, BACKGROUND, select(3, 3))
+    return handlers, session, done
+
+
+def test_a_refused_click_takes_its_marker_and_its_waiting_away(two_clicks_at_most):
+    handlers, session, done = two_clicks_at_most
+    marked = handlers.clicks.mark(session, FOREGROUND, select(70, 50))
+    assert "(+1 waiting)" in marked[STATUS] and not np.array_equal(marked[IMAGE], done[IMAGE])
+    with pytest.warns(UserWarning, match="the most one may have"):
+        out = handlers.clicks.click_only(session, FOREGROUND, select(70, 50))
+    assert session.pending == [] and len(session.clicks) == 2
+    assert "waiting" not in out[STATUS] and "2 clicks" in out[STATUS]
+    np.testing.assert_array_equal(out[IMAGE], done[IMAGE])       # the picture before the refused click
+    assert set(out) <= set(UI.core)                             # the rapid event's outputs
+
+
+def test_a_click_that_fails_in_computing_takes_its_marker_away(handlers, loaded, monkeypatch):
+    session, truth = loaded
+    before = handlers.page.overlay(session)
+    handlers.clicks.mark(session, FOREGROUND, select(*centre_of(truth)))
+
+    def fail(*args, **kwargs):
+        raise gr.Error("the GPU is gone")
+    monkeypatch.setattr(handlers.clicks, "segment", fail)
+    with pytest.warns(UserWarning, match="the GPU is gone"):
+        out = handlers.clicks.click_only(session, FOREGROUND, select(*centre_of(truth)))
+    assert session.pending == [] and session.clicks == [] and "waiting" not in out[STATUS]
+    np.testing.assert_array_equal(out[IMAGE], before)

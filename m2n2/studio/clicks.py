@@ -88,22 +88,38 @@ class ClickHandlers:
         return {ui.state: session, ui.image: self.page.overlay(session), ui.status: self.page.status(session)}
 
     def click(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
-        """A click on the image, labelled ``label`` (1 foreground, 0 background); runs in arrival order."""
+        """A click on the image, labelled ``label`` (1 foreground, 0 background); runs in arrival order.
+
+        Refused (limit, an error, a new image meanwhile): its marker goes and the status stops
+        counting it as waiting."""
         page = self.page
         if not page.usable(session):
-            return page.rejected(session, NO_IMAGE)
+            return self._refused(session, NO_IMAGE)
         try:
             click = session.click_at(float(evt.index[0]), float(evt.index[1]), label)
         except M2N2Error as error:
-            return page.rejected(session, str(error))
+            return self._refused(session, str(error))
         if click in session.pending:
             session.pending.remove(click)
         limit = page.options.max_points
         if len(session.clicks) >= limit:
-            return page.rejected(session, f"This image has {len(session.clicks)} clicks, the most one may have "
+            return self._refused(session, f"This image has {len(session.clicks)} clicks, the most one may have "
                                           f"(the evaluation protocol stops at {MAX_CLICKS}): undo or reset to go on.")
         page.track(session, request)
-        return self.apply(session, [*session.clicks, click], None, "click")
+        out = self.apply(session, [*session.clicks, click], None, "click")
+        if page.ui.image not in out:  # refused in apply (an error, or a new image meanwhile)
+            out.update(self._refused(session, None))
+        return out
+
+    def _refused(self, session: Session | None, message: str | None) -> dict:
+        """Warn (unless ``message`` is None), and draw the picture and status again: :meth:`mark`
+        drew this click's marker and counted it as waiting. Only core views: :meth:`click_only`."""
+        page = self.page
+        out = page.rejected(session, message) if message is not None else {}
+        if page.usable(session):
+            out.update({page.ui.state: session, page.ui.image: page.overlay(session),
+                        page.ui.status: page.status(session)})
+        return out
 
     def click_only(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
         """A click, updating the core views only: more outputs on this rapid event let the browser drop
