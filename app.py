@@ -180,8 +180,9 @@ def wire(demo: gr.Blocks, ui: UI, c: SimpleNamespace, handlers: Handlers, concur
         page.share_views, state, ui.share, queue=False, show_progress="hidden", api_visibility="private")
     c.undo.click(clicks.undo, state, outputs, trigger_mode="multiple", **gpu, **quiet)
     c.reset.click(clicks.reset, state, outputs, **gpu, **quiet)  # in the queue: after the clicks before it
-    ui.threshold.release(clicks.override, [state, ui.threshold], outputs, trigger_mode="always_last", **gpu,
-                         **quiet)
+    # The typed value as sent (no preprocessing): the handler refuses an empty or out-of-range box.
+    ui.threshold.release(clicks.override, [state, ui.threshold], outputs, trigger_mode="always_last",
+                         preprocess=False, **gpu, **quiet)
     ui.automatic.click(clicks.automatic, state, outputs, **gpu, **quiet)
     c.apply.click(settings.apply_settings, [state, *c.settings], outputs, show_progress_on=[ui.status], **heavy)
     c.new_object.click(sharing.new_object, state, outputs, **gpu, **quiet)

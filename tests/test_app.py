@@ -486,3 +486,14 @@ def test_a_click_that_fails_in_computing_takes_its_marker_away(handlers, loaded,
         out = handlers.clicks.click_only(session, FOREGROUND, select(*centre_of(truth)))
     assert session.pending == [] and session.clicks == [] and "waiting" not in out[STATUS]
     np.testing.assert_array_equal(out[IMAGE], before)
+
+
+@pytest.mark.parametrize("typed", [-1, 5, None, "", "abc", float("nan")])
+def test_the_threshold_box_refuses_what_it_cannot_use_and_shows_the_threshold_in_use(handlers, loaded, typed):
+    session, truth = loaded
+    clicked = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    assert wired("override").preprocess is False                 # the box's value comes as typed (None: empty)
+    with pytest.warns(UserWarning, match="Threshold not changed"):
+        out = handlers.clicks.override(session, typed)
+    assert out[SLIDER].value == clicked[SLIDER].value            # the box shows the threshold in use again
+    assert session.threshold is None and session.shown.threshold == pytest.approx(clicked[SLIDER].value, abs=5e-4)

@@ -146,15 +146,25 @@ class ClickHandlers:
         return self.page.render(session)
 
     # ------------------------------------------------------------------ threshold
-    def override(self, session: Session | None, threshold: float, request: gr.Request = None):
-        """The slider (released, or its box confirmed with Enter): use ``threshold`` for the latest click."""
+    def override(self, session: Session | None, threshold, request: gr.Request = None):
+        """The slider (released, or its box confirmed with Enter): use ``threshold`` for the latest click.
+
+        ``threshold`` comes as the browser sent it (the event skips Gradio's range check, whose error
+        would leave the box at 0 or 1): an empty box or a value outside [0, 1] is refused with a
+        warning and the box shows the current threshold again, rather than clamped and applied (a
+        typed 5 is a slip, not a wish for an empty mask)."""
         page = self.page
         if not page.usable(session):
             return page.rejected(session, NO_IMAGE)
         try:
+            if threshold is None or isinstance(threshold, bool) or str(threshold).strip() == "":
+                raise ValueError("type a threshold between 0 and 1, then press Enter")
             threshold = session.check_override(float(threshold))
         except (M2N2Error, TypeError, ValueError) as error:
-            return page.rejected(session, str(error))
+            out = page.rejected(session, f"Threshold not changed: {error}.")
+            if session.shown is not None:  # the box shows the threshold in use again
+                out[page.ui.threshold] = gr.Slider(value=round(session.shown.threshold, 3))
+            return out
         if session.shown is not None and session.threshold == threshold:
             return {}  # the same value again (e.g. the slider set by the app itself): nothing to do
         return self.apply(session, session.clicks, threshold, "threshold")
