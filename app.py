@@ -113,6 +113,7 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
         files = {kind: gr.DownloadButton(elem_id=f"{kind}-file", elem_classes=["m2n2-hidden"])
                  for kind in DOWNLOADS}
     c.downloads = buttons
+    c.restore = gr.Button(elem_id="restore-image", elem_classes=["m2n2-hidden"])  # pressed by the change event
     with gr.Accordion("Share: link, recipe", open=False, elem_id="share"):
         with gr.Row():
             gr.DeepLinkButton("Share (copy a link to this state)", size="sm")
@@ -172,6 +173,11 @@ def wire(demo: gr.Blocks, ui: UI, c: SimpleNamespace, handlers: Handlers, concur
     ui.image.upload(images.set_image, [ui.image, state], outputs, preprocess=False, **shown_on, **heavy
                     ).then(**keep_original)
     ui.image.clear(images.clear, state, outputs, **heavy).then(**keep_original)
+    # A file Gradio refuses in the browser (too large) empties the canvas with no upload or clear event,
+    # only "change" to nothing: then (in the browser, no request otherwise) the session's picture comes back.
+    ui.image.change(None, ui.image, None, js="(value) => { if (value == null) "
+                                             "document.getElementById('restore-image').click(); }")
+    c.restore.click(images.restore, state, ui.image, show_progress="hidden", **heavy)
     c.examples.click(images.load_example, [c.examples, state], outputs, **shown_on, **heavy).then(**keep_original)
     # A click shows its marker at once (no queue), then waits its turn; none is dropped.
     ui.image.select(clicks.mark, [state, c.mode], [state, ui.image, ui.status], queue=False, show_progress="hidden",

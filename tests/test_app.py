@@ -497,3 +497,13 @@ def test_the_threshold_box_refuses_what_it_cannot_use_and_shows_the_threshold_in
         out = handlers.clicks.override(session, typed)
     assert out[SLIDER].value == clicked[SLIDER].value            # the box shows the threshold in use again
     assert session.threshold is None and session.shown.threshold == pytest.approx(clicked[SLIDER].value, abs=5e-4)
+
+
+def test_the_picture_comes_back_after_a_file_the_browser_refused(handlers, loaded):
+    session, truth = loaded
+    clicked = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    out = handlers.images.restore(session)
+    assert set(out) <= set(wired("restore").outputs)
+    np.testing.assert_array_equal(out[IMAGE], clicked[IMAGE])
+    handlers.images.clear(session)                              # a real clear (queued before it) stays
+    assert handlers.images.restore(session)[IMAGE] is None and handlers.images.restore(None)[IMAGE] is None

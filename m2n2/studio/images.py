@@ -141,6 +141,13 @@ class ImageHandlers:
             out.update(page.render_shared(session))
         return out
 
+    def restore(self, session: Session | None):
+        """The canvas emptied itself without a clear: Gradio refused a file in the browser (over the
+        size limit: its own toast said so) and sent no upload. Show the session's picture again, so
+        that it matches the plots and status (after a real clear, queued before this: nothing)."""
+        page = self.page
+        return {page.ui.image: page.overlay(session) if page.usable(session) else None}
+
     def clear(self, session: Session | None):
         """The image was removed (its x button): free its prepared state, keep the settings."""
         session = session or self.page.new_session()
