@@ -29,7 +29,9 @@ EXAMPLES = sorted(str(path) for path in (Path(__file__).parent / "examples").glo
 RESOLUTIONS = list(limits.RESOLUTIONS)
 SESSION_TTL_S = 3600
 CSS = ("#status {min-height: 2.5em}"  # the line keeps its height while it changes
-       " .m2n2-hidden {display: none !important}")
+       " .m2n2-hidden {display: none !important}"
+       " #threshold:has(input:disabled) {opacity: 0.55}"  # disabled (no click yet) looks it, as buttons do
+       " #examples button[data-name]::after {content: attr(data-name); display: block; font-size: var(--text-sm)}")
 HEAD = f"<script>\n{(Path(__file__).parent / 'static' / 'page.js').read_text()}</script>"
 Options = studio.Options
 #: The download buttons (kind: label); each writes its file when pressed (mask and cut-out: the current object's).

@@ -20,3 +20,14 @@ document.addEventListener("click", (event) => {
   };
   img.addEventListener("load", replay, {once: true});
 }, true);
+// The example thumbnails get their names (their files', e.g. "astronaut"): a caption (app.py's CSS), a
+// tooltip and what a screen reader says. Gradio draws the thumbnails after the page loads.
+new MutationObserver(() => {
+  for (const img of document.querySelectorAll("#examples button img")) {
+    const button = img.closest("button");
+    const name = decodeURIComponent(img.src.split("/").pop()).replace(/\.[^.]*$/, "");
+    if (button.dataset.name === name) continue;
+    button.dataset.name = button.title = name;
+    button.setAttribute("aria-label", name);
+  }
+}).observe(document.documentElement, {childList: true, subtree: true});

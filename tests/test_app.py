@@ -418,8 +418,6 @@ def test_the_click_switch_gives_the_label_not_its_display_text():
         radio.preprocess("Foreground (green)")                  # the display text is no value
 
 
-
-
 # ---------------------------------------------------------------- refusals leave a page that matches the session
 def wired(name: str):
     """The app's event whose handler is called ``name`` (its outputs and whether it preprocesses)."""
@@ -507,3 +505,22 @@ def test_the_picture_comes_back_after_a_file_the_browser_refused(handlers, loade
     np.testing.assert_array_equal(out[IMAGE], clicked[IMAGE])
     handlers.images.clear(session)                              # a real clear (queued before it) stays
     assert handlers.images.restore(session)[IMAGE] is None and handlers.images.restore(None)[IMAGE] is None
+
+
+def test_warnings_go_within_ten_seconds(handlers, monkeypatch):
+    shown = []
+    monkeypatch.setattr(gr, "Warning", lambda message, **kwargs: shown.append(kwargs))
+    handlers.clicks.undo(None)
+    assert shown and 0 < shown[0]["duration"] < 10               # Gradio's default is 10 s
+
+
+def test_new_settings_say_what_they_do_without_a_stuck_percentage(handlers, loaded):
+    session, truth = loaded
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    calls = []
+    progress = lambda value, desc=None, **kwargs: calls.append((value, desc))   # noqa: E731
+    handlers.settings.apply_settings(session, 0.65, 0.5, False, 8, progress=progress)
+    handlers.settings.apply_settings(session, 0.9, 0.5, False, 8, progress=progress)
+    assert session.resolution == 8 and session.config.temperature == 0.9
+    assert any("R = 8" in desc for _, desc in calls) and any("temperature" in desc for _, desc in calls)
+    assert all(value is None for value, _ in calls)             # the preparation reports no steps

@@ -23,6 +23,9 @@ from .serving import Options, Serving, end_session, tensor_bytes
 from .session import Session
 from .ui import UI
 
+#: Seconds a warning stays (Gradio's default, 10, kept it over the score plot longer than it takes to read).
+WARNING_S = 6
+
 
 def link_query(session: Session) -> str | None:
     """The query string (``?example=...&clicks=...``) that opens this example with these clicks."""
@@ -170,7 +173,7 @@ class Page:
     def rejected(self, session: Session | None, message: str, restore_image: bool = False) -> dict:
         """Warn and change nothing (but show the session's image again over a rejected upload)."""
         log_user_error("the app", message)
-        gr.Warning(message)
+        gr.Warning(message, duration=WARNING_S)
         out = {self.ui.state: session}
         if restore_image:
             out[self.ui.image] = self.overlay(session) if session is not None else None

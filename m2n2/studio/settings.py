@@ -14,7 +14,7 @@ import gradio as gr
 from ..errors import M2N2Error
 from . import gpu
 from .clicks import ClickHandlers
-from .page import Page
+from .page import WARNING_S, Page
 from .priority import run_heavy
 from .session import Session
 
@@ -51,12 +51,15 @@ class SettingsHandlers:
                                           f"{', '.join(map(str, options.resolutions))}).")
         if not session.has_image:
             session.config, session.resolution = config, resolution
-            gr.Info("Settings saved: they apply to the next image.")
+            gr.Info("Settings saved: they apply to the next image.", duration=WARNING_S)
             return {page.ui.state: session, page.ui.status: page.status(session)}
+        # What it is doing, without a percentage: the preparation reports no steps, and a fixed
+        # "30 %" sat there for as long as it took.
         if resolution != session.resolution:
             if not page.serving.backbones.is_loaded(resolution):
-                progress(0.05, desc="Loading the model at the new resolution (first use only)…")
-            progress(0.3, desc=f"Recomputing the attention at R = {resolution}…")
+                progress(None, desc="Loading the model at the new resolution (first use only)…")
+            progress(None, desc=f"Recomputing the attention at R = {resolution} (as long as preparing a new "
+                                "image)…")
             start = time.perf_counter()
             key = session.next_key
             try:
@@ -66,5 +69,5 @@ class SettingsHandlers:
             session.set_resolution(prepared.working, prepared.resolution)
             session.image_seconds = time.perf_counter() - start
         elif config.operator_fields != session.config.operator_fields:
-            progress(0.3, desc="Preparing the operator again (new temperature)…")
+            progress(None, desc="Preparing the operator again (new temperature)…")
         return self.clicks.apply(session, session.clicks, session.threshold, "settings", config)
