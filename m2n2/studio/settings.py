@@ -53,13 +53,20 @@ class SettingsHandlers:
             session.config, session.resolution = config, resolution
             gr.Info("Settings saved: they apply to the next image.", duration=WARNING_S)
             return {page.ui.state: session, page.ui.status: page.status(session)}
-        # What it is doing, without a percentage: the preparation reports no steps, and a fixed
-        # "30 %" sat there for as long as it took.
-        if resolution != session.resolution:
-            if not page.serving.backbones.is_loaded(resolution):
-                progress(None, desc="Loading the model at the new resolution (first use only)…")
-            progress(None, desc=f"Recomputing the attention at R = {resolution} (as long as preparing a new "
-                                "image)…")
+        # Honest progress: which of this change's steps runs (e.g. "0/2 steps") and what it does, not
+        # a fixed percentage ("30 %" sat there for as long as the preparation took: it reports no steps).
+        new_resolution = resolution != session.resolution
+        steps = []
+        if new_resolution:
+            steps.append(f"Recomputing the attention at R = {resolution} (as long as a new image takes)…"
+                         if page.serving.backbones.is_loaded(resolution) else
+                         f"Loading the model (first use only) and recomputing the attention at R = {resolution}…")
+        if session.clicks:
+            steps.append("Preparing the operator again (new temperature) and segmenting the clicks again…"
+                         if not new_resolution and config.operator_fields != session.config.operator_fields
+                         else "Segmenting the clicks again…")
+        if new_resolution:
+            progress((0, len(steps)), desc=steps[0], unit="steps")
             start = time.perf_counter()
             key = session.next_key
             try:
@@ -68,6 +75,6 @@ class SettingsHandlers:
                 return page.rejected(session, error.message)
             session.set_resolution(prepared.working, prepared.resolution)
             session.image_seconds = time.perf_counter() - start
-        elif config.operator_fields != session.config.operator_fields:
-            progress(None, desc="Preparing the operator again (new temperature)…")
+        if session.clicks:
+            progress((len(steps) - 1, len(steps)), desc=steps[-1], unit="steps")
         return self.clicks.apply(session, session.clicks, session.threshold, "settings", config)
