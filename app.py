@@ -17,10 +17,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
 
 from m2n2.backbones import names as backbone_names
 from m2n2.config import MAX_CLICKS, add_preset_argument, preset_from_args
-from m2n2.studio import limits
+from m2n2.studio import limits, views
 from m2n2.studio import serving as studio
 from m2n2.studio.handlers import Handlers
 from m2n2.studio.ui import MODES, UI
@@ -28,8 +29,8 @@ from m2n2.studio.ui import MODES, UI
 EXAMPLES = sorted(str(path) for path in (Path(__file__).parent / "examples").glob("*.jpg"))
 RESOLUTIONS = list(limits.RESOLUTIONS)
 SESSION_TTL_S = 3600
-CSS = ("#status {min-height: 2.5em}"  # the line keeps its height while it changes
-       " .m2n2-hidden {display: none !important}")
+CSS = (" .m2n2-hidden {display: none !important}"
+       + views.STATUS_CSS + views.CSS)  # the status line's and the heatmap's and score curve's style
 HEAD = f"<script>\n{(Path(__file__).parent / 'static' / 'page.js').read_text()}</script>"
 Options = studio.Options
 #: The download buttons (kind: label); each writes its file when pressed (mask and cut-out: the current object's).
@@ -65,6 +66,16 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
     return demo, handlers
 
 
+def fast_png(component: gr.Image) -> None:
+    """Let ``component`` encode the handlers' pictures (numpy) with PNG's fastest level (views.quick_png)."""
+    postprocess = component.postprocess
+
+    def quick(value):
+        return postprocess(views.quick_png(value) if isinstance(value, np.ndarray) else value)
+
+    component.postprocess = quick
+
+
 def layout(options: Options) -> tuple[UI, SimpleNamespace]:
     """Lay out the page (inside a ``gr.Blocks``): the components the handlers update, and the other
     controls (inputs only) by name."""
@@ -72,10 +83,14 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
     image = gr.Image(label="Image: click to segment (mask in blue, outlined)", type="filepath", format="png",
                      image_mode=None, sources=["upload", "clipboard"], interactive=True, elem_id="canvas",
                      render=False)
+    fast_png(image)
     gr.Markdown(heading(options))
     state = gr.State(None, time_to_live=SESSION_TTL_S)
     c.examples = gr.Dataset(label="Examples (public domain / CC0, from scikit-image)", components=[image],
                             samples=[[path] for path in EXAMPLES], type="index", elem_id="examples")
+    # Just above the image at every width (the columns stack on a phone, the image first): progress
+    # and the latest result where the user looks.
+    status = gr.HTML(elem_id="status", padding=False)
     with gr.Row(equal_height=False):
         with gr.Column(min_width=320):
             image.render()
@@ -85,15 +100,14 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
                     c.undo = gr.Button("↶ Undo last click", size="sm", elem_id="undo")
                     c.reset = gr.Button("Reset clicks", size="sm", elem_id="reset")
         with gr.Column(min_width=320):
-            heatmap = gr.Plot(show_label=False, elem_id="heatmap")
+            heatmap = gr.HTML(elem_id="heatmap")  # drawn by the browser (views.heatmap_view)
         with gr.Column(min_width=320):
-            scores = gr.Plot(show_label=False, elem_id="scores")
+            scores = gr.HTML(elem_id="scores")  # drawn by the browser (views.score_view)
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.001, interactive=False, elem_id="threshold",
                                   buttons=[], label="Threshold of the latest click (drag, or type and "
                                                     "press Enter: explore the object hierarchy)")
             automatic = gr.Button("↺ Back to the automatic threshold", size="sm", interactive=False,
                                   elem_id="automatic")
-    status = gr.Markdown(elem_id="status")
     # The current recipe: what a deep link carries and restores (hidden; the download gives it).
     recipe_text = gr.Textbox(elem_id="recipe-text", elem_classes=["m2n2-hidden"], show_label=False)
     # The uploaded image itself (hidden), so that a deep link reproduces an upload, not only an example.

@@ -83,6 +83,7 @@ class Page:
         shown = session.shown
         return views.status_line(
             backbone=backbone.description, resolution=session.resolution, reason=getattr(backbone, "reason", None),
+            name=getattr(backbone, "name", None),
             image_seconds=session.image_seconds if session.has_image else None, action=session.action,
             clicks=len(session.clicks) if session.has_image else None, pending=len(session.pending),
             mask_fraction=float(shown.mask.mean()) if shown is not None else None,
@@ -113,8 +114,9 @@ class Page:
                ui.status: self.status(session)}
         if clicked:
             point = session.geometry.original_to_display([(session.clicks[-1].x, session.clicks[-1].y)])[0]
-            out[ui.heatmap] = views.heatmap_figure(last.markov_map, tuple(point), last.label)
-            out[ui.scores] = views.score_figure(last, len(session.clicks))
+            # HTML the browser draws (no figure drawn or encoded here: docs/performance.md).
+            out[ui.heatmap] = views.heatmap_view(last.markov_map, tuple(point), last.label)
+            out[ui.scores] = views.score_view(last, len(session.clicks))
         out[ui.mask_button] = gr.Button(interactive=clicked)
         out[ui.cutout_button] = gr.Button(interactive=clicked)
         # Shown to the slider's step (0.001); the status line and the plot give the exact value.
