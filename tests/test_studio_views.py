@@ -177,7 +177,7 @@ def test_score_view_shows_an_override_and_the_adaptive_choice():
 def test_score_view_thins_long_curves_but_keeps_the_peak():
     result = point_result(count=50_000)
     total = curves(parsed(score_view(result, 1)))["total score"]
-    assert len(total) <= 1501
+    assert len(total) <= 2 * 356 + 1                                     # two points per unit of the plot's width
     assert total[:, 1].min() == pytest.approx(curves(parsed(score_view(point_result(count=10), 1)))["total score"][:, 1].min(),
                                               abs=0.1)
 
