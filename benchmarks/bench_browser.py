@@ -2,8 +2,8 @@
 
 Starts ``python app.py`` (the app's defaults, so the colour backbone where no weights are
 installed; ``HF_HUB_OFFLINE=1`` so that the fallback is decided at once) on 127.0.0.1 in a
-subprocess, opens it in headless Chromium at 1400 x 900, and for each example (astronaut and
-chelsea by default): picks it, waits until its preparation has finished (status "0 clicks"),
+subprocess, waits until it has prepared its examples in the background (its log says so), opens
+it in headless Chromium at 1400 x 900, and for each example (astronaut and chelsea by default): picks it, waits until its preparation has finished (status "0 clicks"),
 then makes a fixed list of clicks (``--clicks``, 20 by default) ``--interval`` seconds apart
 (2 s), all foreground. A script in the page timestamps, with ``performance.now()``:
 
@@ -131,6 +131,13 @@ def start_app(app_dir: Path, port: int, log_path: Path, extra: list[str]) -> sub
             process.kill()
             raise RuntimeError(f"the app did not answer within 300 s:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.5)
+
+
+def wait_for_log(log_path: Path, text: str, process: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait until the app's log contains ``text`` (or it exits, or ``timeout`` seconds pass)."""
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def stop_app(process: subprocess.Popen) -> None:
@@ -320,6 +327,9 @@ def measure(app_dir: Path, args) -> dict:
         log_path = Path(folder) / "app.log"
         process = start_app(app_dir, port, log_path, args.app_args)
         try:
+            # The app prepares every example in the background at start (minutes on a loaded 2-core
+            # box): clicks measured meanwhile would time that work, not a click. Wait for its log line.
+            wait_for_log(log_path, "examples at start", process)
             per_image = run_browser(f"http://{HOST}:{port}/", args.examples, args.clicks, args.interval,
                                     args.settle, tag=app_dir.name + ".")
             phases = server_phases(f"http://{HOST}:{port}/")
