@@ -17,10 +17,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
 
 from m2n2.backbones import names as backbone_names
 from m2n2.config import MAX_CLICKS, add_preset_argument, preset_from_args
-from m2n2.studio import limits
+from m2n2.studio import limits, views
 from m2n2.studio import serving as studio
 from m2n2.studio.handlers import Handlers
 from m2n2.studio.ui import MODES, UI
@@ -28,10 +29,10 @@ from m2n2.studio.ui import MODES, UI
 EXAMPLES = sorted(str(path) for path in (Path(__file__).parent / "examples").glob("*.jpg"))
 RESOLUTIONS = list(limits.RESOLUTIONS)
 SESSION_TTL_S = 3600
-CSS = ("#status {min-height: 2.5em}"  # the line keeps its height while it changes
-       " .m2n2-hidden {display: none !important}"
+CSS = (".m2n2-hidden {display: none !important}"
        " #threshold:has(input:disabled) {opacity: 0.55}"  # disabled (no click yet) looks it, as buttons do
-       " #examples button[data-name]::after {content: attr(data-name); display: block; font-size: var(--text-sm)}")
+       " #examples button[data-name]::after {content: attr(data-name); display: block; font-size: var(--text-sm)}"
+       + views.STATUS_CSS + views.CSS)  # the status line's, the heatmap's and the score curve's style
 HEAD = f"<script>\n{(Path(__file__).parent / 'static' / 'page.js').read_text()}</script>"
 Options = studio.Options
 #: The download buttons (kind: label); each writes its file when pressed (mask and cut-out: the current object's).
@@ -67,6 +68,16 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
     return demo, handlers
 
 
+def fast_png(component: gr.Image) -> None:
+    """Let ``component`` encode the handlers' pictures (numpy) with PNG's fastest level (views.quick_png)."""
+    postprocess = component.postprocess
+
+    def quick(value):
+        return postprocess(views.quick_png(value) if isinstance(value, np.ndarray) else value)
+
+    component.postprocess = quick
+
+
 def layout(options: Options) -> tuple[UI, SimpleNamespace]:
     """Lay out the page (inside a ``gr.Blocks``): the components the handlers update, and the other
     controls (inputs only) by name."""
@@ -74,10 +85,14 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
     image = gr.Image(label="Image: click to segment (mask in blue, outlined)", type="filepath", format="png",
                      image_mode=None, sources=["upload", "clipboard"], interactive=True, elem_id="canvas",
                      render=False)
+    fast_png(image)
     gr.Markdown(heading(options))
     state = gr.State(None, time_to_live=SESSION_TTL_S)
     c.examples = gr.Dataset(label="Examples (public domain / CC0, from scikit-image)", components=[image],
                             samples=[[path] for path in EXAMPLES], type="index", elem_id="examples")
+    # Just above the image at every width (the columns stack on a phone, the image first): progress
+    # and the latest result where the user looks.
+    status = gr.HTML(elem_id="status", padding=False)
     with gr.Row(equal_height=False):
         with gr.Column(min_width=320):
             image.render()
@@ -87,15 +102,14 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
                     c.undo = gr.Button("↶ Undo last click", size="sm", elem_id="undo")
                     c.reset = gr.Button("Reset clicks", size="sm", elem_id="reset")
         with gr.Column(min_width=320):
-            heatmap = gr.Plot(show_label=False, elem_id="heatmap")
+            heatmap = gr.HTML(elem_id="heatmap")  # drawn by the browser (views.heatmap_view)
         with gr.Column(min_width=320):
-            scores = gr.Plot(show_label=False, elem_id="scores")
+            scores = gr.HTML(elem_id="scores")  # drawn by the browser (views.score_view)
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.001, interactive=False, elem_id="threshold",
                                   buttons=[], label="Threshold of the latest click (drag, or type and "
                                                     "press Enter: explore the object hierarchy)")
             automatic = gr.Button("↺ Back to the automatic threshold", size="sm", interactive=False,
                                   elem_id="automatic")
-    status = gr.Markdown(elem_id="status")
     # The current recipe: what a deep link carries and restores (hidden; the download gives it).
     recipe_text = gr.Textbox(elem_id="recipe-text", elem_classes=["m2n2-hidden"], show_label=False)
     # The uploaded image itself (hidden), so that a deep link reproduces an upload, not only an example.
@@ -181,9 +195,13 @@ def wire(demo: gr.Blocks, ui: UI, c: SimpleNamespace, handlers: Handlers, concur
                                              "document.getElementById('restore-image').click(); }")
     c.restore.click(images.restore, state, ui.image, show_progress="hidden", **heavy)
     c.examples.click(images.load_example, [c.examples, state], outputs, **shown_on, **heavy).then(**keep_original)
-    # A click shows its marker at once (no queue), then waits its turn; none is dropped.
-    ui.image.select(clicks.mark, [state, c.mode], [state, ui.image, ui.status], queue=False, show_progress="hidden",
-                    trigger_mode="multiple", api_visibility="private")
+    # A click shows its marker at once (no queue), then waits its turn; none is dropped. The browser sends
+    # the click's queued event only once the marker's event is back, so that event carries the state and
+    # status alone and the marker's picture (an overlay and its PNG) follows in the next one, beside the
+    # click's computing instead of before it (docs/performance.md, "In the browser").
+    ui.image.select(clicks.mark, [state, c.mode], [state, ui.status], queue=False, show_progress="hidden",
+                    trigger_mode="multiple", api_visibility="private").then(
+        page.marker_view, state, ui.image, queue=False, show_progress="hidden", api_visibility="private")
     ui.image.select(clicks.click_only, [state, c.mode], ui.core, trigger_mode="multiple", **gpu, **quiet).then(
         page.share_views, state, ui.share, queue=False, show_progress="hidden", api_visibility="private")
     c.undo.click(clicks.undo, state, outputs, trigger_mode="multiple", **gpu, **quiet)

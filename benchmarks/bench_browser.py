@@ -2,8 +2,8 @@
 
 Starts ``python app.py`` (the app's defaults, so the colour backbone where no weights are
 installed; ``HF_HUB_OFFLINE=1`` so that the fallback is decided at once) on 127.0.0.1 in a
-subprocess, opens it in headless Chromium at 1400 x 900, and for each example (astronaut and
-chelsea by default): picks it, waits until its preparation has finished (status "0 clicks"),
+subprocess, waits until it has prepared its examples in the background (its log says so), opens
+it in headless Chromium at 1400 x 900, and for each example (astronaut and chelsea by default): picks it, waits until its preparation has finished (status "0 clicks"),
 then makes a fixed list of clicks (``--clicks``, 20 by default) ``--interval`` seconds apart
 (2 s), all foreground. A script in the page timestamps, with ``performance.now()``:
 
@@ -20,11 +20,18 @@ Per click it reports
 - **marker**: click -> the first new picture (the marker, drawn by an event that skips the
   queue): the round trip of a light event, i.e. transport plus one overlay;
 - **server**: the click's own time the server reports on the status line ("click 0.27 s":
-  segmentation and commit, not the pictures).
+  segmentation and commit, not the pictures);
 
-and, with ``--render`` (on by default), the time the app's views take, in this process, to draw
-one click's pictures (overlay + PNG, heatmap + WebP, score curve + WebP as Gradio encodes them),
-on the same example and resolution. What remains of "mask" after server and rendering is the
+and, from Gradio's own traces (the apps run with ``GRADIO_PROFILING=1``), the median phases of
+the click's events on the server (the marker's ``mark``, the queued ``click_only`` and the
+``share_views`` after it): time waiting in the queue, preprocessing, the handler (which
+includes the views' drawing), postprocessing (encoding the pictures and caching files).
+
+and, with ``--render`` (on by default), the time the app's views take, in a separate process, to
+draw one click's pictures as the app sends them: the overlay, its PNG encoding (sent twice per
+click: with the marker and with the mask), the heatmap and the score curve (matplotlib figures
+encoded as WebP where the app draws them on the server; the HTML and SVG the browser draws
+where it does), on the same example and resolution. What remains of "mask" after server and rendering is the
 queue, the chained events, transport and the browser.
 
 Run it alone (it is a timing), e.g.::
@@ -105,7 +112,7 @@ def free_port() -> int:
 def start_app(app_dir: Path, port: int, log_path: Path, extra: list[str]) -> subprocess.Popen:
     """``python app.py`` from ``app_dir`` (its own m2n2 first on the path), answering on ``port``."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(app_dir)}
+           "PYTHONPATH": str(app_dir), "GRADIO_PROFILING": "1"}
     log = open(log_path, "w")
     process = subprocess.Popen([sys.executable, "app.py", "--server-name", HOST, "--port", str(port), *extra],
                                cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -124,6 +131,13 @@ def start_app(app_dir: Path, port: int, log_path: Path, extra: list[str]) -> sub
             process.kill()
             raise RuntimeError(f"the app did not answer within 300 s:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.5)
+
+
+def wait_for_log(log_path: Path, text: str, process: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait until the app's log contains ``text`` (or it exits, or ``timeout`` seconds pass)."""
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def stop_app(process: subprocess.Popen) -> None:
@@ -185,7 +199,7 @@ def analyse(log: list[dict], count: int) -> list[dict]:
 
 
 def run_browser(url: str, examples: list[str], count: int, interval: float,
-                settle: float = 15.0) -> dict[str, list[dict]]:
+                settle: float = 15.0, tag: str = "") -> dict[str, list[dict]]:
     from playwright.sync_api import sync_playwright
 
     binary = os.environ.get("M2N2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -215,7 +229,7 @@ def run_browser(url: str, examples: list[str], count: int, interval: float,
                 page.wait_for_timeout(500)
                 log = page.evaluate("window.__m2n2_log")
                 if os.environ.get("M2N2_BENCH_DUMP"):  # the raw timeline, for a closer look
-                    Path(os.environ["M2N2_BENCH_DUMP"]).with_suffix(f".{name}.json").write_text(json.dumps(log))
+                    Path(os.environ["M2N2_BENCH_DUMP"]).with_suffix(f".{tag}{name}.json").write_text(json.dumps(log))
                 results[name] = analyse(log, count)
                 page.close()
         finally:
@@ -232,7 +246,7 @@ from PIL import Image
 from m2n2.backbones import load
 from m2n2.predictor import M2N2Predictor
 from m2n2.studio import views
-times = {{"overlay_png": [], "heatmap_webp": [], "scores_webp": []}}
+times = {{"overlay": [], "overlay_png": [], "heatmap": [], "scores": []}}
 for name in {examples!r}:
     image = np.asarray(Image.open("examples/" + name + ".jpg").convert("RGB"))
     predictor = M2N2Predictor(load("color", resolution={resolution}))
@@ -244,13 +258,23 @@ for name in {examples!r}:
     def timed(key, make):
         for _ in range({rounds}):
             start = time.perf_counter(); make(); times[key].append(time.perf_counter() - start)
+    picture = views.overlay(image, mask, points, [1, 1])
     def overlay():
-        Image.fromarray(views.overlay(image, mask, points, [1, 1])).save(io.BytesIO(), format="png")
-    def heatmap():
-        views.heatmap_figure(last.markov_map, points[-1], 1).savefig(io.BytesIO(), format="webp")
-    def scores():
-        views.score_figure(last, 2).savefig(io.BytesIO(), format="webp")
-    timed("overlay_png", overlay); timed("heatmap_webp", heatmap); timed("scores_webp", scores)
+        views.overlay(image, mask, points, [1, 1])
+    def overlay_png():  # as the app's canvas encodes it (PNG: quick_png's level where the app has it)
+        quick = getattr(views, "quick_png", Image.fromarray)
+        quick(picture).save(io.BytesIO(), "png")
+    if hasattr(views, "heatmap_view"):  # HTML the browser draws
+        def heatmap():
+            views.heatmap_view(last.markov_map, points[-1], 1)
+        def scores():
+            views.score_view(last, 2)
+    else:  # matplotlib figures, encoded as Gradio does (WebP)
+        def heatmap():
+            views.heatmap_figure(last.markov_map, points[-1], 1).savefig(io.BytesIO(), format="webp")
+        def scores():
+            views.score_figure(last, 2).savefig(io.BytesIO(), format="webp")
+    timed("overlay", overlay); timed("overlay_png", overlay_png); timed("heatmap", heatmap); timed("scores", scores)
 print(json.dumps({{k: statistics.median(v) for k, v in times.items()}}))
 """
     env = {**os.environ, "PYTHONPATH": str(app_dir)}
@@ -259,6 +283,29 @@ print(json.dumps({{k: statistics.median(v) for k, v in times.items()}}))
     if done.returncode != 0:
         return {"error": done.stderr[-500:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: The events of a click (the marker, the click, the object list after it) whose server-side phases are reported.
+CLICK_EVENTS = ("mark", "click_only", "share_views")
+PHASES = ("queue_wait_ms", "preprocess_ms", "fn_call_ms", "postprocess_ms", "total_ms")
+
+
+def server_phases(url: str) -> dict:
+    """Median milliseconds of each phase of the click's events, from Gradio's own traces
+    (``GRADIO_PROFILING=1``): waiting in the queue, preprocessing, the handler (computing and
+    drawing the views), postprocessing (encoding the pictures, caching files)."""
+    try:
+        with urllib.request.urlopen(f"{url}gradio_api/profiling/traces", timeout=30) as response:
+            traces = json.loads(response.read())
+    except OSError as error:
+        return {"error": str(error)}
+    out = {}
+    for name in CLICK_EVENTS:
+        rows = [t for t in traces if t.get("fn_name") == name]
+        if rows:
+            out[name] = {"count": len(rows), **{phase: round(float(np.median([t[phase] for t in rows])), 1)
+                                                for phase in PHASES}}
+    return out
 
 
 def percentile(values, q: float) -> float | None:
@@ -280,15 +327,19 @@ def measure(app_dir: Path, args) -> dict:
         log_path = Path(folder) / "app.log"
         process = start_app(app_dir, port, log_path, args.app_args)
         try:
+            # The app prepares every example in the background at start (minutes on a loaded 2-core
+            # box): clicks measured meanwhile would time that work, not a click. Wait for its log line.
+            wait_for_log(log_path, "examples at start", process)
             per_image = run_browser(f"http://{HOST}:{port}/", args.examples, args.clicks, args.interval,
-                                    args.settle)
+                                    args.settle, tag=app_dir.name + ".")
+            phases = server_phases(f"http://{HOST}:{port}/")
         finally:
             stop_app(process)
             if os.environ.get("M2N2_BENCH_DUMP"):
-                Path(os.environ["M2N2_BENCH_DUMP"]).with_suffix(".app.log").write_text(log_path.read_text())
+                Path(os.environ["M2N2_BENCH_DUMP"]).with_suffix(f".{app_dir.name}.app.log").write_text(log_path.read_text())
     rows = [row for image_rows in per_image.values() for row in image_rows]
     result = {"app": str(app_dir), "per_image": {name: summarise(r) for name, r in per_image.items()},
-              "all": summarise(rows), "rows": per_image}
+              "all": summarise(rows), "server_phases_ms": phases, "rows": per_image}
     if args.render:
         result["render_s"] = render_times(app_dir, args.examples, args.resolution)
     return result
@@ -303,8 +354,10 @@ def show(result: dict) -> None:
         print(f"{name:12s} {fmt(s['mask_s']['p50']):>9s} {fmt(s['mask_s']['p95']):>7s} "
               f"{fmt(s['status_s']['p50']):>11s} {fmt(s['marker_s']['p50']):>11s} {fmt(s['server_s']['p50']):>11s}"
               f" {s['missing']}")
+    for name, phases in result.get("server_phases_ms", {}).items():
+        print(f"server, {name} (median ms):", json.dumps(phases), flush=True)
     if "render_s" in result:
-        print("render (median s per click, in process):", json.dumps(result["render_s"]), flush=True)
+        print("render (median s per click, separate process):", json.dumps(result["render_s"]), flush=True)
 
 
 def main(argv=None) -> int:

@@ -220,7 +220,7 @@ def test_click_undo_reset_in_a_real_browser(browser, server):
     clicks_shown(page, 1)
     assert 0.5 < mask_percent(page) < 95.0
     page.locator("#heatmap img").first.wait_for()
-    page.locator("#scores img").first.wait_for()
+    page.locator("#scores svg").first.wait_for()
     assert page.locator("#canvas img").first.get_attribute("src") != before
     assert page.locator("#download-mask").is_enabled()
     assert "R = 32" in page.locator("#status").inner_text()

