@@ -154,3 +154,22 @@ def test_an_example_prepared_at_start_serves_the_api_without_preparing_it_again(
     mask, summary = handlers.api.segment(example, points)
     assert preparations(handlers.api) == calls and "attention" not in summary["timings"]
     np.testing.assert_array_equal(mask, api_with().segment(example, points)[0])   # as if prepared anew
+
+
+def test_a_reused_image_gives_the_maps_of_a_fresh_preparation():
+    # The fast preset makes an image's first map without the leap (early_maps = 1): a reused image
+    # must start over as a fresh one does, or its first point's map (and threshold) would differ.
+    from m2n2.image import read_image
+    from m2n2.studio import gpu
+    image = read_image(next(p for p in app.EXAMPLES if "astronaut" in p))
+    config = M2N2Config.fast(max_side=256)
+    assert config.early_maps == 1
+    started = serving.start(OPTIONS, CountingBackbone)
+    points, labels = np.array([[150.0, 430.0], [250.0, 120.0]]), np.array([1, 1])
+    first, _ = gpu.segment_image(started, image, points, labels, 16, config, key="api-test/image")
+    again, _ = gpu.segment_image(started, image, points, labels, 16, config, key="api-test/image")
+    assert started.backbones.get(16).calls == 1                          # reused
+    for made, reused in zip(first.points, again.points):
+        np.testing.assert_array_equal(reused.markov_map, made.markov_map)
+        assert reused.threshold == made.threshold
+    np.testing.assert_array_equal(again.mask, first.mask)

@@ -249,20 +249,23 @@ def _stateless(serving: Serving, key: str | None, image: np.ndarray, resolution:
 
     With a ``key`` (the image's pixels and the settings, see :func:`m2n2.studio.api.prepared_key`),
     an image this process prepared before under it is reused, and one prepared now is kept under
-    it (within the memory budget: the least recently used go first); its Markov-maps are dropped
-    after the request, so that only the prepared image stays, never the requests' points. The
-    predictor is counted against the budget while the block runs."""
+    it (within the memory budget: the least recently used go first). A reused image serves the
+    request through a :meth:`~m2n2.predictor.M2N2Predictor.shared_copy`: no maps yet and the
+    image's first map still to come, as on a fresh predictor, so the masks are those a fresh
+    preparation gives (with ``early_maps`` the first map of an image is made otherwise than the
+    later ones). The kept predictor holds no request's maps. The predictor is counted against
+    the budget while the block runs."""
     try:
-        predictor = serving.store.get(key) if key is not None else None
+        kept = serving.store.get(key) if key is not None else None
     except StoreMiss:
-        predictor = None
-    fresh = predictor is None
+        kept = None
+    fresh = kept is None
+    predictor = None
     room = preparation_bytes(*image.shape[:2], resolution, config) if fresh else 0
     with serving.store.reserving(room):
         try:
             backbone = serving.backbones.get(resolution)
-            if fresh:
-                predictor = M2N2Predictor(None, config, device=backbone.device)
+            predictor = M2N2Predictor(None, config, device=backbone.device) if fresh else kept.shared_copy()
             with _lent(predictor, backbone):
                 if fresh:
                     predictor.set_image(image)
