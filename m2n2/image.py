@@ -11,10 +11,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import InputError
 from .geometry import working_size
 
-__all__ = ["MAX_PIXELS", "as_rgb_uint8", "read_image", "resize_mask", "resize_rgb", "working_size"]
+__all__ = ["MAX_ASPECT", "MAX_PIXELS", "as_rgb_uint8", "check_aspect", "read_image", "resize_mask", "resize_rgb",
+           "working_size"]
 
 #: Largest image :func:`read_image` accepts, in pixels (a decompression-bomb guard).
 MAX_PIXELS = 100_000_000
+#: Most times an image's longer side may be its shorter one (see :func:`check_aspect`).
+MAX_ASPECT = 8
 
 
 def as_rgb_uint8(image) -> np.ndarray:
@@ -127,3 +130,28 @@ def read_image(path) -> np.ndarray:
         raise InputError(f"this file is not an image M2N2 can read ({type(error).__name__})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"the image file is corrupt or truncated ({error})") from None
+
+
+def check_aspect(height: int, width: int, max_aspect: float = MAX_ASPECT) -> None:
+    """Refuse an image whose longer side is more than ``max_aspect`` times its shorter one.
+
+    The working copy's longer side is capped (``max_side``: 640 on a CPU), and the shorter side
+    shrinks with it: a 20000 x 100 strip would be segmented and shown 640 x 3, too thin to click
+    on, its attention grid (R x R cells over the whole image) squashed 200 to 1. At 8 to 1 the
+    working copy's shorter side is still 80 px at 640 (40 px drawn in a 320 px column). Checked
+    on the decoded size, before any attention.
+
+    Raises
+    ------
+    InputError
+        The image is too elongated; the message gives the limit and a crop that fits it.
+    """
+    height, width = int(height), int(width)
+    longer, shorter = max(height, width), min(height, width)
+    if longer <= max_aspect * shorter:
+        return
+    crop = (f"{int(max_aspect * height)} x {height}" if width >= height else f"{width} x {int(max_aspect * width)}")
+    raise InputError(f"the image is {width} x {height} pixels, {longer / shorter:.3g} times as "
+                     f"{'wide as it is high' if width >= height else 'high as it is wide'}; the limit is "
+                     f"{max_aspect:g} times (a longer strip is segmented and shown only a few pixels thick): "
+                     f"crop it to at most {crop} pixels")

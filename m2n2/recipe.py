@@ -154,6 +154,11 @@ class Recipe:
             if unknown:
                 raise InputError(f"the recipe has unknown settings {unknown}")
             config = M2N2Config(**settings)
+            for side in ("width", "height"):  # a size like NaN, inf or -5 would make every click "outside" it
+                value = image[side]
+                if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                    raise InputError(f"the recipe's image {side} must be a whole number of pixels >= 1, "
+                                     f"got {value!r}")
             objects = tuple(_object(number, obj) for number, obj in enumerate(data.get("objects", []), start=1))
             return cls(image_hash="sha256:" + str(image["sha256"]), width=int(image["width"]),
                        height=int(image["height"]),
@@ -163,7 +168,7 @@ class Recipe:
                        config=config, objects=objects, example=image.get("example"), version=version)
         except InputError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
             raise InputError(f"the recipe is incomplete or malformed ({type(error).__name__}: {error})") from None
 
 

@@ -25,7 +25,7 @@ from . import export, recipe as recipes
 from .backbones import load, names as backbone_names
 from .config import M2N2Config, add_preset_argument, preset_from_args
 from .errors import InputError, M2N2Error
-from .image import read_image
+from .image import check_aspect, read_image
 from .predictor import M2N2Predictor
 from .prompts import Click, check_clicks, parse_clicks
 
@@ -69,6 +69,7 @@ def run(image_path: str, out: str, points: list[str] | None = None, recipe_path:
     line prints before its work (the backbone used and the preset).
     """
     image = read_image(image_path)
+    check_aspect(*image.shape[:2])  # before any model loads
     if recipe_path is not None:
         recipe = recipes.Recipe.from_json(Path(recipe_path).read_text())
         recipes.check(recipe, image)  # another image fails before any model loads

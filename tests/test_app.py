@@ -147,6 +147,26 @@ def test_tiny_image_is_refused_with_a_message(handlers, tmp_path):
     assert not out[STATE].has_image and out[IMAGE] is None
 
 
+def test_a_long_strip_is_refused_before_any_attention_and_the_session_stays(handlers, loaded, tmp_path):
+    session, truth = loaded
+    clicked = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    backbone = handlers.serving.backbones.get(OPTIONS.attention_resolution)
+    calls = backbone.calls
+    strip = tmp_path / "strip.png"
+    Image.fromarray(square_image(100, 20000)[0]).save(strip)
+    with pytest.warns(UserWarning, match=r"20000 x 100 pixels, 200 times as wide .* limit is 8 times.*crop it"):
+        out = handlers.images.set_image({"path": str(strip)}, clicked[STATE])
+    assert backbone.calls == calls                                        # no attention was computed
+    assert out[STATE] is session and len(session.clicks) == 1 and session.image.shape == (60, 80, 3)
+    np.testing.assert_array_equal(out[IMAGE], clicked[IMAGE])            # the previous picture is shown again
+    with pytest.raises(gr.Error, match="crop it to at most 800 x 100"):
+        handlers.api.segment(str(strip), "[[5, 5, 1]]")
+    recipe = handlers.page.recipe_of(session)                              # (any recipe: the strip fails first)
+    with pytest.raises(gr.Error, match="crop it to at most 800 x 100"):
+        handlers.api.segment_recipe(str(strip), recipe.to_json())
+    assert backbone.calls == calls
+
+
 @pytest.mark.parametrize("mode, make", [
     ("L", lambda a: a[..., 0]),
     ("RGBA", lambda a: np.dstack([a, np.full(a.shape[:2], 255, np.uint8)])),
@@ -527,3 +547,52 @@ def test_new_settings_say_what_they_do_without_a_stuck_percentage(handlers, load
     assert any("R = 8" in desc for _, desc in calls) and any("temperature" in desc for _, desc in calls)
     # Steps, not a percentage that sits still: (steps done, steps), each step named as it starts.
     assert [value for value, _ in calls] == [(0, 2), (1, 2), (0, 1)]
+
+
+@pytest.mark.parametrize("x, says", [(-1.0, "is outside the 80 x 60 image"), (float("nan"), "NaN or infinite"),
+                                     (float("inf"), "NaN or infinite"), (float("-inf"), "NaN or infinite")])
+def test_negative_nan_and_infinite_coordinates_say_what_is_wrong_everywhere(handlers, loaded, x, says):
+    import json
+    session, truth = loaded
+    path = session.source
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+    recipe = json.loads(handlers.page.recipe_of(session).to_json())
+    recipe["objects"][0]["clicks"][0][0] = x
+    recipe_text = json.dumps(recipe)                       # NaN, Infinity and -Infinity, as Python writes them
+    said = []
+    for call in (lambda: handlers.api.segment(path, json.dumps([[x, 5, 1]])),
+                 lambda: handlers.api.segment_recipe(path, recipe_text)):
+        with pytest.raises(gr.Error) as refused:
+            call()
+        said.append(refused.value.message)
+    with pytest.warns(UserWarning) as warned:
+        handlers.sharing.load_recipe(session, None, recipe_text)
+    said.append(str(warned[0].message))
+    assert all(says in message for message in said), said
+    assert not any(re.search(r"(inf|nan) x", message) for message in said), said
+    # A click event on the page: a non-finite position is no position; a negative one is the edge.
+    if np.isfinite(x):
+        assert handlers.clicks.click(session, FOREGROUND, select(x, 5))[STATE].clicks[-1].x == 0
+    else:
+        with pytest.warns(UserWarning, match="is not a position on the image"):
+            handlers.clicks.click(session, FOREGROUND, select(x, 5))
+
+
+@pytest.mark.parametrize("ending", ["tab closed", "state expired"])
+def test_a_sessions_exported_files_are_served_only_while_the_session_lives(handlers, square_file, ending):
+    from gradio.utils import get_upload_folder
+    request = type("Request", (), {"session_hash": f"tab-{ending}"})()
+    session = handlers.images.set_image(square_file[0], None, request)[STATE]
+    handlers.clicks.click(session, FOREGROUND, select(*centre_of(square_file[1])))
+    offered = [handlers.sharing.export_mask(session)[UI.mask_file].value["path"],
+               handlers.sharing.export_coco(session)[UI.coco_file].value["path"]]
+    # What Gradio serves by URL is the file in the session's own folder, not a copy that outlives it;
+    # the folder's name is no session id.
+    for path in offered:
+        assert os.path.exists(path) and os.path.dirname(path) == serving.export_dir(session.id)
+        assert os.path.commonpath([path, get_upload_folder()]) == get_upload_folder() and session.id not in path
+    if ending == "tab closed":
+        handlers.page.end_session(request)
+    else:
+        handlers.page.release_state(session)
+    assert not any(os.path.exists(path) for path in offered)

@@ -53,3 +53,32 @@ def test_segment_endpoint_reports_bad_input(client, square_file):
 def test_only_the_stateless_endpoints_are_public(client):
     assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/segment",
                                                                                      "/segment_recipe"]
+
+
+def a_recipe(path: str, **changes) -> str:
+    """A recipe of the image at ``path`` (one object), with ``changes`` made to its JSON."""
+    from m2n2 import recipe as recipes
+    image = np.asarray(Image.open(path).convert("RGB"))
+    data = recipes.make(image, CountingBackbone(16), app.Options().config, [([(40, 30, 1)], None)]).to_dict()
+    for where, value in changes.items():
+        section, field = where.split("__")
+        data[section][field] = value
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("spoil", ["not json", "image__sha256", "image__width", "backbone__name", "objects__0"])
+def test_a_bad_recipe_is_one_log_line_and_no_traceback(client, square_file, caplog, capfd, spoil):
+    path, _ = square_file
+    text = {"not json": lambda: "{not json",
+            "image__sha256": lambda: a_recipe(path, image__sha256="0" * 64),            # another image
+            "image__width": lambda: a_recipe(path, image__width=float("inf")),
+            "backbone__name": lambda: a_recipe(path, backbone__name="sd2"),             # another backbone
+            "objects__0": lambda: a_recipe(path).replace("[40, 30, 1]", "[400, 30, 1]")}[spoil]()  # off the image
+    capfd.readouterr()
+    with caplog.at_level("INFO", logger="m2n2.studio"):
+        with pytest.raises(AppError):
+            client.predict(handle_file(path), text, api_name="/segment_recipe")
+    said = [record.getMessage() for record in caplog.records if "/segment_recipe" in record.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0], said
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err

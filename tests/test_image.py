@@ -1,5 +1,7 @@
 """Reading image files: formats converted, bad files refused with a message a user understands."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -46,3 +48,23 @@ def test_read_image_rejects_garbage_with_a_clear_message(tmp_path):
         read_image(tmp_path / "missing.png")
     with pytest.raises(InputError, match="no image"):
         read_image(None)
+
+
+@pytest.mark.parametrize("height, width", [(100, 800), (800, 100), (2, 2), (60, 80), (100, 20000), (20000, 100),
+                                           (100, 801), (3, 25)])
+def test_an_image_more_than_eight_times_as_long_as_it_is_thick_is_refused(height, width):
+    from m2n2.image import MAX_ASPECT, check_aspect
+    fits = max(height, width) <= MAX_ASPECT * min(height, width)
+    if fits:
+        check_aspect(height, width)
+        return
+    with pytest.raises(InputError) as refused:
+        check_aspect(height, width)
+    message = str(refused.value)
+    # The size, the limit and a crop that passes the check, on one line.
+    assert f"{width} x {height} pixels" in message and f"the limit is {MAX_ASPECT} times" in message
+    assert "\n" not in message
+    crop = re.search(r"crop it to at most (\d+) x (\d+) pixels", message)
+    assert crop, message
+    check_aspect(int(crop.group(2)), int(crop.group(1)))
+    assert int(crop.group(1)) <= width and int(crop.group(2)) <= height

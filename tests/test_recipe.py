@@ -203,3 +203,13 @@ def test_a_fast_recipe_from_before_the_background_preparation_replays_as_it_was_
                   for obj in recipe.objects]
         for a, b in zip(replayed(recipe), direct):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("side", ["width", "height"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), -5, 0, 12.5, True, "80"])
+def test_an_image_size_that_is_no_number_of_pixels_is_refused_with_a_message(square, backbone, side, value):
+    image, truth = square
+    data = json.loads(recipes.make(image, backbone, M2N2Config(), two_objects(truth)).to_json())
+    data["image"][side] = value                        # json writes inf and nan as Infinity and NaN
+    with pytest.raises(InputError, match=f"the recipe's image {side} must be a whole number of pixels >= 1"):
+        recipes.Recipe.from_json(json.dumps(data))

@@ -120,3 +120,16 @@ def test_bad_clicks_say_what_is_wrong_before_any_model_loads(square_file, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("error: " + message), err
     assert "inf x" not in err and not (tmp_path / "a").exists()
+
+
+def test_a_strip_too_long_to_segment_is_refused_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for an image that cannot be used")
+
+    monkeypatch.setattr(segment, "load", no_model)
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.zeros((100, 2000, 3), np.uint8)).save(strip)
+    assert segment.main([str(strip), "--points", "[[40, 30, 1]]", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the image is 2000 x 100 pixels, 20 times as wide as it is high"), err
+    assert "crop it to at most 800 x 100 pixels" in err and not (tmp_path / "a").exists()

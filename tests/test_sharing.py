@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -208,14 +209,31 @@ def test_the_example_link_opens_the_example_with_its_clicks(handlers):
 
 
 def test_a_bad_link_is_reported(handlers):
-    name = Path(handlers.page.examples[0]).stem
-    with pytest.warns(UserWarning, match="no example called"):
+    with pytest.warns(UserWarning, match="no example called 'nope'.*astronaut"):
         out = handlers.sharing.open_link(None, "", None, FakeRequest("example=nope&clicks=1,1,1"))
     assert set(out) == {UI.state}
-    with pytest.warns(UserWarning, match="outside"):
-        handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks=9999,1,1"))
-    with pytest.warns(UserWarning, match="x,y,label"):
-        handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks=abc"))
+
+
+@pytest.mark.parametrize("clicks, says", [
+    ("9999,9999,1", r"in clicks=9999,9999,1, click 1 at \(x=9999, y=9999\) is outside the 512 x 512 image"),
+    ("-5,10,1", r"in clicks=-5,10,1, click 1 at \(x=-5, y=10\) is outside the 512 x 512 image"),
+    ("abc", r"in clicks=abc, click 1 must be x,y,label with numbers"),
+    ("250,120,2", r"in clicks=250,120,2, click 1 needs the label 0 or 1"),
+    ("nan,120,1", r"in clicks=nan,120,1, click 1 has a coordinate that is NaN or infinite"),
+    ("250,inf,1", r"in clicks=250,inf,1, click 1 has a coordinate that is NaN or infinite"),
+    (";".join(["250,120,1"] * 21), r"in clicks=250,120,1;250,120,1;.*\.\.\., 21 clicks is more than the 20 allowed"),
+    ("250,120,1&clicks=abc", r"in clicks=abc, click 1 must be"),                   # the second object's
+])
+def test_a_link_with_bad_clicks_says_what_is_wrong_with_the_link_and_opens_the_example(handlers, clicks, says):
+    name = Path(handlers.page.examples[0]).stem
+    with pytest.warns(UserWarning) as warned:
+        out = handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks={clicks}"))
+    (message,) = [str(w.message) for w in warned if "link" in str(w.message)]
+    assert message.startswith("The link's clicks cannot be used: ") and "recipe" not in message
+    assert re.search(says, message) and f"The example '{name}' opens without them." in message
+    assert "inf x" not in message and "nan x" not in message
+    session = out[UI.state]
+    assert session.has_image and session.example == name and session.clicks == [] and not objects.finished(session)
 
 
 def test_a_deep_link_replays_the_recipe_it_carries(two_objects, handlers):

@@ -243,6 +243,42 @@ class ObjectsJob(Job):
         return out
 
 
+@contextmanager
+def _stateless(serving: Serving, key: str | None, image: np.ndarray, resolution: int, config: M2N2Config):
+    """The prepared predictor of a stateless request, with the backbone lent for the block.
+
+    With a ``key`` (the image's pixels and the settings, see :func:`m2n2.studio.api.prepared_key`),
+    an image this process prepared before under it is reused, and one prepared now is kept under
+    it (within the memory budget: the least recently used go first). A reused image serves the
+    request through a :meth:`~m2n2.predictor.M2N2Predictor.shared_copy`: no maps yet and the
+    image's first map still to come, as on a fresh predictor, so the masks are those a fresh
+    preparation gives (with ``early_maps`` the first map of an image is made otherwise than the
+    later ones). The kept predictor holds no request's maps. The predictor is counted against
+    the budget while the block runs."""
+    try:
+        kept = serving.store.get(key) if key is not None else None
+    except StoreMiss:
+        kept = None
+    fresh = kept is None
+    predictor = None
+    room = preparation_bytes(*image.shape[:2], resolution, config) if fresh else 0
+    with serving.store.reserving(room):
+        try:
+            backbone = serving.backbones.get(resolution)
+            predictor = M2N2Predictor(None, config, device=backbone.device) if fresh else kept.shared_copy()
+            with _lent(predictor, backbone):
+                if fresh:
+                    predictor.set_image(image)
+                yield predictor, fresh
+        except M2N2Error as error:
+            raise user_error(error) from None
+        finally:
+            if predictor is not None:
+                predictor.clear_cache()
+    if fresh and key is not None:
+        serving.store.put(key, predictor)
+
+
 @dataclass
 class ImageJob(Job):
     image: np.ndarray
@@ -251,41 +287,38 @@ class ImageJob(Job):
     resolution: int
     config: M2N2Config
     seconds: float | None = None
+    key: str | None = None  # where the prepared image is kept and looked for (None: neither)
 
     def work(self):
         runs = -(-len(self.points) // POINTS_PER_STAGE)  # the points' maps in stages
         return self.resolution, self.image.shape[:2], len(self.points), True, self.config, runs
 
     def run(self, serving: Serving) -> tuple[Prediction, str]:
-        backbone = serving.backbones.get(self.resolution)
         deadline = Deadline(self.seconds)
         points, labels = self.points, self.labels
-        # The API's predictor is counted against the memory budget while it lives.
-        with serving.store.reserving(preparation_bytes(*self.image.shape[:2], self.resolution, self.config)):
-            try:
-                predictor = M2N2Predictor(backbone, self.config)
-                predictor.set_image(self.image)
-                staged: dict[str, float] = {}
-                for start in range(0, len(points) - POINTS_PER_STAGE, POINTS_PER_STAGE):
-                    deadline.check(f"point {start + 1} of {len(points)}")
-                    # The predictor caches each point's map: the final call below only scores and merges.
-                    part = predictor.predict(points[start:start + POINTS_PER_STAGE],
-                                             labels[start:start + POINTS_PER_STAGE], keep="none")
-                    for stage, spent in part.timings.items():
-                        staged[stage] = staged.get(stage, 0.0) + spent
-                deadline.check("the last points")
-                prediction = predictor.predict(points, labels)
-            except M2N2Error as error:
-                raise user_error(error) from None
+        with _stateless(serving, self.key, self.image, self.resolution, self.config) as (predictor, fresh):
+            staged: dict[str, float] = {}
+            for start in range(0, len(points) - POINTS_PER_STAGE, POINTS_PER_STAGE):
+                deadline.check(f"point {start + 1} of {len(points)}")
+                # The predictor caches each point's map: the final call below only scores and merges.
+                part = predictor.predict(points[start:start + POINTS_PER_STAGE],
+                                         labels[start:start + POINTS_PER_STAGE], keep="none")
+                for stage, spent in part.timings.items():
+                    staged[stage] = staged.get(stage, 0.0) + spent
+            deadline.check("the last points")
+            prediction = predictor.predict(points, labels)
+            description = predictor.backbone.description
         timings = {stage: spent + staged.get(stage, 0.0) for stage, spent in prediction.timings.items()}
-        prediction.timings = {**predictor.image_timings, **timings}
-        return prediction, backbone.description
+        # The preparation's stages only when this request made it (a reused image cost none).
+        prediction.timings = {**(predictor.image_timings if fresh else {}), **timings}
+        return prediction, description
 
 
 @dataclass
 class ReplayJob(Job):
     image: np.ndarray
     recipe: object
+    key: str | None = None  # as ImageJob's
 
     def work(self):
         clicks = sum(len(obj.points) for obj in self.recipe.objects)
@@ -295,17 +328,14 @@ class ReplayJob(Job):
         from ..recipe import check, replay
 
         recipe = self.recipe
-        backbone = serving.backbones.get(recipe.backbone.resolution)
-        with serving.store.reserving(preparation_bytes(*self.image.shape[:2], recipe.backbone.resolution,
-                                                       recipe.config)):
-            try:
-                check(recipe, self.image, backbone)
-                predictor = M2N2Predictor(backbone, recipe.config)
-                predictor.set_image(self.image)
-                masks = replay(predictor, recipe)
-            except M2N2Error as error:
-                raise user_error(error) from None
-        return masks, backbone.description
+        try:
+            check(recipe, self.image, serving.backbones.get(recipe.backbone.resolution))
+        except M2N2Error as error:
+            raise user_error(error) from None
+        with _stateless(serving, self.key, self.image, recipe.backbone.resolution, recipe.config) as (predictor, _):
+            masks = replay(predictor, recipe)
+            description = predictor.backbone.description
+        return masks, description
 
 
 def job_seconds(job: Job) -> int:
@@ -355,16 +385,19 @@ def segment_objects(serving: Serving, key: str, objects: list[tuple[np.ndarray, 
 
 
 def segment_image(serving: Serving, image: np.ndarray, points: np.ndarray, labels: np.ndarray, resolution: int,
-                  config: M2N2Config, seconds: float | None = None) -> tuple[Prediction, str]:
-    """Stateless: prepare ``image``, segment the points; returns the prediction and the backbone's line.
+                  config: M2N2Config, seconds: float | None = None, key: str | None = None) -> tuple[Prediction, str]:
+    """Stateless: prepare ``image`` (or reuse the image prepared under ``key``), segment the points;
+    returns the prediction and the backbone's line.
 
     ``seconds`` bounds the work: it is checked after the attention and after each
     :data:`POINTS_PER_STAGE` points' Markov-maps (a stage is never cut), and past it the call
-    stops with a message.
+    stops with a message. With ``key``, a prepared image is kept for the next request on the
+    same pixels and settings (the store's memory budget permitting).
     """
-    return _submit(serving, ImageJob(image, points, labels, resolution, config, seconds))
+    return _submit(serving, ImageJob(image, points, labels, resolution, config, seconds, key))
 
 
-def replay_image(serving: Serving, image: np.ndarray, recipe) -> tuple[list[np.ndarray], str]:
-    """Stateless: the masks of a :class:`m2n2.recipe.Recipe` on ``image``, and the backbone's line."""
-    return _submit(serving, ReplayJob(image, recipe))
+def replay_image(serving: Serving, image: np.ndarray, recipe, key: str | None = None) -> tuple[list[np.ndarray], str]:
+    """Stateless: the masks of a :class:`m2n2.recipe.Recipe` on ``image``, and the backbone's line
+    (the image prepared under ``key`` reused, or kept there, as in :func:`segment_image`)."""
+    return _submit(serving, ReplayJob(image, recipe, key))

@@ -42,7 +42,7 @@ class Handlers:
         self.clicks = ClickHandlers(self.page)
         self.sharing = SharingHandlers(self.page, self.clicks)
         self.settings = SettingsHandlers(self.page, self.clicks)
-        self.api = ApiHandlers(self.page)
+        self.api = ApiHandlers(self.page, self.images)
 
     @property
     def ui(self) -> UI:

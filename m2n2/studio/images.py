@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 
 from ..errors import M2N2Error
-from ..image import read_image
+from ..image import check_aspect, read_image
 from . import gpu
 from .examples import ExampleCache
 from .page import Page
@@ -106,6 +106,7 @@ class ImageHandlers:
         path = image.get("path") if isinstance(image, dict) else image
         try:
             array = read_image(path)
+            check_aspect(*array.shape[:2])  # before any attention: a thin strip could not be clicked on
         except M2N2Error as error:
             return page.rejected(session, f"This file cannot be used: {error}", restore_image=True)
         backbones = page.serving.backbones

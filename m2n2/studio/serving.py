@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import hmac
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import threading
 import weakref
 from collections import OrderedDict, deque
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from gradio.utils import get_upload_folder
 
 from ..backbones import load
 from ..config import MAX_CLICKS, PRESETS, M2N2Config, default_resolution
@@ -338,9 +341,22 @@ class StoreMiss(NotReadyError):
     """The prepared image of a session is not in this process's store (evicted, or another worker)."""
 
 
+#: Per-process secret that names the sessions' export folders (see :func:`export_dir`).
+_EXPORT_SECRET = secrets.token_bytes(32)
+
+
 def export_dir(session_id: str) -> str:
-    """The folder of a session's downloadable files."""
-    return os.path.join(tempfile.gettempdir(), "m2n2-studio", session_id)
+    """The folder of a session's downloadable files, inside Gradio's cache.
+
+    Gradio serves every file of its cache to whoever has its URL, and a file offered from
+    elsewhere is *copied* into the cache, where that copy outlives the session until Gradio's
+    ``delete_cache`` sweeps it (an hour or two later). Written here, the offered file is the one
+    served, so :func:`end_session` (the tab closed, or its state expired) deletes what was
+    served too. The folder's name is a keyed hash of the session id, as unguessable as Gradio's
+    own cache paths, and says nothing about the session.
+    """
+    name = hmac.new(_EXPORT_SECRET, session_id.encode(), hashlib.sha256).hexdigest()
+    return os.path.join(get_upload_folder(), "m2n2-exports", name)
 
 
 class EndedSessions:

@@ -24,14 +24,36 @@ from PIL import Image
 from .. import export, recipe as recipes
 from ..errors import InputError, M2N2Error
 from ..image import read_image
-from ..prompts import parse_clicks
+from ..prompts import check_clicks, parse_clicks
 from . import gpu, objects
 from .clicks import NO_IMAGE, ClickHandlers
-from .limits import check_recipe_limits
+from .limits import check_recipe_limits, log_user_error
 from .page import Page
 from .priority import run_heavy
 from .serving import export_dir
 from .session import SegObject, Session, Shown
+
+
+def link_clicks(texts: list[str], size: tuple[int, int], max_clicks: int) -> list[list]:
+    """The clicks of a link's ``clicks`` parameters (one per object) on an image of ``size``.
+
+    Raises
+    ------
+    InputError
+        Too many objects, or a ``clicks`` value that does not parse, has too many clicks or a
+        click off the image; the message quotes that value (shortened) so the link can be fixed.
+    """
+    if len(texts) > max_clicks:
+        raise InputError(f"the link has {len(texts)} clicks= values (one per object), more than the "
+                         f"{max_clicks} allowed")
+    out = []
+    for text in texts:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        try:
+            out.append(check_clicks(parse_clicks(text, what="the value"), size, max_clicks))
+        except InputError as error:
+            raise InputError(f"in clicks={shown}, {str(error).removeprefix('the value: ')}") from None
+    return out
 
 
 class SharingHandlers:
@@ -166,19 +188,8 @@ class SharingHandlers:
         page = self.page
         params = request.query_params if request is not None else {}
         if params.get("example"):
-            name = params.get("example")
-            path = page.example_named(name)
-            if path is None:
-                return page.rejected(session, f"The link names no example called {name!r}.")
-            try:
-                clicks = [parse_clicks(text, what="the link's clicks") for text in params.getlist("clicks")]
-                image = read_image(path)
-                backbone = page.serving.backbones.get(page.options.attention_resolution)
-                recipe = recipes.make(image, backbone, (session or page.new_session()).config,
-                                      [(c, None) for c in clicks], name)
-            except M2N2Error as error:
-                return page.rejected(session, f"This link cannot be used: {error}")
-            return self.apply_recipe(session, recipe, request, progress)
+            return self._open_example_link(session, params.get("example"), params.getlist("clicks"), request,
+                                           progress)
         if params.get("deep_link") and recipe_text and recipe_text.strip():
             try:
                 recipe = recipes.Recipe.from_json(recipe_text)
@@ -186,6 +197,31 @@ class SharingHandlers:
                 return page.rejected(session, f"This link cannot be used: {error}")
             return self.apply_recipe(session, recipe, request, progress, upload=original)
         return {page.ui.status: page.status(session)}
+
+    def _open_example_link(self, session: Session | None, name: str, texts: list[str], request, progress) -> dict:
+        """``?example=NAME&clicks=...``: the example with the link's clicks (one ``clicks`` per object).
+
+        Bad clicks are the link's fault, and the message says so and what is wrong; the example
+        then opens without them (its clicks are the only part of the link that failed)."""
+        page = self.page
+        path = page.example_named(name)
+        if path is None:
+            names = ", ".join(Path(p).stem for p in page.examples)
+            return page.rejected(session, f"The link names no example called {name!r} (the examples: {names}).")
+        try:
+            image = read_image(path)
+            backbone = page.serving.backbones.get(page.options.attention_resolution)
+        except M2N2Error as error:
+            return page.rejected(session, f"The link's example {name!r} cannot be opened: {error}")
+        config = (session or page.new_session()).config
+        try:
+            objects_clicks = link_clicks(texts, image.shape[:2], page.options.max_points)
+        except InputError as error:
+            log_user_error("a link", str(error))
+            gr.Warning(f"The link's clicks cannot be used: {error}. The example {name!r} opens without them.")
+            objects_clicks = []
+        recipe = recipes.make(image, backbone, config, [(c, None) for c in objects_clicks], name)
+        return self.apply_recipe(session, recipe, request, progress)
 
     # ------------------------------------------------------------------ downloads
     def _download(self, session: Session | None, component, name: str, write) -> dict:
