@@ -7,6 +7,7 @@ import copy
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,6 +130,7 @@ class _Finishing:
     sums_lock: threading.Lock = field(default_factory=threading.Lock)  # whoever comes first sums
     weight_sums: torch.Tensor | None = None
     error: BaseException | None = None
+    run: Callable[[], None] | None = None  # the work itself, when it runs in the caller's thread
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -161,6 +163,12 @@ class M2N2Predictor:
         so that only the mask and the pictures leave it; by default on any device but the
         CPU, where the compiled numpy stages are faster. True on the CPU runs the device path
         with CPU tensors (the tests do, so it is exercised without a GPU).
+    background : bool, optional
+        Run the part of an image's preparation that ``early_maps`` defers (weight sums, table,
+        leap) on a second thread, so that ``set_image`` returns sooner (True, the default: an
+        interactive user waits less). False runs it in the calling thread at the end of
+        ``set_image``: the same bits, and one busy thread per predictor (a batch evaluation
+        spread over processes, one core each).
 
     Examples
     --------
@@ -170,8 +178,9 @@ class M2N2Predictor:
     """
 
     def __init__(self, backbone=None, config: M2N2Config | None = None, device=None,
-                 torch_stages: bool | None = None):
+                 torch_stages: bool | None = None, background: bool = True):
         self.backbone = backbone
+        self.background = background
         self._torch_stages = torch_stages
         self.config = config or M2N2Config()
         if device is None:
@@ -320,6 +329,10 @@ class M2N2Predictor:
             self._jbu = self._weight_sums = None
             finishing.operator = operator
             finishing.operator_ready.set()
+            if finishing.run is not None:  # background=False: the same work, in this thread
+                finishing.run()
+                if finishing.error is not None:
+                    raise finishing.error
         else:
             self._prepare_upsampling()
 
@@ -341,6 +354,7 @@ class M2N2Predictor:
                 inherited()
 
         def work() -> None:
+            previous = current_pause_hook()  # None on the thread; the caller's own when run in its thread
             set_pause_hook(pause)
             timings = {}
             try:
@@ -375,10 +389,13 @@ class M2N2Predictor:
             except BaseException as error:  # kept, and raised where a map needs the result
                 finishing.error = error
             finally:
-                set_pause_hook(None)
+                set_pause_hook(previous)
                 finishing.done.set()
                 _BACKGROUND.pop(id(finishing), None)
 
+        if not self.background:
+            finishing.run = work  # by _prepare, once the operator is handed over
+            return finishing
         thread = threading.Thread(target=work, name="m2n2-finish-preparation", daemon=True)
         _BACKGROUND[id(finishing)] = (finishing, thread)
         thread.start()

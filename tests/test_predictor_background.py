@@ -129,3 +129,31 @@ def test_settings_can_change_after_the_background_failed(scene):
     predictor.set_config(M2N2Config.fast(temperature=0.5))  # re-prepares: the failure is left behind
     predictor.wait_prepared()
     assert predictor.is_prepared and predictor.operator.leap is not None
+
+
+def test_without_a_background_thread_the_work_runs_in_the_callers_thread_with_the_same_results(scene):
+    image, attention = scene
+    ran_on = []
+    inline = M2N2Predictor(config=M2N2Config.fast(), background=False)
+    inline.before_finishing = lambda: ran_on.append(threading.current_thread())
+    inline.set_attention(image, attention)
+    assert ran_on == [threading.current_thread()]  # no second thread: one busy thread per predictor
+    assert inline.is_prepared and inline.operator.leap is not None and inline.upsampling_table is not None
+
+    threaded = M2N2Predictor(config=M2N2Config.fast())
+    threaded.set_attention(image, attention)
+    for ours, theirs in zip(_masks(inline), _masks(threaded)):
+        np.testing.assert_array_equal(ours, theirs)
+    assert torch.equal(inline.operator.leap.transposed, threaded.operator.leap.transposed)
+
+
+def test_without_a_background_thread_a_failure_is_raised_by_set_image(scene):
+    image, attention = scene
+    inline = M2N2Predictor(config=M2N2Config.fast(), background=False)
+
+    def fail():
+        raise MemoryError("no room for the table")
+
+    inline.before_finishing = fail
+    with pytest.raises(MemoryError, match="no room"):
+        inline.set_attention(image, attention)

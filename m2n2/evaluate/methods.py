@@ -209,7 +209,9 @@ class M2N2Method:
     def __init__(self, backbone, config: M2N2Config, name: str = "m2n2") -> None:
         from .. import M2N2Predictor  # here: the package imports this module's package
 
-        self.predictor = M2N2Predictor(backbone, config=config)
+        # The deferred preparation in this thread: one busy thread per process, as `--threads 1` and a
+        # spread over processes assume (the same bits as on a second thread).
+        self.predictor = M2N2Predictor(backbone, config=config, background=False)
         self.config, self.name = config, name
 
     def set_image(self, image: np.ndarray) -> None:
