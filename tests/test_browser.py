@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
@@ -71,16 +72,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``python app.py --backbone color`` on a free port; yields its URL, kills it afterwards."""
+@contextmanager
+def app_server(log_path: Path, *args: str, env: dict | None = None):
+    """``python app.py ARGS`` on a free 127.0.0.1 port, its output in ``log_path``; yields its URL once it
+    answers (fails the test if it exits or does not answer within 180 s) and stops it afterwards."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py", "--backbone", "color", "--resolution", "32",
-                                    "--server-name", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "app.py", *args, "--server-name", "127.0.0.1",
+                                    "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 180
@@ -104,6 +104,13 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``python app.py --backbone color`` on a free port; yields its URL, kills it afterwards."""
+    with app_server(tmp_path_factory.mktemp("server") / "app.log", "--backbone", "color", "--resolution", "32") as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,18 +7,13 @@ tests/test_browser.py (colour backbone, R = 32), with small limits (3 clicks, 20
 that they are reached at once. Skipped without chromium unless ``M2N2_REQUIRE_BROWSER`` is set.
 """
 
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_browser import (CHROMIUM_ARGS, ROOT, browser, click_image, clicks_shown, free_port, load_example,  # noqa: F401
+from test_browser import (app_server, browser, click_image, clicks_shown, load_example,  # noqa: F401
                           open_app, shown_image, wait_status)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -31,37 +26,10 @@ EXPORTS = ("instances", "coco", "recipe")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``python app.py`` with a 3-click and 200 KB limit; yields (URL, path of its log)."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py", "--backbone", "color", "--resolution", "32",
-                                    "--max-points", str(MAX_POINTS), "--max-file-size", "200kb",
-                                    "--no-prepare-examples", "--server-name", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the app exited with code {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer within 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with app_server(log_path, "--backbone", "color", "--resolution", "32", "--max-points", str(MAX_POINTS),
+                    "--max-file-size", "200kb", "--no-prepare-examples") as url:
         yield url, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def no_traceback(log_path: Path):

@@ -9,17 +9,11 @@ reason one hover away, in the tooltip).
 Skipped without chromium unless ``M2N2_REQUIRE_BROWSER`` is set (see tests/test_browser.py).
 """
 
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from test_browser import (CHROMIUM_ARGS, ROOT, TIMEOUT_MS, click_image, clicks_shown, free_port, load_example,
-                          require_browser)
+from test_browser import TIMEOUT_MS, app_server, browser, click_image, clicks_shown, load_example  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,47 +24,9 @@ NEAR_PX = 48
 @pytest.fixture(scope="module")
 def fallback_server(tmp_path_factory):
     """``python app.py`` (backbone auto, offline: the colour fallback) on a free port; yields its URL."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py", "--resolution", "32", "--no-prepare-examples",
-                                    "--server-name", "127.0.0.1", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the app exited with code {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer within 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with app_server(tmp_path_factory.mktemp("server") / "app.log", "--resolution", "32", "--no-prepare-examples",
+                    env={"HF_HUB_OFFLINE": "1"}) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    binary, sync_playwright = require_browser()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 # The status line as laid out: its box, and how many lines its text takes (the distinct tops of its
@@ -92,8 +48,8 @@ LAYOUT = """() => {
 
 
 @pytest.mark.parametrize("width, height", [(1400, 900), (420, 900)])
-def test_the_status_line_is_one_line_next_to_the_image(chromium, fallback_server, width, height):
-    page = chromium.new_page(viewport={"width": width, "height": height})
+def test_the_status_line_is_one_line_next_to_the_image(browser, fallback_server, width, height):
+    page = browser.new_page(viewport={"width": width, "height": height})
     page.set_default_timeout(TIMEOUT_MS)
     try:
         page.goto(fallback_server, timeout=TIMEOUT_MS)
