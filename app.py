@@ -195,13 +195,9 @@ def wire(demo: gr.Blocks, ui: UI, c: SimpleNamespace, handlers: Handlers, concur
                                              "document.getElementById('restore-image').click(); }")
     c.restore.click(images.restore, state, ui.image, show_progress="hidden", **heavy)
     c.examples.click(images.load_example, [c.examples, state], outputs, **shown_on, **heavy).then(**keep_original)
-    # A click shows its marker at once (no queue), then waits its turn; none is dropped. The browser sends
-    # the click's queued event only once the marker's event is back, so that event carries the state and
-    # status alone and the marker's picture (an overlay and its PNG) follows in the next one, beside the
-    # click's computing instead of before it (docs/performance.md, "In the browser").
-    ui.image.select(clicks.mark, [state, c.mode], [state, ui.status], queue=False, show_progress="hidden",
-                    trigger_mode="multiple", api_visibility="private").then(
-        page.marker_view, state, ui.image, queue=False, show_progress="hidden", api_visibility="private")
+    # A click shows its marker at once (no queue), then waits its turn; none is dropped.
+    ui.image.select(clicks.mark, [state, c.mode], [state, ui.image, ui.status], queue=False, show_progress="hidden",
+                    trigger_mode="multiple", api_visibility="private")
     ui.image.select(clicks.click_only, [state, c.mode], ui.core, trigger_mode="multiple", **gpu, **quiet).then(
         page.share_views, state, ui.share, queue=False, show_progress="hidden", api_visibility="private")
     c.undo.click(clicks.undo, state, outputs, trigger_mode="multiple", **gpu, **quiet)

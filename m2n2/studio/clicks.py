@@ -74,7 +74,7 @@ class ClickHandlers:
 
     # ------------------------------------------------------------------ clicks
     def mark(self, session: Session | None, label: int, evt: gr.SelectData):
-        """At once, before any computing: the click counted as waiting (its marker follows; it waits its turn).
+        """At once, before any computing: the click's marker on the image (it waits its turn).
 
         ``label`` is the "Next click is" switch's value: 1 foreground, 0 background."""
         if not self.page.usable(session):
@@ -85,9 +85,9 @@ class ClickHandlers:
             return {}
         session.pending.append(click)
         ui = self.page.ui
-        # The picture with its marker follows in a chained event (Page.marker_view): the browser sends the
-        # click's queued event only once this one is back, so it carries no picture (docs/performance.md).
-        return {ui.state: session, ui.status: self.page.status(session)}
+        # The picture comes in this event, not in a chained one: a chained picture could arrive after a
+        # refused click's redraw and bring its marker back (tests/test_browser_refusals.py).
+        return {ui.state: session, ui.image: self.page.overlay(session), ui.status: self.page.status(session)}
 
     def click(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
         """A click on the image, labelled ``label`` (1 foreground, 0 background); runs in arrival order.

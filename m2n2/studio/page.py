@@ -156,13 +156,6 @@ class Page:
                 value=f"Link to this example with these clicks: [{query}]({query})" if query else "")
         return out
 
-    def marker_view(self, session: Session | None):
-        """The picture with the waiting clicks' markers, drawn after the marker's state and status
-        (app.py); nothing when no click waits any more (its result, with the mask, is drawn already)."""
-        if not self.usable(session) or not session.pending:
-            return gr.skip()
-        return {self.ui.image: self.overlay(session)}
-
     def share_views(self, session: Session | None) -> dict:
         """Only the object list, recipe box and example link (refreshed after a click)."""
         out = self.render_shared(session) if session is not None else {}
