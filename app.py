@@ -195,8 +195,9 @@ def wire(demo: gr.Blocks, ui: UI, c: SimpleNamespace, handlers: Handlers, concur
                                              "document.getElementById('restore-image').click(); }")
     c.restore.click(images.restore, state, ui.image, show_progress="hidden", **heavy)
     c.examples.click(images.load_example, [c.examples, state], outputs, **shown_on, **heavy).then(**keep_original)
-    # A click shows its marker at once (no queue), then waits its turn; none is dropped.
-    ui.image.select(clicks.mark, [state, c.mode], [state, ui.image, ui.status], queue=False, show_progress="hidden",
+    # A click's marker shows at once (the page draws it; this event, unqueued, counts it as waiting), then
+    # the click waits its turn; none is dropped.
+    ui.image.select(clicks.mark, [state, c.mode], [state, ui.status], queue=False, show_progress="hidden",
                     trigger_mode="multiple", api_visibility="private")
     ui.image.select(clicks.click_only, [state, c.mode], ui.core, trigger_mode="multiple", **gpu, **quiet).then(
         page.share_views, state, ui.share, queue=False, show_progress="hidden", api_visibility="private")

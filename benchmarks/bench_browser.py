@@ -17,8 +17,9 @@ Per click it reports
   line says "k clicks" without "waiting", and the picture set with it has decoded): what the
   issue's target is about (p50 <= 0.4 s, p95 <= 0.6 s);
 - **status**: click -> the status line shows the result;
-- **marker**: click -> the first new picture (the marker, drawn by an event that skips the
-  queue): the round trip of a light event, i.e. transport plus one overlay;
+- **marker**: click -> the click's marker: the page's own marker element where the page draws it
+  (static/page.js), else the first new picture (the marker drawn on the server by an event that
+  skips the queue: the round trip of a light event, i.e. transport plus one overlay);
 - **server**: the click's own time the server reports on the status line ("click 0.27 s":
   segmentation and commit, not the pictures);
 
@@ -28,8 +29,8 @@ the click's events on the server (the marker's ``mark``, the queued ``click_only
 includes the views' drawing), postprocessing (encoding the pictures and caching files).
 
 and, with ``--render`` (on by default), the time the app's views take, in a separate process, to
-draw one click's pictures as the app sends them: the overlay, its PNG encoding (sent twice per
-click: with the marker and with the mask), the heatmap and the score curve (matplotlib figures
+draw one click's pictures as the app sends them: the overlay, its PNG encoding (once per click;
+twice where the marker's event carries a picture too), the heatmap and the score curve (matplotlib figures
 encoded as WebP where the app draws them on the server; the HTML and SVG the browser draws
 where it does), on the same example and resolution. What remains of "mask" after server and rendering is the
 queue, the chained events, transport and the browser.
@@ -88,7 +89,8 @@ RECORDER = """() => {
       if (img && img.tagName === "IMG" && r.attributeName === "src")
         log.push({t: now(), kind: "src", src: (img.src || "").slice(-80)});
       if (r.type === "childList") for (const n of r.addedNodes)
-        if (n.tagName === "IMG" || (n.querySelector && n.querySelector("img"))) {
+        if (n.classList && n.classList.contains("m2n2-waiting-marker")) log.push({t: now(), kind: "marker"});
+        else if (n.tagName === "IMG" || (n.querySelector && n.querySelector("img"))) {
           const i = n.tagName === "IMG" ? n : n.querySelector("img");
           log.push({t: now(), kind: "src", src: (i.src || "").slice(-80)});
         }
@@ -179,7 +181,8 @@ def analyse(log: list[dict], count: int) -> list[dict]:
     out = []
     for k, t_click in enumerate(clicks[:count], start=1):
         after = [e for e in log if e["t"] >= t_click]
-        marker = next((e["t"] for e in after if e["kind"] == "load"), None)
+        # The page's own marker where it draws one (static/page.js), else the first picture loaded.
+        marker = next((e["t"] for e in after if e["kind"] in ("marker", "load")), None)
         # The first result that includes this click: the app folds clicks that waited into one
         # segmentation, so a later count (without "waiting") shows this click's mask too.
         status = next((e for e in after if e["kind"] == "status" and shown_clicks(e["text"]) >= k), None)

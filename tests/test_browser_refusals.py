@@ -110,6 +110,7 @@ def test_a_refused_click_leaves_no_marker_and_nothing_waiting(browser, server):
     clicks_shown(page, MAX_POINTS)
     page.locator("#canvas img").first.wait_for()
     assert np.array_equal(shown_image(page), before), "the refused click's marker is still drawn"
+    assert page.locator("#canvas .m2n2-waiting-marker").count() == 0, "the page still draws the refused click"
     page.locator("#undo").click()                        # and the app goes on
     clicks_shown(page, MAX_POINTS - 1)
     click_image(page, 0.5, 0.1)

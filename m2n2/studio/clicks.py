@@ -74,9 +74,12 @@ class ClickHandlers:
 
     # ------------------------------------------------------------------ clicks
     def mark(self, session: Session | None, label: int, evt: gr.SelectData):
-        """At once, before any computing: the click's marker on the image (it waits its turn).
+        """At once, before any computing: the click counts as waiting (it waits its turn).
 
-        ``label`` is the "Next click is" switch's value: 1 foreground, 0 background."""
+        ``label`` is the "Next click is" switch's value: 1 foreground, 0 background. The page has
+        drawn the click's marker itself (static/page.js): no picture goes back, so that the click's
+        own event, which the browser sends once this one has returned, leaves sooner; the next
+        picture (the mask, or a refused click's redraw) draws every waiting click from the session."""
         if not self.page.usable(session):
             return {}
         try:
@@ -85,9 +88,7 @@ class ClickHandlers:
             return {}
         session.pending.append(click)
         ui = self.page.ui
-        # The picture comes in this event, not in a chained one: a chained picture could arrive after a
-        # refused click's redraw and bring its marker back (tests/test_browser_refusals.py).
-        return {ui.state: session, ui.image: self.page.overlay(session), ui.status: self.page.status(session)}
+        return {ui.state: session, ui.status: self.page.status(session)}
 
     def click(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
         """A click on the image, labelled ``label`` (1 foreground, 0 background); runs in arrival order.
@@ -119,8 +120,8 @@ class ClickHandlers:
         page = self.page
         out = page.rejected(session, message) if message is not None else {}
         if page.usable(session):
-            out.update({page.ui.state: session, page.ui.image: page.overlay(session),
-                        page.ui.status: page.status(session)})
+            out.update({page.ui.state: session, page.ui.image: page.overlay(session)})
+        out[page.ui.status] = page.status(session)  # with no picture to draw again, this clears the page's marker
         return out
 
     def click_only(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
