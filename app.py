@@ -82,8 +82,8 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
     """Lay out the page (inside a ``gr.Blocks``): the components the handlers update, and the other
     controls (inputs only) by name."""
     config, c = options.config, SimpleNamespace()
-    image = gr.Image(label="Image: click to segment (mask in blue, outlined)", type="filepath", format="png",
-                     image_mode=None, sources=["upload", "clipboard"], interactive=True, elem_id="canvas",
+    image = gr.Image(label="Image: click to segment (each object in its own colour, the current one outlined)",
+                     type="filepath", format="png", image_mode=None, sources=["upload", "clipboard"], interactive=True, elem_id="canvas",
                      render=False)
     fast_png(image)
     gr.Markdown(heading(options))

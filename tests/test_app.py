@@ -599,3 +599,13 @@ def test_a_sessions_exported_files_are_served_only_while_the_session_lives(handl
     else:
         handlers.page.release_state(session)
     assert not any(os.path.exists(path) for path in offered)
+
+
+def test_the_canvas_label_names_no_single_mask_colour():
+    # Each object has its own colour (object 1 blue, object 2 another): a label saying "mask in blue"
+    # was wrong from the second object on.
+    from m2n2.studio import objects
+    assert objects.colour(1) != objects.colour(2)
+    label = UI.image.label.lower()
+    assert not re.search(r"\b(blue|orange|red|green|yellow|purple|pink)\b", label), label
+    assert "colour" in label and "outlined" in label
