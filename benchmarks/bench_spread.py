@@ -55,10 +55,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--option", action="append", default=None,
-                        help="an evaluation option (repeat); default: --backbone color --resolution 32 "
-                             "--preset fast --method m2n2")
+                        help="an evaluation option (repeat); default: --backbone color --preset fast "
+                             "--method m2n2 (the backbone's own R, 64)")
     args = parser.parse_args()
-    options = args.option or ["--backbone", "color", "--resolution", "32", "--preset", "fast", "--method", "m2n2"]
+    options = args.option or ["--backbone", "color", "--preset", "fast", "--method", "m2n2"]
     with tempfile.TemporaryDirectory() as folder:
         seconds, results = {}, {}
         for processes in args.processes:
