@@ -240,6 +240,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of each job (default 1: on a small host one core per job serves several "
                              "users best, and lets the clicks' queue keep a core while images are prepared)")
+    parser.add_argument("--click-threads", type=int, default=None,
+                        help="threads of a click's Markov chain (default 2 where the host has two cores: "
+                             "images being prepared wait while a click runs; 1 keeps each click on one core)")
     parser.add_argument("--server-name", default=None, help="address to listen on, e.g. 0.0.0.0 (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
@@ -261,10 +264,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def options_from_args(args: argparse.Namespace) -> Options:
     """The app's options from its command line (:func:`parse_args`)."""
-    budget = {"budget_bytes": args.memory_budget} if args.memory_budget else {}
+    given = {"budget_bytes": args.memory_budget} if args.memory_budget else {}  # else the options' defaults
+    if args.click_threads is not None:
+        given["click_threads"] = max(1, args.click_threads)
     return Options(backbone=args.backbone, model=args.model, resolution=args.resolution, max_side=args.max_side,
                    concurrency=args.concurrency, preset=preset_from_args(args), max_resolution=args.max_resolution,
-                   max_points=args.max_points, max_file_size=args.max_file_size, threads=args.threads, **budget)
+                   max_points=args.max_points, max_file_size=args.max_file_size, threads=args.threads, **given)
 
 
 def main(argv=None) -> None:
@@ -273,8 +278,9 @@ def main(argv=None) -> None:
     options = options_from_args(args)
     logging.getLogger("m2n2.studio").info(
         "limits: R up to %d, %d points per request, uploads up to %s, memory budget %.0f MiB, images segmented "
-        "at up to %d px, %d CPU thread(s) per job", options.highest_resolution, options.max_points,
-        options.max_file_size, options.budget_bytes / 2**20, options.working_side, options.threads)
+        "at up to %d px, %d CPU thread(s) per job, %d per click's Markov chain", options.highest_resolution,
+        options.max_points, options.max_file_size, options.budget_bytes / 2**20, options.working_side, options.threads,
+        options.click_threads)
     serving = studio.start(options)
     if os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU forks its GPU workers from this process: the model must be loaded before that.

@@ -9,8 +9,13 @@ and touches the matrix only once more at the end.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
+import os
+import threading
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -116,13 +121,19 @@ class TransitionOperator:
     resolution: int
     steps: int = 1
     leap: "TransitionOperator | None" = None
-    _packed: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
-    _zeros: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)  # FBGEMM's bias
+    # FBGEMM's packed copy, in one or two parts of the rows (see _SPLIT_MIN_ENTRIES), and its biases
+    _packed: tuple[torch.Tensor, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _zeros: tuple[torch.Tensor, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.transposed.dtype == torch.float16 and self.transposed.device.type == "cpu":
-            self._packed = _pack_half_for_cpu(self.transposed)
-            self._zeros = torch.zeros(self.transposed.shape[0], dtype=torch.float32)
+            n = self.transposed.shape[0]
+            half = n // 2 // _SPLIT_ALIGN * _SPLIT_ALIGN
+            cuts = (0, half, n) if n * n >= _SPLIT_MIN_ENTRIES and half > 0 else (0, n)
+            parts = [_pack_half_for_cpu(self.transposed[a:b]) for a, b in zip(cuts, cuts[1:])]
+            if all(part is not None for part in parts):
+                self._packed = tuple(parts)
+                self._zeros = tuple(torch.zeros(b - a, dtype=torch.float32) for a, b in zip(cuts, cuts[1:]))
 
     @property
     def device(self) -> torch.device:
@@ -181,6 +192,8 @@ def _pack_half_for_cpu(transposed: torch.Tensor) -> torch.Tensor | None:
     memory speed: 1.4 ms per step at N = 4096 against 3.5 ms for the widened blocks and 2.5 ms
     for an fp32 matrix (one thread, AVX-512, torch 2.13; ``benchmarks/bench_core.py``).
     torch marks these functions deprecated; without them the blocked product is used.
+    ``transposed`` may be a block of rows starting at a multiple of 64: each output entry's sum is
+    then the same as in the whole matrix's product.
     """
     if not hasattr(torch, "fbgemm_pack_gemm_matrix_fp16"):
         return None
@@ -192,15 +205,112 @@ def _pack_half_for_cpu(transposed: torch.Tensor) -> torch.Tensor | None:
             return None
 
 
-def _packed_half_step(packed: torch.Tensor, bias: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-    """``transposed @ states`` through FBGEMM's packed fp16 matrix (plus ``bias``, zeros): fp32 in and out."""
-    single = states.dim() == 1
-    rows = states.reshape(-1, 1).T if single else states.T  # FBGEMM computes input @ weight.T
+def _packed_product(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = torch.fbgemm_linear_fp16_weight_fp32_activation(
-            rows.float().contiguous(), packed, bias)
+        return torch.fbgemm_linear_fp16_weight_fp32_activation(rows, packed, bias)
+
+
+def _packed_half_step(packed: tuple[torch.Tensor, ...], bias: tuple[torch.Tensor, ...],
+                      states: torch.Tensor) -> torch.Tensor:
+    """``transposed @ states`` through FBGEMM's packed fp16 parts (plus ``bias``, zeros): fp32 in and out.
+
+    With two parts and :func:`product_threads` of 2 or more, the second part is multiplied on a
+    helper thread meanwhile (torch runs FBGEMM's product on one thread); the same sums either way.
+    """
+    single = states.dim() == 1
+    rows = states.reshape(-1, 1).T if single else states.T  # FBGEMM computes input @ weight.T
+    rows = rows.float().contiguous()
+    pending = None
+    if len(packed) == 2 and product_threads() >= 2:
+        pending = _helper().try_submit(_packed_product, rows, packed[1], bias[1])
+    if pending is not None:
+        out = torch.cat([_packed_product(rows, packed[0], bias[0]), pending.result()], dim=1)
+    elif len(packed) == 1:
+        out = _packed_product(rows, packed[0], bias[0])
+    else:
+        out = torch.cat([_packed_product(rows, part, zeros) for part, zeros in zip(packed, bias)], dim=1)
     return out[0] if single else out.T.contiguous()
+
+
+# An fp16 operator with at least this many entries (N >= 1449: 4 MiB) is packed in two halves of
+# its rows, so that two threads can share a product: one thread's product streams the matrix
+# at about half the memory bandwidth two cores reach (N = 4096: 3.8 ms on one, 1.7 ms on two,
+# 2-core AMD EPYC; the halves one after the other on one thread: 3.6 ms).
+_SPLIT_MIN_ENTRIES = 2 ** 21
+# Where the halves meet: FBGEMM sums each block of 32 output entries (AVX2) in its own way, so a
+# cut inside a block changes that block's bits (measured); at a multiple of 64 none change.
+_SPLIT_ALIGN = 64
+_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("m2n2_product_threads", default=None)
+
+
+def product_threads() -> int:
+    """Threads a Markov product on the CPU may use here: :func:`using_product_threads`'s, else torch's."""
+    threads = _threads.get()
+    return torch.get_num_threads() if threads is None else threads
+
+
+@contextlib.contextmanager
+def using_product_threads(threads: int):
+    """Let the Markov products in this block use ``threads`` threads (1 or 2 are used), whatever
+    torch's thread count: a server whose jobs run on one thread each can give a click two."""
+    token = _threads.set(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        _threads.reset(token)
+
+
+class _Helper:
+    """One thread that takes the second half of products; refuses work while it has some."""
+
+    def __init__(self, nice: int):
+        self._free = threading.Lock()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"m2n2-product-nice{nice}")
+
+    def try_submit(self, fn, *args) -> Future | None:
+        """``fn(*args)`` on the helper thread, or None when it is busy with another caller's."""
+        if not self._free.acquire(blocking=False):
+            return None
+
+        def run():
+            try:
+                return fn(*args)
+            finally:  # before the result is set, so that the caller's next product finds it free
+                self._free.release()
+
+        try:
+            return self._pool.submit(run)
+        except BaseException:
+            self._free.release()
+            raise
+
+
+# One helper per nice value of the threads that use them: a new thread inherits its creator's
+# nice value on Linux, so a click's half never runs at a background job's lower priority.
+_helpers: dict[int, _Helper] = {}
+_helpers_lock = threading.Lock()
+
+
+def _helper() -> _Helper:
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except (AttributeError, OSError):
+        nice = 0
+    with _helpers_lock:
+        if nice not in _helpers:
+            _helpers[nice] = _Helper(nice)
+        return _helpers[nice]
+
+
+def _forget_helpers() -> None:
+    global _helpers_lock
+    _helpers.clear()  # a forked child has none of the parent's threads
+    _helpers_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
 
 
 # Bytes of the fp16 operator's rows widened to fp32 at a time, by device (index: is it the CPU).

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -131,3 +132,90 @@ def test_the_leap_is_the_operators_power_stored_like_it(dtype):
     assert with_leap(leaping, 1).leap is None
     with pytest.raises(ValueError):
         with_leap(operator, 6)
+
+
+def _split_everything(monkeypatch):
+    import m2n2.operator as operator_module
+    monkeypatch.setattr(operator_module, "_SPLIT_MIN_ENTRIES", 1)
+
+
+@pytest.mark.parametrize("resolution", [17, 37])  # odd N: halves of unequal length
+def test_a_product_in_two_halves_on_two_threads_is_the_one_products_bits(monkeypatch, resolution):
+    import threading
+
+    import m2n2.operator as operator_module
+    from m2n2.operator import using_product_threads
+    torch.manual_seed(resolution)
+    n = resolution ** 2
+    transposed = (torch.rand(n, n) ** 8).half()
+    whole = TransitionOperator(transposed, float(n), resolution)
+    if whole._packed is None:
+        pytest.skip("this torch build has no FBGEMM (not x86): no packed copy to split")
+    assert len(whole._packed) == 1  # small matrices stay in one part
+    _split_everything(monkeypatch)
+    split = TransitionOperator(transposed, float(n), resolution)
+    assert len(split._packed) == 2 and split.nbytes == whole.nbytes
+    threads = []
+    product = operator_module._packed_product
+    monkeypatch.setattr(operator_module, "_packed_product",
+                        lambda *args: threads.append(threading.current_thread().name) or product(*args))
+    for states in (torch.rand(n), torch.rand(n, 3)):
+        expected = whole.step(states)
+        for count in (1, 2):
+            threads.clear()
+            with using_product_threads(count):
+                assert torch.equal(split.step(states), expected)
+            helpers = [name for name in threads if name.startswith("m2n2-product")]
+            assert len(threads) == 2 and len(helpers) == count - 1
+
+
+def test_markov_maps_are_the_same_bits_with_the_products_split(monkeypatch):
+    from m2n2.markov import markov_map, start_states
+    from m2n2.operator import using_product_threads, with_leap
+    attention = random_attention(12, seed=4)
+    starts = start_states(np.array([[3.0, 5.0], [20.0, 9.0]]), (24, 24), 12)
+    whole = with_leap(prepare_operator(attention, 0.65, 50, dtype=torch.float16), 8)
+    if whole._packed is None:
+        pytest.skip("this torch build has no FBGEMM (not x86): no packed copy to split")
+    expected = markov_map(whole, starts, leap_after=16)
+    _split_everything(monkeypatch)
+    split = with_leap(prepare_operator(attention, 0.65, 50, dtype=torch.float16), 8)
+    assert len(split._packed) == 2 and len(split.leap._packed) == 2
+    for count in (1, 2):
+        with using_product_threads(count):
+            assert torch.equal(markov_map(split, starts, leap_after=16), expected)
+
+
+def test_a_busy_helper_refuses_work_and_helpers_keep_their_callers_nice_value():
+    import os
+    import threading
+
+    from m2n2.operator import _helper
+    helper = _helper()
+    started, release = threading.Event(), threading.Event()
+    busy = helper.try_submit(lambda: (started.set(), release.wait(10)))
+    assert busy is not None and started.wait(10)
+    assert helper.try_submit(int) is None  # another caller computes both halves itself meanwhile
+    release.set()
+    busy.result(10)
+    assert helper.try_submit(int).result(10) == 0  # free again once its work is done
+    # A thread of a higher nice value (a server's background job) gets a helper of its own, at its nice value
+    seen = {}
+
+    def niced():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5 + os.getpriority(os.PRIO_PROCESS, 0))
+        except (AttributeError, OSError):
+            seen["skip"] = True
+            return
+        own = _helper()
+        seen["other"] = own is not helper
+        seen["nice"] = own.try_submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(10)
+        seen["mine"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=niced)
+    thread.start()
+    thread.join(10)
+    if seen.get("skip"):
+        pytest.skip("per-thread nice values are Linux's")
+    assert seen["other"] and seen["nice"] == seen["mine"]

@@ -13,6 +13,7 @@ import time
 import gradio as gr
 
 from ..errors import M2N2Error
+from ..operator import using_product_threads
 from ..config import MAX_CLICKS
 from ..prompts import Click, as_arrays
 from . import gpu
@@ -39,7 +40,8 @@ class ClickHandlers:
         """Segment ``clicks`` on the session's prepared image (preparing it again if the store lost it)."""
         config = config or session.config
         points, labels = as_arrays(clicks)
-        with click_running():  # the preparation of other users' images waits meanwhile
+        # The preparation of other users' images waits meanwhile, so the click may take both cores.
+        with click_running(), using_product_threads(self.page.options.click_threads):
             # The session's copy goes along: a GPU process without the prepared image (evicted for
             # memory, or a fresh ZeroGPU worker) prepares it again within this call.
             result = gpu.segment(self.page.serving, session.key, points, labels, threshold, config, session.image,
