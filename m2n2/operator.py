@@ -217,6 +217,7 @@ def _packed_half_step(packed: tuple[torch.Tensor, ...], bias: tuple[torch.Tensor
 
     With two parts and :func:`product_threads` of 2 or more, the second part is multiplied on a
     helper thread meanwhile (torch runs FBGEMM's product on one thread); the same sums either way.
+    Concurrent products are safe: FBGEMM's fp16 product keeps its scratch memory per thread.
     """
     single = states.dim() == 1
     rows = states.reshape(-1, 1).T if single else states.T  # FBGEMM computes input @ weight.T
