@@ -226,11 +226,10 @@ def _packed_half_step(packed: tuple[torch.Tensor, ...], bias: tuple[torch.Tensor
     if len(packed) == 2 and product_threads() >= 2:
         pending = _helper().try_submit(_packed_product, rows, packed[1], bias[1])
     if pending is not None:
-        out = torch.cat([_packed_product(rows, packed[0], bias[0]), pending.result()], dim=1)
-    elif len(packed) == 1:
-        out = _packed_product(rows, packed[0], bias[0])
+        outs = [_packed_product(rows, packed[0], bias[0]), pending.result()]
     else:
-        out = torch.cat([_packed_product(rows, part, zeros) for part, zeros in zip(packed, bias)], dim=1)
+        outs = [_packed_product(rows, part, zeros) for part, zeros in zip(packed, bias)]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     return out[0] if single else out.T.contiguous()
 
 
