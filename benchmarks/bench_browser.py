@@ -290,7 +290,9 @@ print(json.dumps({{k: statistics.median(v) for k, v in times.items()}}))
 
 #: The events of a click (the marker, the click, the object list after it) whose server-side phases are reported.
 CLICK_EVENTS = ("mark", "click_only", "share_views")
-PHASES = ("queue_wait_ms", "preprocess_ms", "fn_call_ms", "postprocess_ms", "total_ms")
+PHASES = ("queue_wait_ms", "preprocess_ms", "fn_call_ms", "postprocess_ms", "total_ms",
+          # within postprocess: the picture's PNG into the cache, the values a deep link keeps, the files
+          "postprocess_save_pil_to_cache_ms", "postprocess_update_state_in_config_ms", "postprocess_move_to_cache_ms")
 
 
 def server_phases(url: str) -> dict:
@@ -306,7 +308,7 @@ def server_phases(url: str) -> dict:
     for name in CLICK_EVENTS:
         rows = [t for t in traces if t.get("fn_name") == name]
         if rows:
-            out[name] = {"count": len(rows), **{phase: round(float(np.median([t[phase] for t in rows])), 1)
+            out[name] = {"count": len(rows), **{phase: round(float(np.median([t.get(phase, 0.0) for t in rows])), 1)
                                                 for phase in PHASES}}
     return out
 

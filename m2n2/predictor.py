@@ -24,7 +24,7 @@ from .numerics import denormals_flushed, full_fp32
 from .pausing import current_pause_hook, set_pause_hook
 from .operator import TransitionOperator, prepare_operator, with_leap
 from .prompts import Click, check_clicks, check_threshold
-from .threshold import Array, ThresholdCurves, score_thresholds, threshold_curves
+from .threshold import Array, ThresholdCurves, choose_threshold, score_thresholds, threshold_curves
 from .upsample import JBUTable, apply_jbu_table, jbu_table, joint_bilateral_upsample
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -624,8 +624,11 @@ class M2N2Predictor:
         maps = _stack([self._maps[k].markov_map for k in keys])
         values = maps[:, _like(pixels[:, 0], maps), _like(pixels[:, 1], maps)]  # values[k, j] = M_k(p_j)
         same_label = _like(labels[:, None] == labels[None, :], maps)
-        scores = [score_thresholds(self._maps[key].curves, values[k][same_label[k]], values[k][~same_label[k]],
-                                   self.config) for k, key in enumerate(keys)]
+        kept = _kept_points(keep, len(keys))
+        # Only the kept points' curves are returned: the others need their choice alone.
+        scores = [(score_thresholds if k in kept else choose_threshold)(
+            self._maps[key].curves, values[k][same_label[k]], values[k][~same_label[k]], self.config)
+            for k, key in enumerate(keys)]
         thresholds = [float(threshold) if threshold is not None and k == len(keys) - 1 else sc.threshold
                       for k, sc in enumerate(scores)]
         _wait(maps)
@@ -638,7 +641,6 @@ class M2N2Predictor:
         timings["merge"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        kept = _kept_points(keep, len(keys))
         results = []
         for k, (key, sc) in enumerate(zip(keys, scores)):
             if k in kept:

@@ -313,7 +313,8 @@ def test_keep_last_brings_back_only_the_last_points_arrays(scene, torch_stages):
     last = p.predict(points, labels, keep="last")
     none = p.predict(points, labels, keep="none")
     assert np.array_equal(full.mask, last.mask) and np.array_equal(full.mask, none.mask)
-    assert [r.threshold for r in full.points] == [r.threshold for r in last.points] == [r.threshold for r in none.points]
+    assert ([(r.threshold, r.threshold_index) for r in full.points] == [(r.threshold, r.threshold_index) for r in last.points]
+            == [(r.threshold, r.threshold_index) for r in none.points])
     assert np.array_equal(last.points[-1].markov_map, full.points[-1].markov_map)
     assert np.array_equal(last.points[-1].score, full.points[-1].score)
     assert all(r.markov_map is None and r.score is None for r in last.points[:-1] + none.points)

@@ -4,7 +4,8 @@ import torch
 from scipy import ndimage
 
 from m2n2.config import M2N2Config
-from m2n2.threshold import quantised_gradient, score_thresholds, stable_order, threshold_curves
+from m2n2.threshold import (choose_threshold, quantised_gradient, score_thresholds, stable_order,
+                            threshold_curves)
 
 
 def torch_curves(m):
@@ -107,6 +108,72 @@ def test_choice_equals_brute_force(seed):
                                  torch.tensor([m[p] for p in other], dtype=torch.float64), M2N2Config())
     assert (on_device.index, on_device.threshold) == (index, threshold)
     np.testing.assert_array_equal(on_device.score.numpy(), scores.score)
+
+
+def plain_components(curves, same, other, area_prior):
+    """The four component scores restated per candidate's comparison, as the authors write them."""
+    t = curves.thresholds
+    prior = (curves.area < np.float32(area_prior)).astype(np.float32)
+    same = np.asarray(same, dtype=t.dtype)
+    count = np.array([(same <= v).sum() for v in t], dtype=np.float32)
+    pos = count / np.float32(len(same)) if len(same) else np.ones(len(t), np.float32)
+    lowest = np.asarray(min([curves.maximum, *np.asarray(other, dtype=t.dtype).tolist()]), dtype=t.dtype)
+    return prior, curves.edge.astype(np.float32), pos, (t < lowest).astype(np.float32)
+
+
+def many_cases():
+    """Maps with ties and plateaus (float32 and float64), label sets from 0 to 6 values, and
+    every switch and a range of area priors."""
+    rng = np.random.default_rng(7)
+    for case in range(60):
+        shape = (9, 13) if case % 3 else (40, 31)
+        m = smooth_map(case, shape) if case % 2 else np.round(rng.random(shape) ** 3 * 50) / 50
+        m = m.astype(np.float32 if case % 4 < 2 else np.float64)
+        flat = m.ravel()
+        same = flat[rng.integers(0, flat.size, 1 + case % 4)]
+        other = flat[rng.integers(0, flat.size, case % 3)]
+        if case % 5 == 0:  # an other-label value below every same-label one: the negative prefix is short
+            other = np.append(other, same.min())
+        switches = [bool(b) for b in rng.integers(0, 2, 4)] if case % 6 else [True] * 4
+        config = M2N2Config(area_prior=float(rng.choice([0.05, 0.4, 0.77, 1.0])), use_prior=switches[0],
+                            use_edge=switches[1], use_pos=switches[2], use_neg=switches[3])
+        yield m, same, other, config
+
+
+def test_components_equal_their_per_candidate_restatement():
+    from m2n2.threshold import _components_numpy
+    for m, same, other, config in many_cases():
+        curves = threshold_curves(m)
+        for got, want in zip(_components_numpy(curves, same, other, config.area_prior),
+                             plain_components(curves, same, other, config.area_prior)):
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, want)
+
+
+def test_choose_threshold_equals_the_whole_scoring():
+    chosen_late = 0
+    for m, same, other, config in many_cases():
+        curves = threshold_curves(m)
+        full = score_thresholds(curves, same, other, config)
+        chosen = choose_threshold(curves, same, other, config)
+        assert (chosen.index, chosen.threshold) == (full.index, full.threshold)
+        assert chosen.score is None and chosen.score_pos is None
+        on_device = choose_threshold(threshold_curves(torch.from_numpy(m)), torch.from_numpy(same),
+                                     torch.from_numpy(other), config)
+        assert (on_device.index, on_device.threshold) == (full.index, full.threshold)
+        chosen_late += full.index > 0
+    assert chosen_late > 30  # most cases choose past candidate 0 (not only the all-zero fallback)
+
+
+def test_choose_threshold_equals_brute_force():
+    for seed in range(3):
+        m = smooth_map(seed)
+        rng = np.random.default_rng(seed)
+        pixels = [tuple(p) for p in rng.integers(0, m.shape, size=(4, 2))]
+        same, other = pixels[:2], pixels[2:] if seed else []
+        chosen = choose_threshold(threshold_curves(m), np.array([m[p] for p in same]),
+                                  np.array([m[p] for p in other]), M2N2Config())
+        assert (chosen.index, chosen.threshold) == plain_choice(m, same, other)
 
 
 def test_stable_order_equals_stable_argsort_on_float32():
