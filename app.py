@@ -68,12 +68,12 @@ def build(options: Options, serving: studio.Serving | None = None) -> tuple[gr.B
     return demo, handlers
 
 
-def fast_png(component: gr.Image) -> None:
-    """Let ``component`` encode the handlers' pictures (numpy) with PNG's fastest level (views.quick_png)."""
+def quick_canvas(component: gr.Image) -> None:
+    """Let ``component`` encode the handlers' pictures (numpy) as ``views.canvas_picture`` says."""
     postprocess = component.postprocess
 
     def quick(value):
-        return postprocess(views.quick_png(value) if isinstance(value, np.ndarray) else value)
+        return postprocess(views.canvas_picture(value) if isinstance(value, np.ndarray) else value)
 
     component.postprocess = quick
 
@@ -83,9 +83,9 @@ def layout(options: Options) -> tuple[UI, SimpleNamespace]:
     controls (inputs only) by name."""
     config, c = options.config, SimpleNamespace()
     image = gr.Image(label="Image: click to segment (each object in its own colour, the current one outlined)",
-                     type="filepath", format="png", image_mode=None, sources=["upload", "clipboard"], interactive=True, elem_id="canvas",
+                     type="filepath", format=views.CANVAS_FORMAT, image_mode=None, sources=["upload", "clipboard"], interactive=True, elem_id="canvas",
                      render=False)
-    fast_png(image)
+    quick_canvas(image)
     gr.Markdown(heading(options))
     state = gr.State(None, time_to_live=SESSION_TTL_S)
     c.examples = gr.Dataset(label="Examples (public domain / CC0, from scikit-image)", components=[image],

@@ -249,7 +249,7 @@ from PIL import Image
 from m2n2.backbones import load
 from m2n2.predictor import M2N2Predictor
 from m2n2.studio import views
-times = {{"overlay": [], "overlay_png": [], "heatmap": [], "scores": []}}
+times = {{"overlay": [], "overlay_encoded": [], "heatmap": [], "scores": []}}
 for name in {examples!r}:
     image = np.asarray(Image.open("examples/" + name + ".jpg").convert("RGB"))
     predictor = M2N2Predictor(load("color", resolution={resolution}))
@@ -264,9 +264,9 @@ for name in {examples!r}:
     picture = views.overlay(image, mask, points, [1, 1])
     def overlay():
         views.overlay(image, mask, points, [1, 1])
-    def overlay_png():  # as the app's canvas encodes it (PNG: quick_png's level where the app has it)
-        quick = getattr(views, "quick_png", Image.fromarray)
-        quick(picture).save(io.BytesIO(), "png")
+    def overlay_encoded():  # as the app's canvas encodes it (JPEG where views says so, else PNG)
+        quick = getattr(views, "canvas_picture", None) or getattr(views, "quick_png", Image.fromarray)
+        quick(picture).save(io.BytesIO(), getattr(views, "CANVAS_FORMAT", "png"))
     if hasattr(views, "heatmap_view"):  # HTML the browser draws
         def heatmap():
             views.heatmap_view(last.markov_map, points[-1], 1)
@@ -277,7 +277,7 @@ for name in {examples!r}:
             views.heatmap_figure(last.markov_map, points[-1], 1).savefig(io.BytesIO(), format="webp")
         def scores():
             views.score_figure(last, 2).savefig(io.BytesIO(), format="webp")
-    timed("overlay", overlay); timed("overlay_png", overlay_png); timed("heatmap", heatmap); timed("scores", scores)
+    timed("overlay", overlay); timed("overlay_encoded", overlay_encoded); timed("heatmap", heatmap); timed("scores", scores)
 print(json.dumps({{k: statistics.median(v) for k, v in times.items()}}))
 """
     env = {**os.environ, "PYTHONPATH": str(app_dir)}

@@ -635,3 +635,15 @@ def test_a_clicks_markov_products_use_the_click_threads_option(click_threads, sq
 def test_the_click_threads_flag():
     assert app.options_from_args(app.parse_args(["--click-threads", "1"])).click_threads == 1
     assert app.options_from_args(app.parse_args([])).click_threads == min(2, os.cpu_count() or 1)
+
+
+def test_a_clicks_own_event_leaves_the_shared_views_to_the_event_after_it(handlers, loaded, monkeypatch):
+    session, truth = loaded
+    drawn = []
+    render_shared = handlers.page.render_shared
+    monkeypatch.setattr(handlers.page, "render_shared", lambda *a, **k: drawn.append(1) or render_shared(*a, **k))
+    out = handlers.clicks.click_only(session, FOREGROUND, select(*centre_of(truth)))
+    assert drawn == [] and set(out) <= set(UI.core) and IMAGE in out   # the object list and recipe: not drawn
+    shared = handlers.page.share_views(session)
+    assert drawn == [1] and UI.objects in shared and UI.recipe_text in shared
+    assert handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))[UI.objects] is not None

@@ -191,7 +191,7 @@ def mask_percent(page) -> float:
 
 
 def shown_image(page) -> np.ndarray:
-    """The overlay the canvas shows, as the browser received it (PNG, so colours are exact)."""
+    """The overlay the canvas shows, as the browser received it (a JPEG: colours within a few levels)."""
     data = page.locator("#canvas img").first.evaluate("""async img => {
         const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
         let text = ""; for (const b of bytes) text += String.fromCharCode(b); return btoa(text);
@@ -201,9 +201,10 @@ def shown_image(page) -> np.ndarray:
 
 
 def outline_pixels(image: np.ndarray) -> int:
-    """Pixels of the two-tone outline: pure white with a pure black pixel right above, below or beside."""
-    white = (image == 255).all(axis=2)
-    black = (image == 0).all(axis=2)
+    """Pixels of the two-tone outline: white with a black pixel right above, below or beside (within
+    the canvas JPEG's error: views.canvas_picture)."""
+    white = (image >= 215).all(axis=2)
+    black = (image <= 40).all(axis=2)
     near_black = np.zeros_like(black)
     near_black[1:] |= black[:-1]
     near_black[:-1] |= black[1:]
@@ -222,6 +223,7 @@ def test_click_undo_reset_in_a_real_browser(browser, server):
     page = open_app(browser, server)
     load_example(page, "astronaut")
     before = page.locator("#canvas img").first.get_attribute("src")
+    unmasked = outline_pixels(shown_image(page))  # the photo's own white-beside-black pixels
 
     # The click's marker is drawn by the page at once, where the click was, in the foreground's colour,
     # and goes when the mask's picture (which draws it) arrives.
@@ -249,7 +251,7 @@ def test_click_undo_reset_in_a_real_browser(browser, server):
                                for name in ("canvas", "heatmap", "scores"))
     assert canvas["x"] + canvas["width"] <= heatmap["x"] < scores["x"]         # side by side
     assert abs(canvas["y"] - heatmap["y"]) < 5 and abs(canvas["y"] - scores["y"]) < 5
-    assert outline_pixels(shown_image(page)) > 50                               # the mask's outline
+    assert outline_pixels(shown_image(page)) > unmasked + 50                    # the mask's outline
     with page.expect_download() as download:                                  # written on demand
         page.locator("#download-mask").click()
     mask = Image.open(download.value.path())

@@ -15,7 +15,7 @@ from m2n2.export import cutout
 from m2n2.studio import views
 from m2n2.predictor import PointResult
 from m2n2.studio.views import (BACKGROUND_COLOUR, FONT_SIZE, FOREGROUND_COLOUR, OUTLINE_DARK, OUTLINE_LIGHT,
-                               colourise, heatmap_scale, heatmap_view, marker_radius, overlay, quick_png,
+                               colourise, heatmap_scale, heatmap_view, marker_radius, overlay, canvas_picture,
                                score_view, status_line)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -300,14 +300,28 @@ def test_legends_are_readable_where_the_app_shows_them():
         assert float(text.get("font-size")) * 400 / width >= 9, "".join(text.itertext())
 
 
-def test_quick_png_keeps_the_pixels_and_encodes_faster_settings():
-    picture = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    image = quick_png(picture)
-    fast, usual = io.BytesIO(), io.BytesIO()
-    image.save(fast, "png")
-    Image.fromarray(picture).save(usual, "png")
-    np.testing.assert_array_equal(np.asarray(Image.open(fast)), picture)   # lossless: the same pixels
-    assert fast.getvalue() != usual.getvalue()                              # another zlib level was used
+def test_canvas_picture_is_a_sharp_jpeg_and_a_quick_lossless_png():
+    # a smooth picture with a one-pixel black and white outline and a red marker, as the overlay draws
+    rows, cols = np.mgrid[0:60, 0:80]
+    picture = np.stack([rows * 3, cols * 2, (rows + cols) * 2], axis=2).astype(np.uint8)
+    picture[20, 10:70], picture[21, 10:70] = 255, 0
+    picture[40:46, 30:36] = (230, 40, 40)
+    image = canvas_picture(picture)
+    jpeg, usual = io.BytesIO(), io.BytesIO()
+    image.save(jpeg, "jpeg")
+    Image.fromarray(picture).save(usual, "jpeg")
+    shown = Image.open(jpeg)
+    from PIL import JpegImagePlugin
+    assert JpegImagePlugin.get_sampling(shown) == 0                         # full-resolution colour
+    error = np.abs(np.asarray(shown, dtype=int) - picture)
+    assert error.max() <= 40 and error.mean() < 2                            # Pillow's default (75) is far worse
+    assert np.abs(np.asarray(Image.open(usual), dtype=int) - picture).mean() > error.mean()
+    assert (np.asarray(shown)[20, 12:68] >= 215).all() and (np.asarray(shown)[21, 12:68] <= 40).all()
+    png, default_png = io.BytesIO(), io.BytesIO()
+    canvas_picture(picture).save(png, "png")
+    Image.fromarray(picture).save(default_png, "png")
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), picture)     # lossless: the same pixels
+    assert png.getvalue() != default_png.getvalue()                          # another zlib level was used
 
 
 def test_status_line_says_what_happened():

@@ -53,8 +53,9 @@ class ClickHandlers:
         return result
 
     def apply(self, session: Session, clicks: list[Click], threshold: float | None, action: str,
-              config=None) -> dict:
-        """Segment, then commit clicks, override, settings and the result to the session."""
+              config=None, shared: bool = True) -> dict:
+        """Segment, then commit clicks, override, settings and the result to the session
+        (``shared``: with the object list, recipe and link, see :meth:`Page.render`)."""
         page = self.page
         start, key = time.perf_counter(), session.key
         try:
@@ -69,10 +70,10 @@ class ClickHandlers:
         session.action = (action, time.perf_counter() - start)
         if result is None:
             session.shown = None
-            return page.render(session)
+            return page.render(session, shared=shared)
         session.shown = Shown(result.mask, float(result.last.threshold), bool(result.last.overridden))
         session.memory_bytes = result.memory_bytes
-        return page.render(session, result.last)
+        return page.render(session, result.last, shared=shared)
 
     # ------------------------------------------------------------------ clicks
     def mark(self, session: Session | None, label: int, evt: gr.SelectData):
@@ -92,7 +93,8 @@ class ClickHandlers:
         ui = self.page.ui
         return {ui.state: session, ui.status: self.page.status(session)}
 
-    def click(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
+    def click(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None,
+              shared: bool = True):
         """A click on the image, labelled ``label`` (1 foreground, 0 background); runs in arrival order.
 
         Refused (limit, an error, a new image meanwhile): its marker goes and the status stops
@@ -111,7 +113,7 @@ class ClickHandlers:
             return self._refused(session, f"This image has {len(session.clicks)} clicks, the most one may have "
                                           f"(the evaluation protocol stops at {MAX_CLICKS}): undo or reset to go on.")
         page.track(session, request)
-        out = self.apply(session, [*session.clicks, click], None, "click")
+        out = self.apply(session, [*session.clicks, click], None, "click", shared=shared)
         if page.ui.image not in out:  # refused in apply (an error, or a new image meanwhile)
             out.update(self._refused(session, None))
         return out
@@ -130,7 +132,7 @@ class ClickHandlers:
         """A click, updating the core views only: more outputs on this rapid event let the browser drop
         clicks made while the picture reloads (measured with tests/test_browser.py); the object list
         and recipe follow in :meth:`Page.share_views`."""
-        out = self.click(session, label, evt, request)
+        out = self.click(session, label, evt, request, shared=False)
         share = self.page.ui.share
         return {key: value for key, value in out.items() if key not in share}
 

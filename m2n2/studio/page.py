@@ -107,8 +107,11 @@ class Page:
         return views.overlay(session.display_image, mask, points, [c.label for c in clicks],
                              colour=objects.colour(session.active + 1), others=others)
 
-    def render(self, session: Session, last=None) -> dict:
-        """Every view of the session; ``last`` is the latest click's PointResult (None: no clicks)."""
+    def render(self, session: Session, last=None, shared: bool = True) -> dict:
+        """Every view of the session; ``last`` is the latest click's PointResult (None: no clicks).
+
+        ``shared=False`` leaves out the object list, recipe and link (:meth:`render_shared`): a
+        click's own event does not send them (:meth:`share_views` follows it)."""
         ui = self.ui
         # Every change of a session is drawn: count its arrays against the memory budget here.
         self.serving.store.note_session(session.id, tensor_bytes(session))
@@ -125,7 +128,8 @@ class Page:
         # Shown to the slider's step (0.001); the status line and the plot give the exact value.
         out[ui.threshold] = gr.Slider(value=round(session.shown.threshold, 3) if clicked else 0.5, interactive=clicked)
         out[ui.automatic] = gr.Button(interactive=clicked and session.shown.overridden)
-        out.update(self.render_shared(session, out))
+        if shared:
+            out.update(self.render_shared(session, out))
         return out
 
     def render_shared(self, session: Session | None, rendered: dict | None = None) -> dict:

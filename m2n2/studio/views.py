@@ -180,23 +180,34 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: f
     return out
 
 
-def quick_png(picture: np.ndarray) -> Image.Image:
-    """``picture`` (uint8 RGB) as a PIL image whose PNG encoding uses zlib's fastest level.
+#: The canvas picture's encoding: JPEG at quality 95 without chroma subsampling.
+CANVAS_FORMAT = "jpeg"
+CANVAS_JPEG = {"quality": 95, "subsampling": 0}
 
-    Gradio encodes the canvas picture (twice per click: the marker, then the mask) with PNG's
-    default level, 0.10 s for a 512 x 512 overlay on the reference CPU against 0.03 s at level 1,
-    for a file 10 % larger; the pixels are the same (PNG is lossless). Gradio calls
-    ``save(buffer, "png", pnginfo=...)``, so only this instance's ``save`` adds the level.
+
+def canvas_picture(picture: np.ndarray) -> Image.Image:
+    """``picture`` (uint8 RGB) as a PIL image that Gradio encodes as the canvas shows it.
+
+    The canvas is only looked at (downloads are lossless PNGs written apart), so it goes as JPEG at
+    quality 95 with full-resolution colour, which keeps the one-pixel outline and markers sharp:
+    for the 512 x 512 astronaut overlay 2 ms and 127 kB, against 24 ms and 365 kB for PNG at
+    zlib's fastest level (58 ms at Gradio's default), and it decodes faster in the browser.
+    Gradio calls ``save(buffer, format, **params)``, so only this instance's ``save`` adds the
+    settings (PNG, if asked for, at zlib's fastest level).
     """
     image = Image.fromarray(np.asarray(picture, dtype=np.uint8))
     save = image.save
 
-    def fast_save(fp, format=None, **params):
-        if str(format or "").lower() == "png":
+    def quick_save(fp, format=None, **params):
+        kind = str(format or "").lower()
+        if kind in ("jpeg", "jpg"):
+            params.pop("exif", None)
+            params.update(CANVAS_JPEG)
+        elif kind == "png":
             params.setdefault("compress_level", 1)
         return save(fp, format, **params)
 
-    image.save = fast_save
+    image.save = quick_save
     return image
 
 
