@@ -218,7 +218,8 @@ class M2N2Method:
         self.predictor.set_image(image)
 
     def predict(self, points, labels) -> np.ndarray:
-        return self.predictor.predict(points=list(points), labels=list(labels)).mask
+        # The mask alone: no point's curves, map or distances (the same mask, less work per click).
+        return self.predictor.predict(points=list(points), labels=list(labels), keep="none").mask
 
 
 class SharedBackbone:
