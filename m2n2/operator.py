@@ -9,18 +9,14 @@ and touches the matrix only once more at the end.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
-import os
-import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
 from .pausing import pause_point
+from .threads import beside
 
 _ROW_CHUNK = 2048  # rows per chunk: bounds the temporaries at R = 128 to a few hundred MiB
 _IPF_BLOCK = 256  # rows per block in IPF: small enough to stay in cache between its two uses
@@ -215,16 +211,15 @@ def _packed_half_step(packed: tuple[torch.Tensor, ...], bias: tuple[torch.Tensor
                       states: torch.Tensor) -> torch.Tensor:
     """``transposed @ states`` through FBGEMM's packed fp16 parts (plus ``bias``, zeros): fp32 in and out.
 
-    With two parts and :func:`product_threads` of 2 or more, the second part is multiplied on a
-    helper thread meanwhile (torch runs FBGEMM's product on one thread); the same sums either way.
+    With two parts and two threads allowed (:func:`m2n2.threads.using_threads`), the second part is
+    multiplied on a helper thread meanwhile (torch runs FBGEMM's product on one thread); the same
+    sums either way.
     Concurrent products are safe: FBGEMM's fp16 product keeps its scratch memory per thread.
     """
     single = states.dim() == 1
     rows = states.reshape(-1, 1).T if single else states.T  # FBGEMM computes input @ weight.T
     rows = rows.float().contiguous()
-    pending = None
-    if len(packed) == 2 and product_threads() >= 2:
-        pending = _helper().try_submit(_packed_product, rows, packed[1], bias[1])
+    pending = beside(_packed_product, rows, packed[1], bias[1]) if len(packed) == 2 else None
     if pending is not None:
         outs = [_packed_product(rows, packed[0], bias[0]), pending.result()]
     else:
@@ -241,78 +236,6 @@ _SPLIT_MIN_ENTRIES = 2 ** 21
 # Where the halves meet: FBGEMM sums each block of 32 output entries (AVX2) in its own way, so a
 # cut inside a block changes that block's bits (measured); at a multiple of 64 none change.
 _SPLIT_ALIGN = 64
-_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("m2n2_product_threads", default=None)
-
-
-def product_threads() -> int:
-    """Threads a Markov product on the CPU may use here: :func:`using_product_threads`'s, else torch's."""
-    threads = _threads.get()
-    return torch.get_num_threads() if threads is None else threads
-
-
-@contextlib.contextmanager
-def using_product_threads(threads: int):
-    """Let the Markov products in this block use ``threads`` threads (1 or 2 are used), whatever
-    torch's thread count: a server whose jobs run on one thread each can give a click two."""
-    token = _threads.set(max(1, int(threads)))
-    try:
-        yield
-    finally:
-        _threads.reset(token)
-
-
-class _Helper:
-    """One thread that takes the second half of products; refuses work while it has some."""
-
-    def __init__(self, nice: int):
-        self._free = threading.Lock()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"m2n2-product-nice{nice}")
-
-    def try_submit(self, fn, *args) -> Future | None:
-        """``fn(*args)`` on the helper thread, or None when it is busy with another caller's."""
-        if not self._free.acquire(blocking=False):
-            return None
-
-        def run():
-            try:
-                return fn(*args)
-            finally:  # before the result is set, so that the caller's next product finds it free
-                self._free.release()
-
-        try:
-            return self._pool.submit(run)
-        except BaseException:
-            self._free.release()
-            raise
-
-
-# One helper per nice value of the threads that use them: a new thread inherits its creator's
-# nice value on Linux, so a click's half never runs at a background job's lower priority.
-_helpers: dict[int, _Helper] = {}
-_helpers_lock = threading.Lock()
-
-
-def _helper() -> _Helper:
-    try:
-        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    except (AttributeError, OSError):
-        nice = 0
-    with _helpers_lock:
-        if nice not in _helpers:
-            _helpers[nice] = _Helper(nice)
-        return _helpers[nice]
-
-
-def _forget_helpers() -> None:
-    global _helpers_lock
-    _helpers.clear()  # a forked child has none of the parent's threads
-    _helpers_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_helpers)
-
-
 # Bytes of the fp16 operator's rows widened to fp32 at a time, by device (index: is it the CPU).
 # The CPU: about 1 MiB, so the block stays in the core's cache between its conversion and its
 # product. A GPU: 32 MiB, within an H100's or H200's L2 cache (50 MB and more), in few launches.

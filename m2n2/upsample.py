@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from numba.core.extending import intrinsic
 
 from .pausing import pause_point
+from .threads import beside
 
 # Colour given to pixels outside the image: far enough from [0, 1] that their range weight is 0.
 _OUTSIDE = 1.0e3
@@ -74,14 +75,16 @@ def _padding(offsets) -> tuple[int, int]:
     return max(abs(dy) for dy, _, _ in offsets), max(abs(dx) for _, dx, _ in offsets)
 
 
-def _weight_pairs(guide: torch.Tensor, offsets, sigma_range: float):
+def _weight_pairs(guide: torch.Tensor, offsets, sigma_range: float, rows: tuple[int, int] | None = None):
     """Yield ``(dy, dx, buffer)`` for the offsets with (dy, dx) >= (0, 0).
 
     ``buffer`` is (H + 2 pad_y, W + 2 pad_x), zero outside its centre, which holds the weight
     image of (dy, dx); shifted by (-dy, -dx) it is the weight image of the mirror (-dy, -dx).
-    The same buffer every time: use it before taking the next.
+    The same buffer every time: use it before taking the next. ``rows`` (CPU): only the weight
+    image's rows ``range(*rows)`` are computed (the others stay 0).
     """
     _, height, width = guide.shape
+    first, stop = rows or (0, height)
     pad_y, pad_x = _padding(offsets)
     padded = F.pad(guide, (pad_x, pad_x, pad_y, pad_y), value=_OUTSIDE)
     inv_two_var_r = 1.0 / (2.0 * sigma_range ** 2)
@@ -102,10 +105,10 @@ def _weight_pairs(guide: torch.Tensor, offsets, sigma_range: float):
         ys, xs = pad_y + dy, pad_x + dx
         if on_cpu:
             marked = _range_exponent(*arrays[:2], ys, xs, np.float32(-inv_two_var_r), np.float32(log_spatial),
-                                     underflow, arrays[2])
-            torch.exp(exponent, out=inner)
+                                     underflow, arrays[2], first, stop)
+            torch.exp(exponent[first:stop], out=inner[first:stop])
             if marked:
-                _zero_marked(*arrays[2:])
+                _zero_marked(arrays[2][first:stop], arrays[3][first:stop])
         else:
             diff = padded[:, ys:ys + height, xs:xs + width] - guide
             torch.exp(diff.square_().sum(dim=0).mul_(-inv_two_var_r).add_(log_spatial), out=inner)
@@ -119,7 +122,7 @@ def _exp_flushes_underflow() -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def _range_exponent(padded, guide, ys, xs, scale, shift, underflow, out):  # pragma: no cover - compiled
+def _range_exponent(padded, guide, ys, xs, scale, shift, underflow, out, first, stop):  # pragma: no cover - compiled
     """``sum_c (padded[c, ys + y, xs + x] - guide[c, y, x]) ** 2 * scale + shift`` into ``out``.
 
     The float32 operations of the torch expression, in its order (the channel sum left to
@@ -127,11 +130,11 @@ def _range_exponent(padded, guide, ys, xs, scale, shift, underflow, out):  # pra
     (``tests/test_upsample.py``); one pass instead of five over the image: the dense filter
     1.88 -> 1.37 s at 480 x 640, R = 64 (one thread, scratch timing). Values below
     ``underflow`` are written as the marker 1.0 (a true exponent is never positive); returns
-    how many.
+    how many. Rows ``first`` to ``stop`` (excluded) only.
     """
     _, height, width = guide.shape
     marked = 0
-    for y in range(height):
+    for y in range(first, stop):
         for x in range(width):
             d0 = padded[0, ys + y, xs + x] - guide[0, y, x]
             d1 = padded[1, ys + y, xs + x] - guide[1, y, x]
@@ -154,6 +157,11 @@ def _zero_marked(exponent, weight):  # pragma: no cover - compiled
         for x in range(width):
             if exponent[y, x] > 0:
                 weight[y, x] = 0
+
+
+# Images of at least this many rows split the dense filter's rows between two threads where two
+# are allowed (m2n2.threads.using_threads).
+_SPLIT_MIN_ROWS = 64
 
 
 def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spatial: float = 1.0,
@@ -199,9 +207,23 @@ def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spati
         # An offset and its mirror in one pass over the sums instead of four torch passes,
         # each pixel's terms in the loop's order: the same sums, bit for bit.
         arrays = padded_maps.contiguous().numpy(), numerator.numpy(), denominator.numpy()
-        for dy, dx, buffer in _weight_pairs(guide, offsets, sigma_range):
-            pause_point()
-            _accumulate_pair(buffer.numpy(), pad_y, pad_x, dy, dx, *arrays, summed)
+
+        def accumulate(first: int, stop: int) -> None:
+            """The sums of output rows ``first`` to ``stop``, from the weight rows they read (a
+            pair's mirror reads up to pad_y rows above)."""
+            for dy, dx, buffer in _weight_pairs(guide, offsets, sigma_range, (max(0, first - pad_y), stop)):
+                pause_point()
+                _accumulate_pair(buffer.numpy(), pad_y, pad_x, dy, dx, *arrays, summed, first, stop)
+
+        # Where two threads are allowed, the helper takes the lower rows (each pixel's sums are
+        # its own: the same bits); their weights start pad_y rows higher, so it takes fewer.
+        middle = (height + pad_y) // 2
+        lower = beside(accumulate, middle, height) if height >= _SPLIT_MIN_ROWS else None
+        try:
+            accumulate(0, middle if lower is not None else height)
+        finally:
+            if lower is not None:
+                lower.result()
     else:
         for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
             pause_point()
@@ -226,19 +248,19 @@ def _fma32(typingctx, a, b, c):
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate_pair(buffer, pad_y, pad_x, dy, dx, maps, numerator, denominator, summed):  # pragma: no cover - compiled
+def _accumulate_pair(buffer, pad_y, pad_x, dy, dx, maps, numerator, denominator, summed, first, stop):  # pragma: no cover - compiled
     """Add the terms of offset (dy, dx), then of its mirror, to the dense filter's sums.
 
     ``buffer`` is :func:`_weight_pairs`'s; ``maps`` the zero-padded bilinear maps (K, H + 2 pad_y,
     W + 2 pad_x). Per pixel: ``denominator += w`` (if ``summed``) and ``numerator = fma(map, w,
     numerator)``, the operations of torch's ``+=`` and ``addcmul_`` in the same order. Row slices
     keep the loops vectorised: 0.18 ms a pair at 480 x 640 (0.13 ms without the denominator)
-    against 0.31 ms for the four torch passes.
+    against 0.31 ms for the four torch passes. Output rows ``first`` to ``stop`` (excluded) only.
     """
     count, height, width = numerator.shape
     mirror = dy != 0 or dx != 0
     for k in range(count):
-        for y in range(height):
+        for y in range(first, stop):
             w1 = buffer[pad_y + y, pad_x:pad_x + width]
             w2 = buffer[pad_y - dy + y, pad_x - dx:pad_x - dx + width]
             m1 = maps[k, pad_y + dy + y, pad_x + dx:pad_x + dx + width]

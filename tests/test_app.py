@@ -614,22 +614,23 @@ def test_the_canvas_label_names_no_single_mask_colour():
 @pytest.mark.parametrize("click_threads", [1, 2])
 def test_a_clicks_markov_products_use_the_click_threads_option(click_threads, square_file, monkeypatch):
     # The app runs each job on one torch thread; a click's chain may use a second core
-    # (--click-threads, m2n2.operator.using_product_threads), an image's preparation never does.
+    # (--click-threads, m2n2.threads.using_threads), an image's preparation never does.
     import dataclasses
 
     import m2n2.operator as operator_module
+    from m2n2.threads import allowed_threads
     options = dataclasses.replace(OPTIONS, click_threads=click_threads, threads=1)
     seen = []
     step = operator_module.TransitionOperator.step
     monkeypatch.setattr(operator_module.TransitionOperator, "step",
-                        lambda self, states: seen.append(operator_module.product_threads()) or step(self, states))
+                        lambda self, states: seen.append(allowed_threads()) or step(self, states))
     handlers = Handlers(serving.start(options, CountingBackbone), UI, app.EXAMPLES)
     out = handlers.images.set_image({"path": square_file[0]}, None)
     assert set(seen) <= {1}  # the preparation's products (if any) keep the job's one thread
     seen.clear()
     handlers.clicks.click(out[STATE], FOREGROUND, select(*centre_of(square_file[1])))
     assert seen and set(seen) == {click_threads}
-    assert operator_module.product_threads() == torch.get_num_threads()  # nothing left set after the click
+    assert allowed_threads() == torch.get_num_threads()  # nothing left set after the click
 
 
 def test_the_click_threads_flag():

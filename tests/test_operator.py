@@ -144,7 +144,7 @@ def test_a_product_in_two_halves_on_two_threads_is_the_one_products_bits(monkeyp
     import threading
 
     import m2n2.operator as operator_module
-    from m2n2.operator import using_product_threads
+    from m2n2.threads import using_threads
     torch.manual_seed(resolution)
     n = resolution ** 2
     transposed = (torch.rand(n, n) ** 8).half()
@@ -163,15 +163,16 @@ def test_a_product_in_two_halves_on_two_threads_is_the_one_products_bits(monkeyp
         expected = whole.step(states)
         for count in (1, 2):
             threads.clear()
-            with using_product_threads(count):
+            with using_threads(count):
                 assert torch.equal(split.step(states), expected)
-            helpers = [name for name in threads if name.startswith("m2n2-product")]
+            helpers = [name for name in threads if name.startswith("m2n2-helper")]
             assert len(threads) == 2 and len(helpers) == count - 1
 
 
 def test_markov_maps_are_the_same_bits_with_the_products_split(monkeypatch):
     from m2n2.markov import markov_map, start_states
-    from m2n2.operator import using_product_threads, with_leap
+    from m2n2.operator import with_leap
+    from m2n2.threads import using_threads
     attention = random_attention(12, seed=4)
     starts = start_states(np.array([[3.0, 5.0], [20.0, 9.0]]), (24, 24), 12)
     whole = with_leap(prepare_operator(attention, 0.65, 50, dtype=torch.float16), 8)
@@ -182,7 +183,7 @@ def test_markov_maps_are_the_same_bits_with_the_products_split(monkeypatch):
     split = with_leap(prepare_operator(attention, 0.65, 50, dtype=torch.float16), 8)
     assert len(split._packed) == 2 and len(split.leap._packed) == 2
     for count in (1, 2):
-        with using_product_threads(count):
+        with using_threads(count):
             assert torch.equal(markov_map(split, starts, leap_after=16), expected)
 
 
@@ -190,7 +191,7 @@ def test_a_busy_helper_refuses_work_and_helpers_keep_their_callers_nice_value():
     import os
     import threading
 
-    from m2n2.operator import _helper
+    from m2n2.threads import _helper
     helper = _helper()
     started, release = threading.Event(), threading.Event()
     busy = helper.try_submit(lambda: (started.set(), release.wait(10)))

@@ -159,3 +159,34 @@ def test_a_given_denominator_is_reused_and_gives_the_same_maps():
     reused = joint_bilateral_upsample(second, guide, 1.0, 0.1, denominator=sums)
     assert torch.equal(reused, fresh)
     assert not torch.equal(joint_bilateral_upsample(second, guide, 1.0, 0.1, denominator=2 * sums), fresh)
+
+
+@pytest.mark.parametrize("flush", [False, True])
+@pytest.mark.parametrize("height, width", [(67, 45), (131, 96)])  # odd: bands of unequal rows
+def test_the_dense_filter_split_between_two_threads_is_the_same_bits(monkeypatch, height, width, flush):
+    """Two threads allowed: the helper sums the lower rows (with and without the weights' sums),
+    the same bits as one thread; the torch loop the fused pass follows agrees too."""
+    import threading
+
+    import m2n2.threads as threads
+    import m2n2.upsample as upsample
+    from m2n2.numerics import denormals_flushed
+    guide = torch.from_numpy(np.array(resize_rgb(data.astronaut(), (width, height)))).permute(2, 0, 1)
+    guide = guide.float().div_(255.0).contiguous()
+    low = torch.from_numpy(np.random.default_rng(height).random((2, 9, 7), dtype=np.float32) * 300)
+    lent = []
+    beside = upsample.beside
+    monkeypatch.setattr(upsample, "beside", lambda fn, *args: lent.append(args) or beside(
+        lambda *a: (lent.append(threading.current_thread().name), fn(*a))[1], *args))
+    with denormals_flushed(flush):
+        with threads.using_threads(1):
+            one, one_sums = joint_bilateral_upsample(low, guide, 1.0, 0.1, return_denominator=True)
+        assert len(lent) == 1 and len(lent[0]) == 2 and lent[0][1] == height  # offered, but not taken
+        with threads.using_threads(2):
+            two, two_sums = joint_bilateral_upsample(low, guide, 1.0, 0.1, return_denominator=True)
+            reused = joint_bilateral_upsample(low, guide, 1.0, 0.1, denominator=one_sums)
+        assert [name for name in lent if isinstance(name, str) and name.startswith("m2n2-helper")]
+        monkeypatch.setattr(upsample, "_addcmul_is_fma", lambda: False)
+        loop = joint_bilateral_upsample(low, guide, 1.0, 0.1)
+    assert torch.equal(two, one) and torch.equal(two_sums, one_sums) and torch.equal(reused, one)
+    assert torch.equal(loop, one) and not torch.equal(one[0], one[1])

@@ -13,9 +13,9 @@ import time
 import gradio as gr
 
 from ..errors import M2N2Error
-from ..operator import using_product_threads
 from ..config import MAX_CLICKS
 from ..prompts import Click, as_arrays
+from ..threads import using_threads
 from . import gpu
 from .page import Page
 from .priority import click_running
@@ -41,7 +41,7 @@ class ClickHandlers:
         config = config or session.config
         points, labels = as_arrays(clicks)
         # The preparation of other users' images waits meanwhile, so the click may take both cores.
-        with click_running(), using_product_threads(self.page.options.click_threads):
+        with click_running(), using_threads(self.page.options.click_threads):
             # The session's copy goes along: a GPU process without the prepared image (evicted for
             # memory, or a fresh ZeroGPU worker) prepares it again within this call.
             result = gpu.segment(self.page.serving, session.key, points, labels, threshold, config, session.image,

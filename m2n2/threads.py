@@ -1,0 +1,96 @@
+"""A computation's second thread: how many threads it may use, and the helper that takes half.
+
+Some of a click's heaviest work runs on one thread whatever torch's thread count: FBGEMM's fp16
+product (the fast preset's Markov step) and the compiled per-pixel kernels (the dense upsampling
+filter). One thread streams memory at about half of what two cores reach together, so where two
+threads are allowed (:func:`using_threads`; else torch's thread count decides) such work gives a
+half to a helper thread (:func:`beside`) and does the other half itself. Each half is computed
+exactly as it would be alone, so the results are the same bits on one thread or two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("m2n2_threads", default=None)
+
+
+def allowed_threads() -> int:
+    """Threads the work here may use: :func:`using_threads`'s, else torch's thread count."""
+    threads = _threads.get()
+    return torch.get_num_threads() if threads is None else threads
+
+
+@contextlib.contextmanager
+def using_threads(threads: int):
+    """Let the work in this block use ``threads`` threads (1 or 2 are used), whatever torch's
+    thread count: a server whose jobs run on one thread each can give a click two."""
+    token = _threads.set(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        _threads.reset(token)
+
+
+def beside(fn, *args) -> Future | None:
+    """``fn(*args)`` on this thread's helper, when two threads are allowed here and the helper is
+    free; else None, and the caller does that part itself."""
+    return _helper().try_submit(fn, *args) if allowed_threads() >= 2 else None
+
+
+class _Helper:
+    """One thread that takes the second half of a computation; refuses work while it has some."""
+
+    def __init__(self, nice: int):
+        self._free = threading.Lock()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"m2n2-helper-nice{nice}")
+
+    def try_submit(self, fn, *args) -> Future | None:
+        """``fn(*args)`` on the helper thread, or None when it is busy with another caller's."""
+        if not self._free.acquire(blocking=False):
+            return None
+
+        def run():
+            try:
+                return fn(*args)
+            finally:  # before the result is set, so that the caller's next half finds it free
+                self._free.release()
+
+        try:
+            return self._pool.submit(run)
+        except BaseException:
+            self._free.release()
+            raise
+
+
+# One helper per nice value of the threads that use them: a new thread inherits its creator's
+# nice value on Linux, so a click's half never runs at a background job's lower priority.
+_helpers: dict[int, _Helper] = {}
+_helpers_lock = threading.Lock()
+
+
+def _helper() -> _Helper:
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except (AttributeError, OSError):
+        nice = 0
+    with _helpers_lock:
+        if nice not in _helpers:
+            _helpers[nice] = _Helper(nice)
+        return _helpers[nice]
+
+
+def _forget_helpers() -> None:
+    global _helpers_lock
+    _helpers.clear()  # a forked child has none of the parent's threads
+    _helpers_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
