@@ -402,8 +402,21 @@ def jbu_table(guide: torch.Tensor, low_shape: tuple[int, int], sigma_spatial: fl
 
     coefficients = torch.zeros((k_y, k_x, height, width), dtype=torch.float32, device=device)
     denominator = torch.zeros((height, width), dtype=torch.float32, device=device)
-    # Per row offset dy, the column sums sum_dx w * Bx-slot b, then C[a] += By-slot a x those.
-    # The weights come for dy and -dy together, so two rows of partial sums are open at a time.
+    if device.type == "cpu" and _addcmul_is_fma():
+        _table_sums_compiled(guide, offsets, sigma_range, col_slots, row_slots, coefficients, denominator)
+    else:
+        _table_sums_torch(guide, offsets, sigma_range, col_slots, row_slots, coefficients, denominator)
+    coefficients /= denominator
+    return JBUTable(coefficients, rows.to(device), cols.to(device), (res_y, res_x))
+
+
+def _table_sums_torch(guide, offsets, sigma_range, col_slots, row_slots, coefficients, denominator) -> None:
+    """The table's sums in torch (any device): ``coefficients`` and ``denominator`` in place.
+
+    Per row offset dy, the column sums sum_dx w * Bx-slot b, then C[a] += By-slot a x those. The
+    weights come for dy and -dy together, so two rows of partial sums are open at a time.
+    """
+    _, k_x, height, width = coefficients.shape
     partial: dict[int, torch.Tensor] = {}
 
     def flush(dy):
@@ -416,14 +429,103 @@ def jbu_table(guide: torch.Tensor, low_shape: tuple[int, int], sigma_spatial: fl
         if dy not in partial:
             for done in [d for d in partial if abs(d) != abs(dy)]:
                 flush(done)
-            partial[dy] = torch.zeros((k_x, height, width), dtype=torch.float32, device=device)
+            partial[dy] = torch.zeros((k_x, height, width), dtype=torch.float32, device=coefficients.device)
         denominator += weight
         for b, weights in col_slots[dx]:
             partial[dy][b].addcmul_(weight, weights[None, :])
     for dy in list(partial):
         flush(dy)
-    coefficients /= denominator
-    return JBUTable(coefficients, rows.to(device), cols.to(device), (res_y, res_x))
+
+
+def _slot_arrays(slots) -> tuple[np.ndarray, np.ndarray]:
+    """A slot list ``[(j, weights)]`` as (n,) int64 indices and (n, size) fp32 weights."""
+    indices = np.array([j for j, _ in slots], dtype=np.int64)
+    weights = np.stack([w.numpy() for _, w in slots]) if slots else np.zeros((0, 0), dtype=np.float32)
+    return indices, np.ascontiguousarray(weights, dtype=np.float32)
+
+
+def _table_sums_compiled(guide, offsets, sigma_range, col_slots, row_slots, coefficients, denominator) -> None:
+    """:func:`_table_sums_torch` on the CPU with each pair of offsets in one compiled pass.
+
+    Every sum takes its terms in the torch loop's order with the same roundings (``addcmul_``
+    as one fused multiply-add, checked by :func:`_addcmul_is_fma`), so the table is the same
+    bits. Fewer passes over memory: 480 x 640, R = 64, one thread, the sums 2.1 -> 0.85 s and
+    the table 2.9 -> 1.85 s (of which 0.85 s the weights, computed as before).
+    """
+    _, k_x, height, width = coefficients.shape
+    pad_y, pad_x = _padding(offsets)
+    cols = {dx: _slot_arrays(slots) for dx, slots in col_slots.items()}
+    rows = {dy: _slot_arrays(slots) for dy, slots in row_slots.items()}
+    out, total = coefficients.numpy(), denominator.numpy()
+    # partial sums of dy (>= 0) and of its mirror -dy
+    upper = np.zeros((k_x, height, width), dtype=np.float32)
+    lower = np.zeros((k_x, height, width), dtype=np.float32)
+    current = None
+    for dy, dx, buffer in _weight_pairs(guide, offsets, sigma_range):
+        pause_point()
+        if dy != current:
+            if current is not None:
+                _flush_partial(upper, *rows[current], out)
+                if current != 0:
+                    _flush_partial(lower, *rows[-current], out)
+            current = dy
+        _table_pair(buffer.numpy(), pad_y, pad_x, dy, dx, *cols[dx], *cols[-dx], upper,
+                    upper if dy == 0 else lower, total)
+    if current is not None:
+        _flush_partial(upper, *rows[current], out)
+        if current != 0:
+            _flush_partial(lower, *rows[-current], out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _table_pair(buffer, pad_y, pad_x, dy, dx, slots, weights, mirror_slots, mirror_weights,
+                partial, mirror_partial, denominator):  # pragma: no cover - compiled
+    """Add offset (dy, dx)'s weights, then its mirror's, to the table's partial sums.
+
+    ``buffer`` is :func:`_weight_pairs`'s. Per pixel: ``denominator += w`` and, for each column
+    slot b of the offset, ``partial[b] = fma(w, Bx_b, partial[b])``.
+    """
+    _, height, width = partial.shape
+    mirror = dy != 0 or dx != 0
+    for y in range(height):
+        w1 = buffer[pad_y + y, pad_x:pad_x + width]
+        w2 = buffer[pad_y - dy + y, pad_x - dx:pad_x - dx + width]
+        total = denominator[y]
+        if mirror:
+            for x in range(width):
+                total[x] = (total[x] + w1[x]) + w2[x]
+        else:
+            for x in range(width):
+                total[x] = total[x] + w1[x]
+        for i in range(len(slots)):
+            line, bx = partial[slots[i], y], weights[i]
+            for x in range(width):
+                line[x] = _fma32(w1[x], bx[x], line[x])
+        if mirror:
+            for i in range(len(mirror_slots)):
+                line, bx = mirror_partial[mirror_slots[i], y], mirror_weights[i]
+                for x in range(width):
+                    line[x] = _fma32(w2[x], bx[x], line[x])
+
+
+@numba.njit(cache=True, nogil=True)
+def _flush_partial(partial, slots, weights, out):  # pragma: no cover - compiled
+    """``out[a] = fma(partial, By_a[y], out[a])`` for each row slot a, then zero ``partial``.
+
+    Rows where By_a is 0 are left out: their terms add exactly 0.
+    """
+    k_x, height, width = partial.shape
+    for b in range(k_x):
+        for y in range(height):
+            line = partial[b, y]
+            for i in range(len(slots)):
+                by = weights[i, y]
+                if by != 0:
+                    target = out[slots[i], b, y]
+                    for x in range(width):
+                        target[x] = _fma32(line[x], by, target[x])
+            for x in range(width):
+                line[x] = 0
 
 
 def apply_jbu_table(table: JBUTable, low: torch.Tensor) -> torch.Tensor:

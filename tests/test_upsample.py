@@ -190,3 +190,26 @@ def test_the_dense_filter_split_between_two_threads_is_the_same_bits(monkeypatch
         loop = joint_bilateral_upsample(low, guide, 1.0, 0.1)
     assert torch.equal(two, one) and torch.equal(two_sums, one_sums) and torch.equal(reused, one)
     assert torch.equal(loop, one) and not torch.equal(one[0], one[1])
+
+
+@pytest.mark.parametrize("flush", [False, True])
+@pytest.mark.parametrize("size, low_shape, sigma_s", [((72, 56), (7, 9), 1.0), ((61, 83), (8, 5), 0.75)])
+def test_the_compiled_table_is_the_torch_loops_bits(monkeypatch, flush, size, low_shape, sigma_s):
+    """The CPU's one-pass table sums against the torch loop they follow (the device path), on a photo."""
+    import m2n2.upsample as upsample
+    from m2n2.numerics import denormals_flushed
+
+    assert upsample._addcmul_is_fma()  # else the compiled sums are never taken here
+    guide = torch.from_numpy(np.array(resize_rgb(data.astronaut(), size))).permute(2, 0, 1)
+    guide = guide.float().div_(255.0).contiguous()
+    taken = []
+    compiled = upsample._table_sums_compiled
+    monkeypatch.setattr(upsample, "_table_sums_compiled", lambda *a: taken.append(1) or compiled(*a))
+    with denormals_flushed(flush):
+        fast = jbu_table(guide, low_shape, sigma_s, 0.1)
+        monkeypatch.setattr(upsample, "_addcmul_is_fma", lambda: False)
+        loop = jbu_table(guide, low_shape, sigma_s, 0.1)
+    assert taken == [1]
+    assert torch.equal(fast.coefficients, loop.coefficients)
+    assert torch.equal(fast.rows, loop.rows) and torch.equal(fast.cols, loop.cols)
+    assert int((fast.coefficients != 0).sum()) > fast.coefficients[0, 0].numel()
