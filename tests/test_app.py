@@ -648,3 +648,11 @@ def test_a_clicks_own_event_leaves_the_shared_views_to_the_event_after_it(handle
     shared = handlers.page.share_views(session)
     assert drawn == [1] and UI.objects in shared and UI.recipe_text in shared
     assert handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))[UI.objects] is not None
+
+
+def test_the_queue_looks_for_events_200_times_a_second_not_1000():
+    """Gradio's queue wakes every 1 ms while idle; the app's sets its loops' intervals (the
+    attributes must exist: a Gradio that renamed them would silently poll at 1 kHz again)."""
+    queue = DEMO._queue
+    assert queue.sleep_when_free == app.QUEUE_POLL_S == 0.005
+    assert queue.progress_update_sleep_when_free == app.PROGRESS_POLL_S == 0.05
