@@ -213,3 +213,29 @@ def test_the_compiled_table_is_the_torch_loops_bits(monkeypatch, flush, size, lo
     assert torch.equal(fast.coefficients, loop.coefficients)
     assert torch.equal(fast.rows, loop.rows) and torch.equal(fast.cols, loop.cols)
     assert int((fast.coefficients != 0).sum()) > fast.coefficients[0, 0].numel()
+
+
+@pytest.mark.parametrize("height, width", [(67, 45), (131, 96)])
+def test_the_table_applied_on_two_threads_is_the_same_bits(monkeypatch, height, width):
+    """Two threads allowed: the helper applies the table to the lower rows, the same bits as one thread."""
+    import threading
+
+    import m2n2.threads as threads
+    import m2n2.upsample as upsample
+    guide = torch.from_numpy(np.array(resize_rgb(data.chelsea(), (width, height)))).permute(2, 0, 1)
+    guide = guide.float().div_(255.0).contiguous()
+    table = jbu_table(guide, (9, 7), 1.0, 0.1)
+    low = torch.from_numpy(np.random.default_rng(height).random((2, 9, 7), dtype=np.float32) * 300)
+    lent = []
+    beside = upsample.beside
+    monkeypatch.setattr(upsample, "beside", lambda fn, *args: lent.append(args[-2:]) or beside(
+        lambda *a: (lent.append(threading.current_thread().name), fn(*a))[1], *args))
+    with threads.using_threads(1):
+        one = apply_jbu_table(table, low)
+    assert lent == [(height // 2, height)]  # offered, but not taken
+    with threads.using_threads(2):
+        two = apply_jbu_table(table, low)
+        single = apply_jbu_table(table, low[1])
+    assert [name for name in lent if isinstance(name, str) and name.startswith("m2n2-helper")]
+    assert torch.equal(two, one) and torch.equal(single, one[1]) and not torch.equal(one[0], one[1])
+    assert bool((one[:, height // 2:] != 0).any())
