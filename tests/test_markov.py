@@ -196,3 +196,53 @@ def test_skipping_quiet_steps_changes_no_bit(dtype, leap_after):
     # sparse checks (as on a GPU) stop after the last crossing as well, with the same result
     assert torch.equal(markov_map(operator, starts, rho=0.3, max_steps=150, leap_after=leap_after,
                                   check_every=7), plain)
+
+
+def torch_divide_and_cross(state, previous, pending, times, rho, i, steps):
+    """The torch lines of one step that the compiled pass stands for (state divided in place)."""
+    state.div_(state.amax(dim=0, keepdim=True))
+    crossed = pending & (state > rho)
+    delta = (1.0 - rho) if i == 0 else (state - previous)
+    fraction = 1.0 - (state - rho) / (delta + 1e-6)
+    times = torch.where(crossed, i + steps * fraction, times)
+    return times, pending & ~crossed, int(crossed.sum())
+
+
+@pytest.mark.parametrize("i, steps", [(0, 1), (1, 1), (37, 1), (48, 8), (992, 8)])
+def test_the_compiled_step_is_the_torch_lines_bit_for_bit(i, steps):
+    """Division by the maximum, the crossing test and the crossing's interpolated step in one
+    compiled pass, against the torch lines, with values on both sides of rho in float32."""
+    from m2n2.markov import _divide_and_cross
+
+    rng = np.random.default_rng(i + steps)
+    rho = 0.3
+    counts = []
+    for trial in range(30):
+        columns = 1 + trial % 3
+        top = np.float32(rng.choice([1.0, 3.7, 0.011]))
+        state = rng.random((301, columns), dtype=np.float32) * np.float32(0.6) * top
+        state[7] = top
+        state[:5] = np.nextafter(np.float32(rho) * top, np.float32(np.inf if trial % 2 else -np.inf))
+        state[5] = np.float32(rho) * top
+        previous = rng.random((301, columns), dtype=np.float32) * np.float32(0.3)
+        previous[8] = state[8] / top  # a crossing with delta 0: the epsilon alone divides
+        pending = rng.random((301, columns)) < 0.6
+        times = np.where(pending, 1000.0, rng.random((301, columns)) * 50).astype(np.float32)
+        state, previous, pending, times = map(torch.from_numpy, (state, previous, pending, times))
+        expected_state = state.clone()
+        expected_times, expected_pending, expected_count = torch_divide_and_cross(
+            expected_state, previous, pending.clone(), times.clone(), rho, i, steps)
+        got_state, got_pending, got_times = state.clone(), pending.clone(), times.clone()
+        count = _divide_and_cross(got_state.numpy(), previous.numpy(), got_pending.numpy(), got_times.numpy(),
+                                  np.float32(rho), np.float32(1e-6), np.float32((1.0 - rho) + 1e-6), i, steps)
+        assert count == expected_count
+        assert torch.equal(got_state, expected_state) and torch.equal(got_pending, expected_pending)
+        assert torch.equal(got_times, expected_times)
+        counts.append(count)
+    assert min(counts) >= 1 and max(counts) > 20
+    state = torch.tensor([[1.0, 2.0], [float("nan"), 4.0], [3.0, 1.0]])
+    expected = state / state.amax(dim=0, keepdim=True)
+    nothing = np.zeros((3, 2), dtype=bool)
+    assert _divide_and_cross(state.numpy(), state.numpy().copy(), nothing, np.zeros((3, 2), np.float32),
+                             np.float32(rho), np.float32(1e-6), np.float32(0.7), i, steps) == 0
+    assert torch.equal(state.isnan(), expected.isnan()) and torch.equal(state[:, 1], expected[:, 1])
