@@ -34,7 +34,6 @@ import torch.nn.functional as F
 
 from .config import M2N2Config
 from .numerics import full_fp32
-from .threads import beside
 
 GRADIENT_STEPS = 1024  # the authors quantise the normalised gradient to this many integer steps
 Array = Union[np.ndarray, torch.Tensor]  # numpy on the CPU path, a tensor on the map's device
@@ -197,17 +196,12 @@ def threshold_curves(markov_map: Array) -> ThresholdCurves:
 
 def _curves_numpy(values: np.ndarray) -> ThresholdCurves:
     """:func:`threshold_curves` of a numpy map: the packed-key sort and the compiled boundary pass."""
-    # Where two threads are allowed, the helper computes the gradient while this one sorts.
-    gradient = beside(quantised_gradient, values)
-    try:
-        order, rank = stable_ranks(values)
-    finally:
-        gradient = gradient.result() if gradient is not None else quantised_gradient(values)
+    order, rank = stable_ranks(values)
     n_candidates = max(values.size - 1, 1)  # every pixel but the last; a 1-pixel map keeps its one
 
     # A pixel enters the boundary when its first 4-neighbour joins the segment and leaves it
     # when it joins itself (pixels outside the image are not neighbours).
-    grad_sum, length = _boundary_sums(np.ascontiguousarray(rank), gradient, n_candidates)
+    grad_sum, length = _boundary_sums(np.ascontiguousarray(rank), quantised_gradient(values), n_candidates)
     # float32 like the authors' scores: their argmax sees float32 ties as ties (first wins)
     edge = np.divide(grad_sum.astype(np.float32), length.astype(np.float32),
                      out=np.zeros(n_candidates, np.float32), where=length > 0)

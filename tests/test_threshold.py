@@ -263,26 +263,3 @@ def test_both_kernels_score_alike_with_any_switches(switches):
     for name in ("thresholds", "score", "score_prior", "score_edge", "score_pos", "score_neg"):
         np.testing.assert_array_equal(getattr(on_device, name).numpy(), getattr(on_host, name))
 
-
-
-def test_curves_on_two_threads_are_the_same_bits(monkeypatch):
-    """Two threads allowed: the helper computes the gradient while the caller sorts; the same curves."""
-    import threading
-
-    import m2n2.threads as threads
-    import m2n2.threshold as threshold
-    values = np.random.default_rng(5).random((67, 93), dtype=np.float32)
-    values[10:30, 20:50] = 0.25  # plateaus: ties in the sort
-    lent = []
-    beside = threshold.beside
-    monkeypatch.setattr(threshold, "beside", lambda fn, *args: beside(
-        lambda *a: (lent.append(threading.current_thread().name), fn(*a))[1], *args))
-    with threads.using_threads(1):
-        one = threshold.threshold_curves(values)
-    assert lent == []
-    with threads.using_threads(2):
-        two = threshold.threshold_curves(values)
-    assert lent and lent[0].startswith("m2n2-helper")
-    for name in ("thresholds", "area", "edge"):
-        assert np.array_equal(getattr(one, name), getattr(two, name)), name
-    assert one.maximum == two.maximum and bool((one.edge > 0).any())
