@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .pausing import pause_point
-from .threads import beside
+from .threads import beside, joined
 
 _ROW_CHUNK = 2048  # rows per chunk: bounds the temporaries at R = 128 to a few hundred MiB
 _IPF_BLOCK = 256  # rows per block in IPF: small enough to stay in cache between its two uses
@@ -221,7 +221,8 @@ def _packed_half_step(packed: tuple[torch.Tensor, ...], bias: tuple[torch.Tensor
     rows = rows.float().contiguous()
     pending = beside(_packed_product, rows, packed[1], bias[1]) if len(packed) == 2 else None
     if pending is not None:
-        outs = [_packed_product(rows, packed[0], bias[0]), pending.result()]
+        first = _packed_product(rows, packed[0], bias[0])
+        outs = [first, joined(pending, _packed_product, rows, packed[1], bias[1])]
     else:
         outs = [_packed_product(rows, part, zeros) for part, zeros in zip(packed, bias)]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from numba.core.extending import intrinsic
 
 from .pausing import pause_point
-from .threads import beside
+from .threads import abandoned, beside, joined
 
 # Colour given to pixels outside the image: far enough from [0, 1] that their range weight is 0.
 _OUTSIDE = 1.0e3
@@ -221,9 +221,11 @@ def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spati
         lower = beside(accumulate, middle, height) if height >= _SPLIT_MIN_ROWS else None
         try:
             accumulate(0, middle if lower is not None else height)
-        finally:
-            if lower is not None:
-                lower.result()
+        except BaseException:
+            abandoned(lower)
+            raise
+        if lower is not None:
+            joined(lower, accumulate, middle, height)
     else:
         for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
             pause_point()
@@ -548,9 +550,11 @@ def apply_jbu_table(table: JBUTable, low: torch.Tensor) -> torch.Tensor:
         lower = beside(_apply_table, *arrays, middle, height) if height >= _SPLIT_MIN_ROWS else None
         try:
             _apply_table(*arrays, 0, middle if lower is not None else height)
-        finally:
-            if lower is not None:
-                lower.result()
+        except BaseException:
+            abandoned(lower)
+            raise
+        if lower is not None:
+            joined(lower, _apply_table, *arrays, middle, height)
         out = torch.from_numpy(out)
         return out[0] if single else out
     return _apply_table_torch(table, maps, single)

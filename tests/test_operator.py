@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -157,8 +159,15 @@ def test_a_product_in_two_halves_on_two_threads_is_the_one_products_bits(monkeyp
     assert len(split._packed) == 2 and split.nbytes == whole.nbytes
     threads = []
     product = operator_module._packed_product
-    monkeypatch.setattr(operator_module, "_packed_product",
-                        lambda *args: threads.append(threading.current_thread().name) or product(*args))
+
+    def recorded(*args):
+        name = threading.current_thread().name
+        threads.append(name)
+        if name == "MainThread" and len(threads) == 1:
+            time.sleep(0.05)  # the caller's half takes long enough for the helper to start its own
+        return product(*args)
+
+    monkeypatch.setattr(operator_module, "_packed_product", recorded)
     for states in (torch.rand(n), torch.rand(n, 3)):
         expected = whole.step(states)
         for count in (1, 2):
@@ -185,6 +194,27 @@ def test_markov_maps_are_the_same_bits_with_the_products_split(monkeypatch):
     for count in (1, 2):
         with using_threads(count):
             assert torch.equal(markov_map(split, starts, leap_after=16), expected)
+
+
+def test_a_half_the_helper_has_not_started_is_taken_back_and_the_helper_freed():
+    """joined(): work still queued (the helper's thread has no core yet) is computed by the caller."""
+    import threading
+
+    from m2n2.threads import _helper, joined
+    helper = _helper()
+    started, release = threading.Event(), threading.Event()
+    blocker = helper._pool.submit(lambda: (started.set(), release.wait(10)))  # the thread is held
+    assert started.wait(10)
+    ran_on = []
+    pending = helper.try_submit(lambda x: ran_on.append(threading.current_thread().name) or x + 1, 41)
+    assert pending is not None  # accepted, but queued behind the held thread
+    assert joined(pending, lambda x: ran_on.append(threading.current_thread().name) or x + 1, 41) == 42
+    assert ran_on == [threading.current_thread().name] and pending.cancelled()
+    again = helper.try_submit(int)  # freed: it takes work again
+    release.set()
+    blocker.result(10)
+    assert again is not None and joined(again, int) == 0 and again.done()
+    assert joined(None, int, "7") == 7
 
 
 def test_a_busy_helper_refuses_work_and_helpers_keep_their_callers_nice_value():
