@@ -2,10 +2,11 @@
 
 Some of a click's heaviest work runs on one thread whatever torch's thread count: FBGEMM's fp16
 product (the fast preset's Markov step) and the compiled per-pixel kernels (the dense upsampling
-filter). One thread streams memory at about half of what two cores reach together, so where two
-threads are allowed (:func:`using_threads`; else torch's thread count decides) such work gives a
-half to a helper thread (:func:`beside`) and does the other half itself. Each half is computed
-exactly as it would be alone, so the results are the same bits on one thread or two.
+filter, the table's upsampling). One thread streams memory at about half of what two cores reach
+together, so where two threads are allowed (:func:`using_threads`; else torch's thread count
+decides) such work gives a half to a helper thread (:func:`beside`), does the other half itself,
+and takes the helper's half back if it has not started by then (:func:`joined`). Each half is
+computed exactly as it would be alone, so the results are the same bits on one thread or two.
 """
 
 from __future__ import annotations

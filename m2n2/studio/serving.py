@@ -56,7 +56,7 @@ class Options:
     max_file_size: str = limits.MAX_FILE_SIZE
     job_seconds: float = limits.JOB_SECONDS
     threads: int | None = None  # torch's CPU threads per job, set by start() (None: torch's default)
-    # Threads of a click's Markov products and dense filter (m2n2.threads.using_threads): the other core
+    # Threads of a click's Markov products and upsampling (m2n2.threads.using_threads): the other core
     # is otherwise idle or runs heavy work that waits at its pause points while a click runs.
     click_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
 
