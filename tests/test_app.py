@@ -656,3 +656,32 @@ def test_the_queue_looks_for_events_200_times_a_second_not_1000():
     queue = DEMO._queue
     assert queue.sleep_when_free == app.QUEUE_POLL_S == 0.005
     assert queue.progress_update_sleep_when_free == app.PROGRESS_POLL_S == 0.05
+
+
+def test_a_clicks_heatmap_and_score_curve_are_drawn_beside_its_picture_the_same(monkeypatch, square_file):
+    """With two click threads the helper draws the heatmap and score curve while the handler draws
+    the picture: the same views as with one thread."""
+    import dataclasses
+    import threading
+
+    import m2n2.studio.page as page_module
+    from m2n2.studio import views
+    drawn_on = []
+    heatmap_view = views.heatmap_view
+    monkeypatch.setattr(views, "heatmap_view",
+                        lambda *a: drawn_on.append(threading.current_thread().name) or heatmap_view(*a))
+    # the helper's half is kept with the helper here (taken back, the handler draws it as on one thread)
+    monkeypatch.setattr(page_module, "joined", lambda pending, fn: pending.result() if pending else fn())
+    path, truth = square_file
+    shown = {}
+    for threads in (1, 2):
+        options = dataclasses.replace(OPTIONS, click_threads=threads)
+        handlers = Handlers(serving.start(options, CountingBackbone), UI, app.EXAMPLES)
+        session = handlers.images.set_image({"path": path}, None)[STATE]
+        first = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
+        out = handlers.clicks.click(first[STATE], BACKGROUND, select(3, 3))
+        shown[threads] = (out[IMAGE], out[HEATMAP], out[SCORES])
+    assert drawn_on[:2] == ["MainThread", "MainThread"]
+    assert all(name.startswith("m2n2-helper") for name in drawn_on[2:]) and len(drawn_on) == 4
+    assert np.array_equal(shown[1][0], shown[2][0])
+    assert shown[1][1] == shown[2][1] and shown[1][2] == shown[2][2] and "<svg" in shown[2][2]

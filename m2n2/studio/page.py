@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import recipe as recipes
 from ..prompts import link_text
+from ..threads import abandoned, beside, joined, using_threads
 from . import objects, views
 from .limits import log_user_error
 from .serving import Options, Serving, end_session, tensor_bytes
@@ -116,13 +117,27 @@ class Page:
         # Every change of a session is drawn: count its arrays against the memory budget here.
         self.serving.store.note_session(session.id, tensor_bytes(session))
         clicked = last is not None and session.shown is not None
-        out = {ui.state: session, ui.image: self.overlay(session), ui.heatmap: None, ui.scores: None,
+        out = {ui.state: session, ui.image: None, ui.heatmap: None, ui.scores: None,
                ui.status: self.status(session)}
         if clicked:
             point = session.geometry.original_to_display([(session.clicks[-1].x, session.clicks[-1].y)])[0]
-            # HTML the browser draws (no figure drawn or encoded here: docs/performance.md).
-            out[ui.heatmap] = views.heatmap_view(last.markov_map, tuple(point), last.label)
-            out[ui.scores] = views.score_view(last, len(session.clicks))
+
+            def click_views():
+                # HTML the browser draws (no figure drawn or encoded here: docs/performance.md).
+                return views.heatmap_view(last.markov_map, tuple(point), last.label), views.score_view(
+                    last, len(session.clicks))
+
+            # With a click's threads, the helper draws these while this thread draws the picture.
+            with using_threads(self.options.click_threads):
+                pending = beside(click_views)
+                try:
+                    out[ui.image] = self.overlay(session)
+                except BaseException:
+                    abandoned(pending)
+                    raise
+                out[ui.heatmap], out[ui.scores] = joined(pending, click_views)
+        else:
+            out[ui.image] = self.overlay(session)
         out[ui.mask_button] = gr.Button(interactive=clicked)
         out[ui.cutout_button] = gr.Button(interactive=clicked)
         # Shown to the slider's step (0.001); the status line and the plot give the exact value.
