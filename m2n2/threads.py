@@ -52,28 +52,15 @@ def joined(pending: Future | None, fn, *args):
     On a busy host the helper's thread can wait for a core longer than its half takes; taking the
     half back then costs at most the one-thread time, never more. The same bits either way.
     """
-    if pending is None:
-        return fn(*args)
-    if pending.cancel():
-        _release(pending)
+    if pending is None or pending.cancel():
         return fn(*args)
     return pending.result()
 
 
 def abandoned(pending: Future | None) -> None:
     """Stop waiting for ``pending`` (the caller failed): cancel it, or wait until it ends."""
-    if pending is not None:
-        if pending.cancel():
-            _release(pending)
-        else:
-            pending.exception()
-
-
-def _release(pending: Future) -> None:
-    """Free the helper of a cancelled ``pending`` (its wrapper, which would have, never runs)."""
-    release = getattr(pending, "_m2n2_release", None)
-    if release is not None:
-        release()
+    if pending is not None and not pending.cancel():
+        pending.exception()
 
 
 class _Helper:
@@ -99,7 +86,8 @@ class _Helper:
         except BaseException:
             self._free.release()
             raise
-        future._m2n2_release = self._free.release  # for joined(), when it cancels the work
+        # Cancelled before it ran (joined() took it back), ``run`` never frees the helper: this does.
+        future.add_done_callback(lambda done: self._free.release() if done.cancelled() else None)
         return future
 
 

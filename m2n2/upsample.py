@@ -159,9 +159,23 @@ def _zero_marked(exponent, weight):  # pragma: no cover - compiled
                 weight[y, x] = 0
 
 
-# Images of at least this many rows split the dense filter's rows between two threads where two
+# Images of at least this many rows split the upsampling's rows between two threads where two
 # are allowed (m2n2.threads.using_threads).
 _SPLIT_MIN_ROWS = 64
+
+
+def _split_rows(rows, middle: int, height: int) -> None:
+    """``rows(first, stop)`` over the output rows ``0`` to ``height``: where two threads are allowed
+    (and the image has :data:`_SPLIT_MIN_ROWS` rows), the helper takes ``middle`` to ``height``.
+    Each output row is its own, so the result is the same bits either way."""
+    lower = beside(rows, middle, height) if height >= _SPLIT_MIN_ROWS else None
+    try:
+        rows(0, middle if lower is not None else height)
+    except BaseException:
+        abandoned(lower)
+        raise
+    if lower is not None:
+        joined(lower, rows, middle, height)
 
 
 def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spatial: float = 1.0,
@@ -215,17 +229,8 @@ def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spati
                 pause_point()
                 _accumulate_pair(buffer.numpy(), pad_y, pad_x, dy, dx, *arrays, summed, first, stop)
 
-        # Where two threads are allowed, the helper takes the lower rows (each pixel's sums are
-        # its own: the same bits); their weights start pad_y rows higher, so it takes fewer.
-        middle = (height + pad_y) // 2
-        lower = beside(accumulate, middle, height) if height >= _SPLIT_MIN_ROWS else None
-        try:
-            accumulate(0, middle if lower is not None else height)
-        except BaseException:
-            abandoned(lower)
-            raise
-        if lower is not None:
-            joined(lower, accumulate, middle, height)
+        # The lower rows' weights start pad_y rows higher, so the helper takes fewer of them.
+        _split_rows(accumulate, (height + pad_y) // 2, height)
     else:
         for dy, dx, weight in _window_weights(guide, offsets, sigma_range):
             pause_point()
@@ -462,21 +467,23 @@ def _table_sums_compiled(guide, offsets, sigma_range, col_slots, row_slots, coef
     # partial sums of dy (>= 0) and of its mirror -dy
     upper = np.zeros((k_x, height, width), dtype=np.float32)
     lower = np.zeros((k_x, height, width), dtype=np.float32)
+
+    def flush(dy):  # into the table, in the torch loop's order: dy, then its mirror
+        _flush_partial(upper, *rows[dy], out)
+        if dy != 0:
+            _flush_partial(lower, *rows[-dy], out)
+
     current = None
     for dy, dx, buffer in _weight_pairs(guide, offsets, sigma_range):
         pause_point()
         if dy != current:
             if current is not None:
-                _flush_partial(upper, *rows[current], out)
-                if current != 0:
-                    _flush_partial(lower, *rows[-current], out)
+                flush(current)
             current = dy
         _table_pair(buffer.numpy(), pad_y, pad_x, dy, dx, *cols[dx], *cols[-dx], upper,
                     upper if dy == 0 else lower, total)
     if current is not None:
-        _flush_partial(upper, *rows[current], out)
-        if current != 0:
-            _flush_partial(lower, *rows[-current], out)
+        flush(current)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -545,16 +552,7 @@ def apply_jbu_table(table: JBUTable, low: torch.Tensor) -> torch.Tensor:
         height, width = table.coefficients.shape[-2:]
         out = np.zeros((len(maps), height, width), dtype=np.float32)
         arrays = table.coefficients.numpy(), table.rows.numpy(), table.cols.numpy(), maps.contiguous().numpy(), out
-        # Where two threads are allowed, the helper takes the lower rows (each row is its own: the same bits).
-        middle = height // 2
-        lower = beside(_apply_table, *arrays, middle, height) if height >= _SPLIT_MIN_ROWS else None
-        try:
-            _apply_table(*arrays, 0, middle if lower is not None else height)
-        except BaseException:
-            abandoned(lower)
-            raise
-        if lower is not None:
-            joined(lower, _apply_table, *arrays, middle, height)
+        _split_rows(lambda first, stop: _apply_table(*arrays, first, stop), height // 2, height)
         out = torch.from_numpy(out)
         return out[0] if single else out
     return _apply_table_torch(table, maps, single)
