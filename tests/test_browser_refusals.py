@@ -178,6 +178,7 @@ def test_small_things_the_disabled_slider_and_the_examples_names(browser, server
     url, _ = server
     page = open_app(browser, url)
     opacity = "() => Number(getComputedStyle(document.getElementById('threshold')).opacity)"
+    page.locator("#threshold").wait_for(state="attached")  # the page may show the examples first
     assert page.evaluate(opacity) < 0.7                              # disabled before any click: looks it
     names = [Path(button.locator("img").get_attribute("src")).stem for button in page.locator("#examples button").all()]
     assert "astronaut" in names
