@@ -35,6 +35,8 @@ CSS = (".m2n2-hidden {display: none !important}"
        + views.STATUS_CSS + views.CSS)  # the status line's, the heatmap's and the score curve's style
 HEAD = f"<script>\n{(Path(__file__).parent / 'static' / 'page.js').read_text()}</script>"
 Options = studio.Options
+#: Run in the page when a click's event ends (answered or refused): its marker and its "waiting" go.
+CLICK_ANSWERED = "() => window.m2n2ClickAnswered && window.m2n2ClickAnswered()"
 #: The download buttons (kind: label); each writes its file when pressed (mask and cut-out: the current object's).
 DOWNLOADS = {"mask": "Download mask (PNG)", "cutout": "Download cut-out (RGBA PNG)",
              "instances": "Instance PNG (all objects)", "coco": "COCO JSON (all objects)", "recipe": "Recipe (JSON)"}
@@ -216,12 +218,12 @@ def wire(demo: gr.Blocks, ui: UI, c: SimpleNamespace, handlers: Handlers, concur
                                              "document.getElementById('restore-image').click(); }")
     c.restore.click(images.restore, state, ui.image, show_progress="hidden", **heavy)
     c.examples.click(images.load_example, [c.examples, state], outputs, **shown_on, **heavy).then(**keep_original)
-    # A click's marker shows at once (the page draws it; this event, unqueued, counts it as waiting), then
-    # the click waits its turn; none is dropped.
-    ui.image.select(clicks.mark, [state, c.mode], [state, ui.status], queue=False, show_progress="hidden",
-                    trigger_mode="multiple", api_visibility="private")
-    ui.image.select(clicks.click_only, [state, c.mode], ui.core, trigger_mode="multiple", **gpu, **quiet).then(
-        page.share_views, state, ui.share, queue=False, show_progress="hidden", api_visibility="private")
+    # A click's marker and "waiting" show at once, drawn by the page (static/page.js) with no request, so the
+    # click's own event leaves at once; it waits its turn (none is dropped) and its end takes them away.
+    clicked = ui.image.select(clicks.click_only, [state, c.mode], ui.core, trigger_mode="multiple", **gpu, **quiet)
+    clicked.then(page.share_views, state, ui.share, queue=False, show_progress="hidden", api_visibility="private")
+    clicked.then(None, js=CLICK_ANSWERED)
+    clicked.failure(None, js=CLICK_ANSWERED)  # (Gradio runs .then only after a success)
     c.undo.click(clicks.undo, state, outputs, trigger_mode="multiple", **gpu, **quiet)
     c.reset.click(clicks.reset, state, outputs, **gpu, **quiet)  # in the queue: after the clicks before it
     # The typed value as sent (no preprocessing): the handler refuses an empty or out-of-range box.

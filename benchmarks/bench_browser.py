@@ -24,8 +24,8 @@ Per click it reports
   segmentation and commit, not the pictures);
 
 and, from Gradio's own traces (the apps run with ``GRADIO_PROFILING=1``), the median phases of
-the click's events on the server (the marker's ``mark``, the queued ``click_only`` and the
-``share_views`` after it): time waiting in the queue, preprocessing, the handler (which
+the click's events on the server (the queued ``click_only``, the ``share_views`` after it, and
+the marker's ``mark`` where a checkout has one: before 2026-12-02 it counted the click as waiting): time waiting in the queue, preprocessing, the handler (which
 includes the views' drawing), postprocessing (encoding the pictures and caching files).
 
 and, with ``--render`` (on by default), the time the app's views take, in a separate process, to
@@ -288,7 +288,7 @@ print(json.dumps({{k: statistics.median(v) for k, v in times.items()}}))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-#: The events of a click (the marker, the click, the object list after it) whose server-side phases are reported.
+#: The events of a click (the click, the object list after it, an older checkout's marker) whose server phases are reported.
 CLICK_EVENTS = ("mark", "click_only", "share_views")
 PHASES = ("queue_wait_ms", "preprocess_ms", "fn_call_ms", "postprocess_ms", "total_ms",
           # within postprocess: the picture's PNG into the cache, the values a deep link keeps, the files

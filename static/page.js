@@ -34,18 +34,24 @@ new MutationObserver(() => {
 }).observe(document.documentElement, {childList: true, subtree: true});
 
 // A click's marker, drawn here at once (as views.overlay draws it: green foreground, red background,
-// a white ring), so that the marker's event carries no picture and the click's own event, which
-// Gradio sends only after it, leaves sooner (docs/performance.md). The server's next picture draws
-// every waiting click itself; any new picture (the mask, or a refused click's redraw) replaces these.
+// a white ring), and the click counted on the status line as waiting: no request is made for either,
+// so the click's own event leaves at once (docs/performance.md). Each click's event ends (answered or
+// refused) in app.py's CLICK_ANSWERED, which takes the oldest waiting click away: by then the server's
+// picture draws that click itself, or it was refused. Clicks run in order, so the oldest is the one.
+const waiting = [];  // the markers of the clicks sent and not answered yet, oldest first
 const drawWaitingMarker = (img, event) => {
   const canvas = document.getElementById("canvas");
   const natural = {width: img.naturalWidth, height: img.naturalHeight};
   const box = img.getBoundingClientRect();
+  // Gradio sends a click only for a pixel of the picture (its Image's own test, at a scale of at most 1).
+  const sent = Math.min(box.width / natural.width, box.height / natural.height, 1);
+  const px = Math.round((event.clientX - box.left - (box.width - natural.width * sent) / 2) / sent);
+  const py = Math.round((event.clientY - box.top - (box.height - natural.height * sent) / 2) / sent);
+  if (px < 0 || py < 0 || px >= natural.width || py >= natural.height) return;
   const scale = Math.min(box.width / natural.width, box.height / natural.height);  // object-fit: contain
   const left = box.left + (box.width - natural.width * scale) / 2;
   const top = box.top + (box.height - natural.height * scale) / 2;
   const x = event.clientX - left, y = event.clientY - top;
-  if (x < 0 || y < 0 || x > natural.width * scale || y > natural.height * scale) return;
   const radius = Math.max(3, Math.round(Math.min(natural.width, natural.height) / 70));  // views.marker_radius
   const inner = radius * scale, ring = (radius + Math.max(1, Math.floor(radius / 3))) * scale;
   const foreground = (document.querySelector("#mode input:checked") || {value: "1"}).value !== "0";
@@ -57,19 +63,32 @@ const drawWaitingMarker = (img, event) => {
     width:${2 * ring}px; height:${2 * ring}px; border:${ring - inner}px solid #fff;
     background:${foreground ? "rgb(40, 200, 60)" : "rgb(235, 45, 45)"}`;
   canvas.appendChild(marker);
+  waiting.push(marker);
+  showWaiting();
 };
-// They go with the canvas's next picture, or when the status line stops counting clicks as waiting
-// (a click refused where there is no picture to draw again).
+// " (+2 waiting)" after the status line's click count (views.status_line's m2n2-clicks part).
+const showWaiting = () => {
+  const clicks = document.querySelector("#status .m2n2-clicks");
+  if (!clicks) return;
+  const text = waiting.length ? ` (+${waiting.length} waiting)` : "";
+  let tail = clicks.querySelector(".m2n2-waiting");
+  if (!tail) {
+    if (!text) return;
+    tail = clicks.appendChild(document.createElement("span"));
+    tail.className = "m2n2-waiting";
+  }
+  if (tail.textContent !== text) tail.textContent = text;
+};
+window.m2n2ClickAnswered = () => {
+  const marker = waiting.shift();
+  if (marker) marker.remove();
+  showWaiting();
+};
+// Each result draws the status line anew: count the waiting clicks in it again.
 new MutationObserver((changes) => {
-  const inCanvas = (node) => node instanceof Element && node.closest("#canvas");
-  const isPicture = (node) => node.nodeName === "IMG" || (node instanceof Element && node.querySelector("img"));
-  const done = changes.some((change) => {
-    if (change.type === "attributes") return change.target instanceof HTMLImageElement && inCanvas(change.target);
+  const inStatus = (change) => {
     const target = change.target.nodeType === Node.TEXT_NODE ? change.target.parentElement : change.target;
-    const status = target instanceof Element && target.closest("#status");
-    if (status) return !status.textContent.includes("waiting");
-    return inCanvas(target) && [...change.addedNodes, ...change.removedNodes].some(isPicture);
-  });
-  if (done) document.querySelectorAll("#canvas .m2n2-waiting-marker").forEach((marker) => marker.remove());
-}).observe(document.documentElement, {subtree: true, childList: true, characterData: true, attributes: true,
-                                      attributeFilter: ["src"]});
+    return target instanceof Element && target.closest("#status") && !target.closest(".m2n2-waiting");
+  };
+  if (changes.some(inStatus)) showWaiting();
+}).observe(document.documentElement, {subtree: true, childList: true, characterData: true});

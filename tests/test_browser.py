@@ -226,19 +226,23 @@ def test_click_undo_reset_in_a_real_browser(browser, server):
     unmasked = outline_pixels(shown_image(page))  # the photo's own white-beside-black pixels
 
     # The click's marker is drawn by the page at once, where the click was, in the foreground's colour,
-    # and goes when the mask's picture (which draws it) arrives.
-    page.evaluate("""() => { window.__markers = [];
+    # and the status line counts the click as waiting; both go when the click's answer (its picture) arrives.
+    page.evaluate("""() => { window.__markers = []; window.__statuses = [];
         new MutationObserver(changes => { for (const change of changes) for (const node of change.addedNodes)
             if (node.classList && node.classList.contains("m2n2-waiting-marker")) {
                 const box = node.getBoundingClientRect();
                 window.__markers.push({x: box.left + box.width / 2, y: box.top + box.height / 2,
-                                       colour: getComputedStyle(node).backgroundColor});
-            } }).observe(document.getElementById("canvas"), {childList: true, subtree: true}); }""")
+                                       colour: getComputedStyle(node).backgroundColor,
+                                       status: document.getElementById("status").innerText});
+            } }).observe(document.getElementById("canvas"), {childList: true, subtree: true});
+        new MutationObserver(() => window.__statuses.push(document.getElementById("status").innerText))
+            .observe(document.getElementById("status"), {childList: true, subtree: true, characterData: true}); }""")
     position, box = image_position(page, 0.30, 0.85)
     click_image(page, 0.30, 0.85)                       # the space suit
     clicks_shown(page, 1)
     markers = page.evaluate("window.__markers")
     assert len(markers) == 1 and markers[0]["colour"] == "rgb(40, 200, 60)", markers
+    assert "0 clicks (+1 waiting)" in markers[0]["status"]    # counted at once, in the click's own handler
     assert abs(markers[0]["x"] - box["x"] - position["x"]) < 1.5 and abs(markers[0]["y"] - box["y"] - position["y"]) < 1.5
     assert page.locator("#canvas .m2n2-waiting-marker").count() == 0
     assert 0.5 < mask_percent(page) < 95.0
@@ -285,7 +289,9 @@ def test_click_undo_reset_in_a_real_browser(browser, server):
         page.wait_for_timeout(300)
     clicks_shown(page, 7)
     assert "waiting" not in page.locator("#status").inner_text()
-    assert page.locator("#canvas .m2n2-waiting-marker").count() == 0      # each went with a picture
+    assert page.locator("#canvas .m2n2-waiting-marker").count() == 0      # each went with its answer
+    waited = [int(n) for text in page.evaluate("window.__statuses") for n in re.findall(r"\(\+(\d+) waiting\)", text)]
+    assert waited and max(waited) <= 6, waited                           # counted, never more than were sent
 
     # A click that lands while the picture is loading (natural size 0: Gradio would drop it) is held
     # and replayed once the picture is there. The picture is made to "load" by taking its source away.

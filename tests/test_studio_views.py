@@ -327,11 +327,12 @@ def test_canvas_picture_is_a_sharp_jpeg_and_a_quick_lossless_png():
 def test_status_line_says_what_happened():
     html = status_line(backbone="colour-affinity fallback (no Stable Diffusion), R = 16", resolution=16,
                        reason="SD2 weights are absent; using the colour-affinity fallback",
-                       image_seconds=1.5, action=("undo", 0.01), clicks=2, pending=1, mask_fraction=0.25,
+                       image_seconds=1.5, action=("undo", 0.01), clicks=2, mask_fraction=0.25,
                        threshold=(0.3, True), memory_bytes=2 ** 21)
     line = parsed(html)
     shown = "".join(line.itertext())
-    assert shown.startswith("⚠ colour-affinity fallback · 2 clicks (+1 waiting)")
+    assert shown.startswith("⚠ colour-affinity fallback · 2 clicks · ")
+    assert [part.text for part in line.iter() if part.get("class") == "m2n2-clicks"] == ["2 clicks"]  # page.js's hook
     assert shown.count("fallback") == 1 and "fell back" not in shown                 # said once
     for part in ("undo 0.01 s", "mask 25.0 % of the image", "threshold 0.300 (yours)", "image 1.50 s", "R = 16"):
         assert part in shown
@@ -352,7 +353,8 @@ def test_status_line_without_a_fallback_has_no_warning():
     shown = "".join(parsed(html).itertext())
     assert shown.startswith("Stable Diffusion 2 · 0 clicks") and "⚠" not in shown
     escaped = parsed(status_line(backbone="a <b> & c", resolution=8, clicks=1))     # text, not markup
-    assert "".join(escaped.itertext()).startswith("a <b> & c · 1 click") and len(escaped) == 1   # the R span only
+    assert "".join(escaped.itertext()).startswith("a <b> & c · 1 click")
+    assert [span.get("class") for span in escaped] == ["m2n2-clicks", "m2n2-wide"]   # no <b> element
 
 
 def test_the_tint_is_the_masked_blend_exactly():

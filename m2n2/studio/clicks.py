@@ -1,4 +1,7 @@
-"""The click loop: a click's marker at once, its mask in turn; undo, reset and the threshold.
+"""The click loop: each click's mask in turn; undo, reset and the threshold.
+
+A click's marker and its "waiting" count are the page's own (static/page.js): no request
+is made for them, so the click itself leaves at once.
 
 Each handler validates its input, computes through the GPU boundary (:mod:`m2n2.studio.gpu`)
 and only then commits the result to the session (:meth:`ClickHandlers.apply`), so a failure
@@ -76,29 +79,12 @@ class ClickHandlers:
         return page.render(session, result.last, shared=shared)
 
     # ------------------------------------------------------------------ clicks
-    def mark(self, session: Session | None, label: int, evt: gr.SelectData):
-        """At once, before any computing: the click counts as waiting (it waits its turn).
-
-        ``label`` is the "Next click is" switch's value: 1 foreground, 0 background. The page has
-        drawn the click's marker itself (static/page.js): no picture goes back, so that the click's
-        own event, which the browser sends once this one has returned, leaves sooner; the next
-        picture (the mask, or a refused click's redraw) draws every waiting click from the session."""
-        if not self.page.usable(session):
-            return {}
-        try:
-            click = session.click_at(float(evt.index[0]), float(evt.index[1]), label)
-        except M2N2Error:
-            return {}
-        session.pending.append(click)
-        ui = self.page.ui
-        return {ui.state: session, ui.status: self.page.status(session)}
-
     def click(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None,
               shared: bool = True):
         """A click on the image, labelled ``label`` (1 foreground, 0 background); runs in arrival order.
 
-        Refused (limit, an error, a new image meanwhile): its marker goes and the status stops
-        counting it as waiting."""
+        Refused (limit, an error, a new image meanwhile): a warning, and nothing else changes (the
+        page's marker goes when the event ends: ``CLICK_ANSWERED`` in app.py)."""
         page = self.page
         if not page.usable(session):
             return self._refused(session, NO_IMAGE)
@@ -106,8 +92,6 @@ class ClickHandlers:
             click = session.click_at(float(evt.index[0]), float(evt.index[1]), label)
         except M2N2Error as error:
             return self._refused(session, str(error))
-        if click in session.pending:
-            session.pending.remove(click)
         limit = page.options.max_points
         if len(session.clicks) >= limit:
             return self._refused(session, f"This image has {len(session.clicks)} clicks, the most one may have "
@@ -119,13 +103,10 @@ class ClickHandlers:
         return out
 
     def _refused(self, session: Session | None, message: str | None) -> dict:
-        """Warn (unless ``message`` is None), and draw the picture and status again: :meth:`mark`
-        drew this click's marker and counted it as waiting. Only core views: :meth:`click_only`."""
+        """Warn (unless ``message`` is None: :meth:`apply` warned) and draw the status line again."""
         page = self.page
-        out = page.rejected(session, message) if message is not None else {}
-        if page.usable(session):
-            out.update({page.ui.state: session, page.ui.image: page.overlay(session)})
-        out[page.ui.status] = page.status(session)  # with no picture to draw again, this clears the page's marker
+        out = page.rejected(session, message) if message is not None else {page.ui.state: session}
+        out[page.ui.status] = page.status(session)
         return out
 
     def click_only(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):

@@ -51,7 +51,7 @@ def new_object(session: Session) -> None:
     session.objects = [obj for obj in session.objects if obj.clicks]
     session.objects.append(SegObject())
     session.active = len(session.objects) - 1
-    session.pending, session.action = [], None
+    session.action = None
 
 
 def select(session: Session, number: int) -> None:
@@ -62,7 +62,7 @@ def select(session: Session, number: int) -> None:
     chosen = session.objects[number - 1]
     _drop_empty_current(session)
     session.active = next(i for i, obj in enumerate(session.objects) if obj is chosen)
-    session.pending, session.action = [], None
+    session.action = None
 
 
 def delete(session: Session, number: int) -> None:
@@ -75,7 +75,7 @@ def delete(session: Session, number: int) -> None:
         session.objects = [SegObject()]
     session.active = min(session.active if session.active < number - 1 else max(session.active - 1, 0),
                          len(session.objects) - 1)
-    session.pending, session.action = [], None
+    session.action = None
 
 
 def choices(session: Session) -> list[tuple[str, int]]:

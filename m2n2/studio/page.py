@@ -89,18 +89,18 @@ class Page:
             backbone=backbone.description, resolution=session.resolution, reason=getattr(backbone, "reason", None),
             name=getattr(backbone, "name", None),
             image_seconds=session.image_seconds if session.has_image else None, action=session.action,
-            clicks=len(session.clicks) if session.has_image else None, pending=len(session.pending),
+            clicks=len(session.clicks) if session.has_image else None,
             mask_fraction=float(shown.mask.mean()) if shown is not None else None,
             threshold=(shown.threshold, shown.overridden) if shown is not None else None,
             memory_bytes=session.memory_bytes if session.has_image else None)
 
     def overlay(self, session: Session) -> np.ndarray | None:
         """The working copy with every object in its colour, the current one outlined with its clicks
-        (the waiting ones too)."""
+        (a waiting click's marker is the page's own: static/page.js)."""
         if not session.has_image:
             return None
         geometry = session.geometry
-        clicks = session.clicks + session.pending
+        clicks = session.clicks
         points = geometry.original_to_display([(c.x, c.y) for c in clicks]) if clicks else np.zeros((0, 2))
         others = [(obj.shown.mask, objects.colour(number)) for number, obj in objects.finished(session)
                   if number != session.active + 1]

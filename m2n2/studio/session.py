@@ -78,7 +78,6 @@ class Session:
     # act on the current object.
     objects: list[SegObject] = field(default_factory=lambda: [SegObject()])
     active: int = 0
-    pending: list[Click] = field(default_factory=list)
     image_seconds: float | None = None
     action: tuple[str, float] | None = None
     memory_bytes: int | None = None
@@ -157,7 +156,7 @@ class Session:
         self.display_image = resize_rgb(image, self.geometry.working[::-1])
         self.resolution = int(resolution)
         self.version += 1
-        self.objects, self.active, self.pending = [SegObject()], 0, []
+        self.objects, self.active = [SegObject()], 0
         self.image_seconds, self.action, self.example, self.source = seconds, None, None, None
 
     def set_resolution(self, working: tuple[int, int], resolution: int) -> None:
@@ -178,7 +177,7 @@ class Session:
 
     def clear_clicks(self) -> None:
         """Forget the current object's clicks and override (the image and the other objects stay)."""
-        self.clicks, self.pending, self.threshold, self.shown, self.action = [], [], None, None, None
+        self.clicks, self.threshold, self.shown, self.action = [], None, None, None
 
     def check_override(self, threshold: float | None) -> float | None:
         """``threshold`` validated as an override of the latest click's threshold (None: automatic)."""

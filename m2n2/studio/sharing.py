@@ -158,7 +158,7 @@ class SharingHandlers:
         session.objects = [SegObject(list(obj.clicks), obj.threshold,
                                      Shown(result.mask, float(result.last.threshold), bool(result.last.overridden)))
                            for obj, result in zip(recipe.objects, results)] or [SegObject()]
-        session.active, session.pending = len(session.objects) - 1, []
+        session.active = len(session.objects) - 1
         session.action = ("recipe", time.perf_counter() - start)
         if results:
             session.memory_bytes = results[-1].memory_bytes

@@ -496,7 +496,7 @@ svg.m2n2-scores {display: block; height: auto}
 
 def status_line(*, backbone: str | None, resolution: int, reason: str | None = None, name: str | None = None,
                 image_seconds: float | None = None, action: tuple[str, float] | None = None,
-                clicks: int | None = None, pending: int = 0, mask_fraction: float | None = None,
+                clicks: int | None = None, mask_fraction: float | None = None,
                 threshold: tuple[float, bool] | None = None, memory_bytes: int | None = None) -> str:
     """The app's one status line (HTML): one short line, the most telling parts first.
 
@@ -515,8 +515,9 @@ def status_line(*, backbone: str | None, resolution: int, reason: str | None = N
         Time the current image took (attention and operator).
     action : tuple, optional
         ``(name, seconds)`` of the latest action, e.g. ``("click", 0.42)`` or ``("undo", 0.01)``.
-    clicks, pending : int
-        Clicks applied, and clicks received but still waiting for their turn.
+    clicks : int, optional
+        Clicks applied. The part is a ``<span class="m2n2-clicks">``: the page adds the clicks
+        still waiting for their turn to it, " (+2 waiting)" (static/page.js).
     mask_fraction : float, optional
         Share of the image the mask covers.
     threshold : tuple, optional
@@ -544,7 +545,7 @@ def status_line(*, backbone: str | None, resolution: int, reason: str | None = N
         # closing "using the ..." (m2n2.backbones.load's wording) is dropped.
         details.append("fell back: " + re.sub(r";\s*using the [^;]*$", "", reason.strip()))
     if clicks is not None:
-        parts.append(f"{clicks} click{'' if clicks == 1 else 's'}" + (f" (+{pending} waiting)" if pending else ""))
+        parts.append(f'<span class="m2n2-clicks">{clicks} click{"" if clicks == 1 else "s"}</span>')
     if mask_fraction is not None:
         parts.append(f'mask {100.0 * mask_fraction:.1f} %<span class="m2n2-wide"> of the image</span>')
     if threshold is not None:
