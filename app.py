@@ -21,6 +21,7 @@ import numpy as np
 
 from m2n2.backbones import names as backbone_names
 from m2n2.config import MAX_CLICKS, add_preset_argument, preset_from_args
+from m2n2.predictor import warm_up
 from m2n2.studio import limits, views
 from m2n2.studio import serving as studio
 from m2n2.studio.handlers import Handlers
@@ -295,6 +296,15 @@ def options_from_args(args: argparse.Namespace) -> Options:
                    max_points=args.max_points, max_file_size=args.max_file_size, threads=args.threads, **given)
 
 
+def at_start(handlers: Handlers, options: Options, examples: bool) -> None:
+    """Work done once, in the background: the click's compiled kernels (else the first visitor's
+    first click compiles them: seconds on a fresh install), then the examples, clickable at once."""
+    seconds = warm_up(options.config)
+    logging.getLogger("m2n2.studio").info("compiled the click's kernels in %.1f s", seconds)
+    if examples:
+        handlers.images.prepare_examples()
+
+
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     args = parse_args(argv)
@@ -309,8 +319,8 @@ def main(argv=None) -> None:
         # ZeroGPU forks its GPU workers from this process: the model must be loaded before that.
         serving.backbones.get(options.attention_resolution)
     demo, handlers = build(options, serving)
-    if not args.no_prepare_examples:  # examples clickable at once; the server answers meanwhile
-        threading.Thread(target=handlers.images.prepare_examples, name="m2n2-prepare-examples", daemon=True).start()
+    threading.Thread(target=at_start, args=(handlers, options, not args.no_prepare_examples),
+                     name="m2n2-at-start", daemon=True).start()  # the server answers meanwhile
     demo.launch(server_name=args.server_name, server_port=args.port, share=args.share, show_error=True, css=CSS,
                 head=HEAD, footer_links=["api", "gradio"], max_file_size=options.max_file_size)
 

@@ -778,6 +778,37 @@ def weight_sums(guide: torch.Tensor, resolution: int, config: M2N2Config) -> tor
     return sums
 
 
+def warm_up(config: M2N2Config | None = None) -> float:
+    """Compile the CPU kernels a click uses (or load them from numba's cache), on a tiny image.
+
+    A server calls this at start, so that its first visitor's first click does not pay for it: the
+    kernels are compiled on the first call in a process, several seconds on a fresh install and
+    about 0.4 s to load them from the cache (docs/first-mask.md). A random 48 x 64 picture with
+    R = 8 attention goes through both paths of ``config`` (the first map and, once the background
+    preparation is done, the later ones). Results are thrown away; nothing is kept.
+
+    Parameters
+    ----------
+    config : M2N2Config, optional
+        The settings the server will use (default: the exact preset).
+
+    Returns
+    -------
+    float
+        The seconds it took.
+    """
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    attention = torch.from_numpy(rng.random((8, 8, 8, 8), dtype=np.float32) + 0.01)
+    predictor = M2N2Predictor(config=config or M2N2Config(), device="cpu")
+    predictor.set_attention(image, attention)
+    predictor.predict(np.array([[10.0, 10.0]]), np.array([1]))
+    predictor.wait_prepared()
+    predictor.predict(np.array([[10.0, 10.0], [50.0, 30.0]]), np.array([1, 0]))
+    return time.perf_counter() - start
+
+
 def _max_normalised(values: Array) -> Array:
     """``values / max(values)`` in float32 (unchanged where the maximum is not positive); a
     tensor stays on its device, and is not read back to decide."""

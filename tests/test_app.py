@@ -2,6 +2,7 @@
 
 import os
 import re
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -679,3 +680,15 @@ def test_a_clicks_heatmap_and_score_curve_are_drawn_beside_its_picture_the_same(
     assert all(name.startswith("m2n2-helper") for name in drawn_on[2:]) and len(drawn_on) == 4
     assert np.array_equal(shown[1][0], shown[2][0])
     assert shown[1][1] == shown[2][1] and shown[1][2] == shown[2][2] and "<svg" in shown[2][2]
+
+
+def test_at_start_compiles_the_click_kernels_then_prepares_the_examples(monkeypatch):
+    calls = []
+    monkeypatch.setattr(app, "warm_up", lambda config: calls.append(("warm_up", config)) or 0.5)
+    handlers = SimpleNamespace(images=SimpleNamespace(prepare_examples=lambda: calls.append("examples")))
+    options = SimpleNamespace(config=M2N2Config.fast())
+    app.at_start(handlers, options, True)
+    assert calls == [("warm_up", M2N2Config.fast()), "examples"]
+    calls.clear()
+    app.at_start(handlers, options, False)                   # --no-prepare-examples: the kernels still
+    assert calls == [("warm_up", M2N2Config.fast())]
