@@ -165,6 +165,9 @@ def picture_point(page, fx: float, fy: float) -> dict:
     return {"x": left + fx * natural[0] * scale, "y": top + fy * natural[1] * scale}
 
 
+MARKER_EARLY_MS = 20
+
+
 def clicks_pattern(count: int) -> re.Pattern:
     return re.compile(rf"\b{count} clicks?\b(?! \(\+)")
 
@@ -182,7 +185,12 @@ def analyse(log: list[dict], count: int) -> list[dict]:
     for k, t_click in enumerate(clicks[:count], start=1):
         after = [e for e in log if e["t"] >= t_click]
         # The page's own marker where it draws one (static/page.js), else the first picture loaded.
-        marker = next((e["t"] for e in after if e["kind"] in ("marker", "load")), None)
+        # The page draws it in its own click listener, before the recorder's sees the click: so it
+        # may be logged up to MARKER_EARLY_MS before the click itself.
+        marker = next((e["t"] for e in log if e["kind"] == "marker" and t_click - MARKER_EARLY_MS <= e["t"]), None)
+        if marker is None or marker > t_click + 1000:
+            marker = next((e["t"] for e in after if e["kind"] == "load"), None)
+        marker = None if marker is None else max(marker, t_click)
         # The first result that includes this click: the app folds clicks that waited into one
         # segmentation, so a later count (without "waiting") shows this click's mask too.
         status = next((e for e in after if e["kind"] == "status" and shown_clicks(e["text"]) >= k), None)
