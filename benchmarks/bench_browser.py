@@ -40,7 +40,8 @@ Run it alone (it is a timing), e.g.::
     flock -x /tmp/m2n2-cpu.lock env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \\
         python benchmarks/bench_browser.py --baseline /work/base-d134f0f
 
-``--baseline DIR`` measures DIR's app first, then this checkout's, in one run. The last line
+``--latency MS`` has Chromium answer each request MS later (its network emulation), as for a
+visitor across a network. ``--baseline DIR`` measures DIR's app first, then this checkout's, in one run. The last line
 printed is JSON.
 """
 
@@ -210,7 +211,7 @@ def analyse(log: list[dict], count: int) -> list[dict]:
 
 
 def run_browser(url: str, examples: list[str], count: int, interval: float,
-                settle: float = 15.0, tag: str = "") -> dict[str, list[dict]]:
+                settle: float = 15.0, tag: str = "", latency_ms: float = 0.0) -> dict[str, list[dict]]:
     from playwright.sync_api import sync_playwright
 
     binary = os.environ.get("M2N2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -221,6 +222,11 @@ def run_browser(url: str, examples: list[str], count: int, interval: float,
             for name in examples:
                 page = browser.new_page(viewport=VIEWPORT)
                 page.set_default_timeout(TIMEOUT_MS)
+                if latency_ms:  # a visitor across a network: each request's answer comes this much later
+                    cdp = page.context.new_cdp_session(page)
+                    cdp.send("Network.enable")
+                    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": latency_ms,
+                                                                  "downloadThroughput": -1, "uploadThroughput": -1})
                 page.goto(url, timeout=TIMEOUT_MS)
                 page.locator("#examples button").first.wait_for()
                 page.locator(f"#examples button:has(img[src*='{name}'])").click()
@@ -344,7 +350,7 @@ def measure(app_dir: Path, args) -> dict:
             # box): clicks measured meanwhile would time that work, not a click. Wait for its log line.
             wait_for_log(log_path, "examples at start", process)
             per_image = run_browser(f"http://{HOST}:{port}/", args.examples, args.clicks, args.interval,
-                                    args.settle, tag=app_dir.name + ".")
+                                    args.settle, tag=app_dir.name + ".", latency_ms=args.latency)
             phases = server_phases(f"http://{HOST}:{port}/")
         finally:
             stop_app(process)
@@ -387,6 +393,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-render", dest="render", action="store_false", help="skip the rendering times")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout (e.g. /work/base-d134f0f) measured first, in the same run")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="milliseconds Chromium adds to each request's answer (its network emulation), "
+                             "as for a visitor across a network (default 0: the loopback)")
     parser.add_argument("--app-arg", dest="app_args", action="append", default=[],
                         help="an extra argument for app.py (repeatable), e.g. --app-arg=--resolution=32")
     args = parser.parse_args(argv)
