@@ -152,6 +152,47 @@ def stop_app(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, 0 once it is gone (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(server_pid: int | None) -> dict[str, float] | None:
+    """CPU seconds used so far by the server, by every Chromium process, and stolen from this
+    machine by its host (``/proc/stat``); None where there is no /proc. Differences between two
+    snapshots say where the cores went during the clicks: on a 2-core machine the browser's own
+    work competes with the click's two threads."""
+    proc = Path("/proc")
+    if not (proc / "stat").exists():
+        return None
+    used = {"server": _process_cpu_s(server_pid) if server_pid else 0.0, "chromium": 0.0}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text().strip()
+                arguments = (entry / "cmdline").read_bytes().replace(b"\0", b" ").split()
+            except OSError:
+                continue
+            if name.startswith(("chrom", "headless_shell")):
+                kind = next((a[7:].decode() for a in arguments if a.startswith(b"--type=")), "browser")
+                seconds = _process_cpu_s(int(entry.name))
+                used["chromium"] += seconds
+                used[f"chromium {kind}"] = used.get(f"chromium {kind}", 0.0) + seconds
+    cpu = (proc / "stat").read_text().splitlines()[0].split()
+    used["steal"] = int(cpu[8]) / os.sysconf("SC_CLK_TCK") if len(cpu) > 8 else 0.0
+    return used
+
+
+def cpu_per_click(before: dict | None, after: dict | None, clicks: int) -> dict[str, float] | None:
+    if before is None or after is None or not clicks:
+        return None
+    return {key: round((after[key] - before.get(key, 0.0)) / clicks, 4) for key in after}
+
+
 def picture_point(page, fx: float, fy: float) -> dict:
     """Page coordinates of the point at fractions (fx, fy) of the displayed picture (object-fit: contain)."""
     image = page.locator("#canvas img").first
@@ -211,7 +252,8 @@ def analyse(log: list[dict], count: int) -> list[dict]:
 
 
 def run_browser(url: str, examples: list[str], count: int, interval: float,
-                settle: float = 15.0, tag: str = "", latency_ms: float = 0.0) -> dict[str, list[dict]]:
+                settle: float = 15.0, tag: str = "", latency_ms: float = 0.0,
+                server_pid: int | None = None, cpu: dict | None = None) -> dict[str, list[dict]]:
     from playwright.sync_api import sync_playwright
 
     binary = os.environ.get("M2N2_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -235,6 +277,7 @@ def run_browser(url: str, examples: list[str], count: int, interval: float,
                 # The example's background work (the first mask's leftovers: leap and table) ends meanwhile.
                 page.wait_for_timeout(settle * 1000)
                 page.evaluate(RECORDER)
+                before = cpu_snapshot(server_pid)
                 start = time.monotonic()
                 for k, (fx, fy) in enumerate(CLICKS[:count]):
                     delay = start + k * interval - time.monotonic()
@@ -244,6 +287,8 @@ def run_browser(url: str, examples: list[str], count: int, interval: float,
                     page.mouse.click(point["x"], point["y"])
                 page.locator("#status").filter(has_text=clicks_pattern(count)).wait_for()
                 page.wait_for_timeout(500)
+                if cpu is not None:  # from the first click to 0.5 s after the last result
+                    cpu[name] = cpu_per_click(before, cpu_snapshot(server_pid), count)
                 log = page.evaluate("window.__m2n2_log")
                 if os.environ.get("M2N2_BENCH_DUMP"):  # the raw timeline, for a closer look
                     Path(os.environ["M2N2_BENCH_DUMP"]).with_suffix(f".{tag}{name}.json").write_text(json.dumps(log))
@@ -349,8 +394,10 @@ def measure(app_dir: Path, args) -> dict:
             # The app prepares every example in the background at start (minutes on a loaded 2-core
             # box): clicks measured meanwhile would time that work, not a click. Wait for its log line.
             wait_for_log(log_path, "examples at start", process)
+            cpu = {}
             per_image = run_browser(f"http://{HOST}:{port}/", args.examples, args.clicks, args.interval,
-                                    args.settle, tag=app_dir.name + ".", latency_ms=args.latency)
+                                    args.settle, tag=app_dir.name + ".", latency_ms=args.latency,
+                                    server_pid=process.pid, cpu=cpu)
             phases = server_phases(f"http://{HOST}:{port}/")
         finally:
             stop_app(process)
@@ -358,7 +405,7 @@ def measure(app_dir: Path, args) -> dict:
                 Path(os.environ["M2N2_BENCH_DUMP"]).with_suffix(f".{app_dir.name}.app.log").write_text(log_path.read_text())
     rows = [row for image_rows in per_image.values() for row in image_rows]
     result = {"app": str(app_dir), "per_image": {name: summarise(r) for name, r in per_image.items()},
-              "all": summarise(rows), "server_phases_ms": phases, "rows": per_image}
+              "all": summarise(rows), "server_phases_ms": phases, "cpu_s_per_click": cpu, "rows": per_image}
     if args.render:
         result["render_s"] = render_times(app_dir, args.examples, args.resolution)
     return result
@@ -373,6 +420,9 @@ def show(result: dict) -> None:
         print(f"{name:12s} {fmt(s['mask_s']['p50']):>9s} {fmt(s['mask_s']['p95']):>7s} "
               f"{fmt(s['status_s']['p50']):>11s} {fmt(s['marker_s']['p50']):>11s} {fmt(s['server_s']['p50']):>11s}"
               f" {s['missing']}")
+    for name, used in (result.get("cpu_s_per_click") or {}).items():
+        if used:
+            print(f"CPU s per click, {name} (the clicks' span / clicks):", json.dumps(used))
     for name, phases in result.get("server_phases_ms", {}).items():
         print(f"server, {name} (median ms):", json.dumps(phases), flush=True)
     if "render_s" in result:
