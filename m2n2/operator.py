@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .pausing import pause_point
-from .threads import beside, joined
+from .threads import abandoned, allowed_threads, beside, joined
 
 _ROW_CHUNK = 2048  # rows per chunk: bounds the temporaries at R = 128 to a few hundred MiB
 _IPF_BLOCK = 256  # rows per block in IPF: small enough to stay in cache between its two uses
@@ -322,9 +322,39 @@ def with_leap(operator: TransitionOperator, steps: int) -> TransitionOperator:
     power = operator.transposed.float() / operator.scale
     for _ in range(steps.bit_length() - 1):
         pause_point()
-        power = power @ power
+        power = _squared(power)
     leap = TransitionOperator((power * operator.scale).to(operator.dtype).contiguous(), operator.scale,
                               operator.resolution, steps)
     del power
     result.leap = leap
     return result
+
+
+def _squared(matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix @ matrix``; on the CPU, where two threads are allowed (:mod:`m2n2.threads`) but
+    torch has one, in two halves of its rows, the second on the helper thread: one thread's
+    product is compute bound, so two cores take about half the time.
+
+    Each output row is one row of the left factor times the whole right one, so the halves' rows
+    are the same bits as the whole product's (MKL's kernels sum each entry's products in an order
+    set by the inner dimension alone; ``tests/test_operator.py`` checks it), whichever thread
+    computes them.
+    """
+    n = matrix.shape[0]
+    half = n // 2 // _SPLIT_ALIGN * _SPLIT_ALIGN
+    # With torch's own threads (more than one), its product already uses the cores.
+    if matrix.device.type != "cpu" or half == 0 or allowed_threads() < 2 or torch.get_num_threads() > 1:
+        return matrix @ matrix
+    out = torch.empty_like(matrix)
+    pending = beside(_product_into, matrix[half:], matrix, out[half:])
+    try:
+        _product_into(matrix[:half], matrix, out[:half])
+    except BaseException:
+        abandoned(pending)
+        raise
+    joined(pending, _product_into, matrix[half:], matrix, out[half:])
+    return out
+
+
+def _product_into(left: torch.Tensor, right: torch.Tensor, out: torch.Tensor) -> None:
+    torch.mm(left, right, out=out)

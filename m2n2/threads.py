@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 _threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("m2n2_threads", default=None)
+_group: contextvars.ContextVar[str | None] = contextvars.ContextVar("m2n2_helper_group", default=None)
 
 
 def allowed_threads() -> int:
@@ -29,14 +30,20 @@ def allowed_threads() -> int:
 
 
 @contextlib.contextmanager
-def using_threads(threads: int):
+def using_threads(threads: int, group: str | None = None):
     """Let the work in this block use ``threads`` threads (1 or 2 are used), whatever torch's
-    thread count: a server whose jobs run on one thread each can give a click two."""
-    token = _threads.set(max(1, int(threads)))
+    thread count: a server whose jobs run on one thread each can give a click two.
+
+    ``group`` names work that runs beside other work of the same thread priority (an image's
+    background preparation beside its first click): it gets a helper of its own, so that it never
+    holds the helper the other work's halves need.
+    """
+    tokens = _threads.set(max(1, int(threads))), _group.set(group)
     try:
         yield
     finally:
-        _threads.reset(token)
+        _group.reset(tokens[1])
+        _threads.reset(tokens[0])
 
 
 def beside(fn, *args) -> Future | None:
@@ -66,9 +73,9 @@ def abandoned(pending: Future | None) -> None:
 class _Helper:
     """One thread that takes the second half of a computation; refuses work while it has some."""
 
-    def __init__(self, nice: int):
+    def __init__(self, nice: int, group: str | None = None):
         self._free = threading.Lock()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"m2n2-helper-nice{nice}")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"m2n2-helper-nice{nice}" + (f"-{group}" if group else ""))
 
     def try_submit(self, fn, *args) -> Future | None:
         """``fn(*args)`` on the helper thread, or None when it is busy with another caller's."""
@@ -91,9 +98,10 @@ class _Helper:
         return future
 
 
-# One helper per nice value of the threads that use them: a new thread inherits its creator's
-# nice value on Linux, so a click's half never runs at a background job's lower priority.
-_helpers: dict[int, _Helper] = {}
+# One helper per nice value of the threads that use them (and per group, see using_threads): a
+# new thread inherits its creator's nice value on Linux, so a click's half never runs at a
+# background job's lower priority.
+_helpers: dict[tuple[int, str | None], _Helper] = {}
 _helpers_lock = threading.Lock()
 
 
@@ -102,10 +110,11 @@ def _helper() -> _Helper:
         nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     except (AttributeError, OSError):
         nice = 0
+    key = (nice, _group.get())
     with _helpers_lock:
-        if nice not in _helpers:
-            _helpers[nice] = _Helper(nice)
-        return _helpers[nice]
+        if key not in _helpers:
+            _helpers[key] = _Helper(*key)
+        return _helpers[key]
 
 
 def _forget_helpers() -> None:

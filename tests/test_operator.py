@@ -136,6 +136,49 @@ def test_the_leap_is_the_operators_power_stored_like_it(dtype):
         with_leap(operator, 6)
 
 
+@pytest.mark.parametrize("n", [200, 333])  # halves cut at a multiple of 64: 128 + 72, 128 + 205
+def test_the_leaps_squaring_in_two_halves_is_the_whole_products_bits_on_one_thread_or_two(monkeypatch, n):
+    import threading
+
+    import m2n2.operator as operator_module
+    from m2n2.operator import _squared, with_leap
+    from m2n2.threads import using_threads
+    torch.manual_seed(n)
+    matrix = torch.rand(n, n) ** 8
+    expected = matrix @ matrix
+    threads = []
+    product = operator_module._product_into
+
+    def recorded(left, right, out):
+        threads.append((threading.current_thread().name, left.shape[0]))
+        if threading.current_thread().name == "MainThread":
+            time.sleep(0.05)  # the caller's half takes long enough for the helper to start its own
+        return product(left, right, out)
+
+    monkeypatch.setattr(operator_module, "_product_into", recorded)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # torch's own product on one thread
+    with using_threads(2):
+        assert torch.equal(_squared(matrix), expected)
+    assert sorted(rows for _, rows in threads) == sorted([n // 2 // 64 * 64, n - n // 2 // 64 * 64])
+    assert sorted(name.startswith("m2n2-helper") for name, _ in threads) == [False, True]
+    # With one thread allowed, or torch's own threads, the whole product (the halves would gain nothing)
+    for allowed, torch_threads in ((1, 1), (2, 2)):
+        threads.clear()
+        monkeypatch.setattr(torch, "get_num_threads", lambda: torch_threads)
+        with using_threads(allowed):
+            assert torch.equal(_squared(matrix), expected)
+        assert threads == []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    # The leap itself: the plain squarings' bits
+    operator = prepare_operator(random_attention(12, seed=5), 0.65, 50, dtype=torch.float16)
+    plain = operator.transposed.float() / operator.scale
+    for _ in range(3):
+        plain = plain @ plain
+    with using_threads(2):
+        leap = with_leap(operator, 8).leap
+    assert torch.equal(leap.transposed, (plain * operator.scale).half())
+
+
 def _split_everything(monkeypatch):
     import m2n2.operator as operator_module
     monkeypatch.setattr(operator_module, "_SPLIT_MIN_ENTRIES", 1)
@@ -250,3 +293,22 @@ def test_a_busy_helper_refuses_work_and_helpers_keep_their_callers_nice_value():
     if seen.get("skip"):
         pytest.skip("per-thread nice values are Linux's")
     assert seen["other"] and seen["nice"] == seen["mine"]
+
+
+def test_a_group_of_work_gets_a_helper_of_its_own():
+    """An image's background preparation (group "background") never holds the helper that a click
+    at the same priority needs for its halves, nor waits for it."""
+    import threading
+
+    from m2n2.threads import _helper, using_threads
+    plain = _helper()
+    with using_threads(2, group="background"):
+        background = _helper()
+        assert _helper() is background
+        release, started = threading.Event(), threading.Event()
+        busy = background.try_submit(lambda: (started.set(), release.wait(10)))
+        assert started.wait(10)
+    assert background is not plain and _helper() is plain
+    assert plain.try_submit(int).result(10) == 0  # free while the group's helper works
+    release.set()
+    busy.result(10)
