@@ -241,7 +241,8 @@ class UserResult:
                 "first_mask_s": None if self.first_mask_s is None else round(self.first_mask_s, 2),
                 "clicks": len(self.clicks), "errors": len(self.errors),
                 "p50_s": round(percentile(self.clicks, 50), 3) if self.clicks else None,
-                "p95_s": round(percentile(self.clicks, 95), 3) if self.clicks else None}
+                "p95_s": round(percentile(self.clicks, 95), 3) if self.clicks else None,
+                "clicks_s": [round(seconds, 3) for seconds in self.clicks]}
 
 
 def percentile(values, q) -> float:

@@ -24,6 +24,7 @@ from .numerics import denormals_flushed, full_fp32
 from .pausing import current_pause_hook, set_pause_hook
 from .operator import TransitionOperator, prepare_operator, with_leap
 from .prompts import Click, check_clicks, check_threshold
+from .threads import allowed_threads, using_threads
 from .threshold import Array, ThresholdCurves, choose_threshold, score_thresholds, threshold_curves
 from .upsample import JBUTable, apply_jbu_table, jbu_table, joint_bilateral_upsample
 
@@ -346,6 +347,7 @@ class M2N2Predictor:
         config, resolution = self.config, int(round(n ** 0.5))
         finishing = _Finishing()
         inherited = current_pause_hook()  # a server's priority hook applies to this work as well
+        threads = allowed_threads()  # and the threads its caller allows (m2n2.threads)
 
         def pause() -> None:
             if finishing.cancelled.is_set():
@@ -360,7 +362,8 @@ class M2N2Predictor:
             try:
                 if self.before_finishing is not None:
                     self.before_finishing()
-                with full_fp32(), denormals_flushed(config.flush_denormals):  # as the foreground's
+                with full_fp32(), denormals_flushed(config.flush_denormals), \
+                        using_threads(threads, group="background"):  # never the first click's helper
                     t0 = time.perf_counter()
                     with finishing.sums_lock:  # what the first map's filter needs
                         if finishing.weight_sums is None:
