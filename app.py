@@ -265,8 +265,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="CPU threads of each job (default 1: on a small host one core per job serves several "
                              "users best, and lets the clicks' queue keep a core while images are prepared)")
     parser.add_argument("--click-threads", type=int, default=None,
-                        help="threads of a click's Markov chain and upsampling (default 2 where the host has two cores: "
-                             "images being prepared wait while a click runs; 1 keeps each click on one core)")
+                        help="threads of a click's Markov chain and upsampling, and of an image's background "
+                             "preparation (default 2 where the host has two cores: images being prepared wait while a "
+                             "click runs; 1 keeps each on one core)")
     parser.add_argument("--server-name", default=None, help="address to listen on, e.g. 0.0.0.0 (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")

@@ -56,8 +56,9 @@ class Options:
     max_file_size: str = limits.MAX_FILE_SIZE
     job_seconds: float = limits.JOB_SECONDS
     threads: int | None = None  # torch's CPU threads per job, set by start() (None: torch's default)
-    # Threads of a click's Markov products and upsampling (m2n2.threads.using_threads): the other core
-    # is otherwise idle or runs heavy work that waits at its pause points while a click runs.
+    # Threads of a click's Markov products and upsampling, and of an image's background preparation
+    # (m2n2.threads.using_threads): the other core is otherwise idle or runs heavy work that waits at
+    # its pause points while a click runs.
     click_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
 
     def __post_init__(self):
