@@ -13,11 +13,17 @@ counted from the first mask, and how long the clicks made before it took. Usage:
 ``--baseline DIR`` runs this same script on another checkout's ``m2n2`` and on this one,
 alternating in subprocesses, and prints both with the ratios. ``--think S`` waits S seconds
 between clicks (a user's pace); by default clicks follow each other at once.
+``--click-threads 2`` measures the app's setting on a CPU: one torch thread per job, but two
+threads allowed for the clicks and for the image's preparation (``m2n2.threads.using_threads``;
+the app's ``--click-threads``), e.g.::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_first_mask.py --click-threads 2 --baseline /work/base-3a7f5c0
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -84,6 +90,17 @@ def first_mask(image: np.ndarray, attention: torch.Tensor, config: M2N2Config, c
             "preparation_finished_after_first_mask_s": finished_after}
 
 
+def allowed(threads: int | None):
+    """``m2n2.threads.using_threads(threads)``, or nothing where ``threads`` is None."""
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        from m2n2.threads import using_threads
+    except ImportError:  # a checkout from before the click's second thread
+        raise SystemExit("--click-threads needs m2n2.threads (this checkout has none)") from None
+    return using_threads(threads)
+
+
 def run(args) -> dict:
     device = torch.device(args.device)
     height, width = args.size
@@ -94,10 +111,13 @@ def run(args) -> dict:
     report = {"device": str(device), "torch_threads": torch.get_num_threads(), "resolution": args.resolution,
               "image": [height, width], "attention_sigmas": [args.sigma_color, args.sigma_position],
               "clicks_after_first": args.clicks, "presets": {}}
+    report["click_threads"] = args.click_threads
     for preset in args.presets:
         config = PRESETS[preset]()
-        per_photo = {name: first_mask(photos[name], attentions[name], config, args.clicks, device, args.think)
-                     for name in args.images}
+        per_photo = {}
+        for name in args.images:
+            with allowed(args.click_threads):
+                per_photo[name] = first_mask(photos[name], attentions[name], config, args.clicks, device, args.think)
         runs = list(per_photo.values())
         median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
         stage_names = {k for r in runs for k in r["prepare_stages_s"] if k != "background"}
@@ -165,6 +185,9 @@ def main(argv=None) -> None:
     parser.add_argument("--sigma-color", type=float, default=5.0, help="the colour backbone's own kernel")
     parser.add_argument("--sigma-position", type=float, default=0.2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--click-threads", type=int, default=None,
+                        help="threads allowed to the clicks and the image's preparation, as the app's "
+                             "--click-threads (default: torch's own)")
     add_baseline_options(parser, rounds=1)
     args = parse_or_compare(parser, argv, compare)
     if args is None:

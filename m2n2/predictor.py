@@ -347,7 +347,7 @@ class M2N2Predictor:
         config, resolution = self.config, int(round(n ** 0.5))
         finishing = _Finishing()
         inherited = current_pause_hook()  # a server's priority hook applies to this work as well
-        threads = allowed_threads()  # and the threads its caller allows (m2n2.threads)
+        threads = allowed_threads()  # and the threads its caller allows, for the leap (m2n2.threads)
 
         def pause() -> None:
             if finishing.cancelled.is_set():
@@ -362,8 +362,11 @@ class M2N2Predictor:
             try:
                 if self.before_finishing is not None:
                     self.before_finishing()
+                # A helper of its own (never the first click's); the sums and the table run beside
+                # the operator, on the critical path of the first mask, so only the leap gets the
+                # caller's threads.
                 with full_fp32(), denormals_flushed(config.flush_denormals), \
-                        using_threads(threads, group="background"):  # never the first click's helper
+                        using_threads(allowed_threads(), group="background"):
                     t0 = time.perf_counter()
                     with finishing.sums_lock:  # what the first map's filter needs
                         if finishing.weight_sums is None:
@@ -380,7 +383,8 @@ class M2N2Predictor:
                     t0 = time.perf_counter()
                     leaped = finishing.operator
                     if config.markov_leap > 1:
-                        leaped = with_leap(leaped, config.markov_leap)
+                        with using_threads(threads, group="background"):
+                            leaped = with_leap(leaped, config.markov_leap)
                         _synchronise(leaped.device)
                         timings["leap"] = time.perf_counter() - t0
                 with self._lock:

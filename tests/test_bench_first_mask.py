@@ -36,3 +36,11 @@ def test_bench_first_mask_compares_with_a_baseline_checkout_in_the_same_run():
     assert row["baseline_first_mask_s"] > 0 and row["current_first_mask_s"] > 0
     assert row["speedup_first_mask_s"] == row["baseline_first_mask_s"] / row["current_first_mask_s"]
     assert "operator" in row["baseline_prepare_stages_s"]
+
+
+def test_bench_first_mask_measures_the_apps_setting_with_two_threads_allowed():
+    report = _run("--presets", "fast", "--click-threads", "2")
+    fast = report["presets"]["fast"]
+    assert report["click_threads"] == 2 and report["torch_threads"] >= 1
+    assert fast["first_mask_s"] > 0 and fast["preparation_finished_after_first_mask_s"] >= 0
+    assert _run("--presets", "fast")["click_threads"] is None  # torch's own threads by default
