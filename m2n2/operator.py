@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .pausing import pause_point
-from .threads import abandoned, allowed_threads, beside, joined
+from .threads import allowed_threads, beside, joined, split_rows
 
 _ROW_CHUNK = 2048  # rows per chunk: bounds the temporaries at R = 128 to a few hundred MiB
 _IPF_BLOCK = 256  # rows per block in IPF: small enough to stay in cache between its two uses
@@ -346,13 +346,7 @@ def _squared(matrix: torch.Tensor) -> torch.Tensor:
     if matrix.device.type != "cpu" or half == 0 or allowed_threads() < 2 or torch.get_num_threads() > 1:
         return matrix @ matrix
     out = torch.empty_like(matrix)
-    pending = beside(_product_into, matrix[half:], matrix, out[half:])
-    try:
-        _product_into(matrix[:half], matrix, out[:half])
-    except BaseException:
-        abandoned(pending)
-        raise
-    joined(pending, _product_into, matrix[half:], matrix, out[half:])
+    split_rows(lambda first, stop: _product_into(matrix[first:stop], matrix, out[first:stop]), half, n)
     return out
 
 

@@ -64,6 +64,20 @@ def joined(pending: Future | None, fn, *args):
     return pending.result()
 
 
+def split_rows(rows, middle: int, height: int) -> None:
+    """``rows(first, stop)`` over output rows ``0`` to ``height``: the helper takes ``middle`` to
+    ``height`` where two threads are allowed and it is free (:func:`beside`), else the caller does
+    all of them in one call. Each output row is its own, so the result is the same bits either way."""
+    lower = beside(rows, middle, height)
+    try:
+        rows(0, middle if lower is not None else height)
+    except BaseException:
+        abandoned(lower)
+        raise
+    if lower is not None:
+        joined(lower, rows, middle, height)
+
+
 def abandoned(pending: Future | None) -> None:
     """Stop waiting for ``pending`` (the caller failed): cancel it, or wait until it ends."""
     if pending is not None and not pending.cancel():

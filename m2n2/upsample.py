@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from numba.core.extending import intrinsic
 
 from .pausing import pause_point
-from .threads import abandoned, beside, joined
+from .threads import split_rows
 
 # Colour given to pixels outside the image: far enough from [0, 1] that their range weight is 0.
 _OUTSIDE = 1.0e3
@@ -165,17 +165,11 @@ _SPLIT_MIN_ROWS = 64
 
 
 def _split_rows(rows, middle: int, height: int) -> None:
-    """``rows(first, stop)`` over the output rows ``0`` to ``height``: where two threads are allowed
-    (and the image has :data:`_SPLIT_MIN_ROWS` rows), the helper takes ``middle`` to ``height``.
-    Each output row is its own, so the result is the same bits either way."""
-    lower = beside(rows, middle, height) if height >= _SPLIT_MIN_ROWS else None
-    try:
-        rows(0, middle if lower is not None else height)
-    except BaseException:
-        abandoned(lower)
-        raise
-    if lower is not None:
-        joined(lower, rows, middle, height)
+    """:func:`m2n2.threads.split_rows` for images of at least :data:`_SPLIT_MIN_ROWS` rows."""
+    if height >= _SPLIT_MIN_ROWS:
+        split_rows(rows, middle, height)
+    else:
+        rows(0, height)
 
 
 def joint_bilateral_upsample(low: torch.Tensor, guide: torch.Tensor, sigma_spatial: float = 1.0,

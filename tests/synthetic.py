@@ -95,3 +95,24 @@ def select_event(x, y):
     """The event data of a click at (x, y) on a Gradio image (gradio imported only here)."""
     import gradio as gr
     return gr.SelectData(None, {"index": [x, y], "value": None})
+
+
+def record_leap_threads(monkeypatch):
+    """Record, for each leap the predictors compute, its thread's name and the threads allowed
+    there, with torch's own threads at one (the app's jobs). Returns ``of(predictor)``: the records
+    of that predictor's leap only (other tests' background work may still be running)."""
+    import threading
+
+    import m2n2.predictor as predictor_module
+    from m2n2.operator import with_leap
+    from m2n2.threads import allowed_threads
+    seen = []
+
+    def recorded(operator, steps):
+        result = with_leap(operator, steps)
+        seen.append((threading.current_thread().name, allowed_threads(), result))
+        return result
+
+    monkeypatch.setattr(predictor_module, "with_leap", recorded)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    return lambda predictor: [(name, allowed) for name, allowed, result in seen if result is predictor.operator]

@@ -12,7 +12,7 @@ import torch
 
 from m2n2 import M2N2Config, M2N2Predictor
 from m2n2.operator import with_leap
-from synthetic import random_attention
+from synthetic import random_attention, record_leap_threads
 
 CLICKS = [((20.0, 30.0), 1), ((70.0, 15.0), 0), ((45.0, 50.0), 1)]
 
@@ -163,21 +163,11 @@ def test_without_a_background_thread_a_failure_is_raised_by_set_image(scene):
 def test_the_background_work_may_use_the_threads_its_caller_allows(monkeypatch, scene, count):
     """A server gives an image's preparation two threads (m2n2.threads.using_threads): its
     background thread, which starts with a context of its own, uses them too (the leap's halves)."""
-    import m2n2.predictor as predictor_module
-    from m2n2.threads import allowed_threads, using_threads
+    from m2n2.threads import using_threads
     image, attention = scene
-    seen = []
-
-    def recorded(operator, steps):  # (other tests' background work may still call it: kept apart by result)
-        result = with_leap(operator, steps)
-        seen.append((threading.current_thread().name, allowed_threads(), result))
-        return result
-
-    monkeypatch.setattr(predictor_module, "with_leap", recorded)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the default allowance: one thread
+    leaps_of = record_leap_threads(monkeypatch)  # torch's own threads: one (the default allowance)
     predictor = M2N2Predictor(config=M2N2Config.fast())
     with using_threads(count):
         predictor.set_attention(image, attention)
     predictor.wait_prepared()
-    assert [(name, allowed) for name, allowed, result in seen if result is predictor.operator] == [
-        ("m2n2-finish-preparation", count)]
+    assert leaps_of(predictor) == [("m2n2-finish-preparation", count)]

@@ -7,7 +7,7 @@ import torch
 from m2n2 import InputError, M2N2Config
 from m2n2.studio import gpu, serving
 from m2n2.studio.serving import Backbones, LiveSessions, PredictorStore, StoreMiss, tensor_bytes
-from synthetic import CountingBackbone, centre_of, iou, square_image
+from synthetic import CountingBackbone, centre_of, iou, record_leap_threads, square_image
 
 OPTIONS = serving.Options(backbone="color", resolution=16)
 FAST = M2N2Config.fast()
@@ -58,27 +58,13 @@ def test_prepare_keeps_the_operator_on_the_device_and_returns_plain_numbers(star
 def test_an_images_background_preparation_gets_the_clicks_threads(monkeypatch, click_threads):
     """The leap's products (the fast preset's background work) run on the threads a click gets,
     not only on the job's one torch thread."""
-    import threading
-
-    import m2n2.predictor as predictor_module
-    from m2n2.operator import with_leap
-    from m2n2.threads import allowed_threads
-    seen = []
-
-    def recorded(operator, steps):  # (other tests' background work may still call it: kept apart by result)
-        result = with_leap(operator, steps)
-        seen.append((threading.current_thread().name, allowed_threads(), result))
-        return result
-
-    monkeypatch.setattr(predictor_module, "with_leap", recorded)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # a job's torch threads (the app's default)
+    leaps_of = record_leap_threads(monkeypatch)  # a job's torch threads: one (the app's default)
     started = serving.start(serving.Options(backbone="color", resolution=16, click_threads=click_threads),
                             CountingBackbone)
     prepared(started)
     predictor = started.store.get("s/1")
     predictor.wait_prepared()
-    assert [(name, allowed) for name, allowed, result in seen if result is predictor.operator] == [
-        ("m2n2-finish-preparation", click_threads)]
+    assert leaps_of(predictor) == [("m2n2-finish-preparation", click_threads)]
 
 
 def test_the_exact_preset_keeps_the_fp32_operator(started):

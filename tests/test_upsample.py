@@ -175,12 +175,12 @@ def test_the_dense_filter_split_between_two_threads_is_the_same_bits(monkeypatch
     guide = guide.float().div_(255.0).contiguous()
     low = torch.from_numpy(np.random.default_rng(height).random((2, 9, 7), dtype=np.float32) * 300)
     lent = []
-    beside = upsample.beside
-    monkeypatch.setattr(upsample, "beside", lambda fn, *args: lent.append(args) or beside(
+    beside = threads.beside  # split_rows, which the upsampling uses, takes it from there
+    monkeypatch.setattr(threads, "beside", lambda fn, *args: lent.append(args) or beside(
         lambda *a: (lent.append(threading.current_thread().name), fn(*a))[1], *args))
     # the helper's half is never taken back here (so that the helper computes it; taken back, the
     # caller computes it as on one thread)
-    monkeypatch.setattr(upsample, "joined", lambda pending, fn, *a: pending.result() if pending else fn(*a))
+    monkeypatch.setattr(threads, "joined", lambda pending, fn, *a: pending.result() if pending else fn(*a))
     with denormals_flushed(flush):
         with threads.using_threads(1):
             one, one_sums = joint_bilateral_upsample(low, guide, 1.0, 0.1, return_denominator=True)
@@ -224,16 +224,15 @@ def test_the_table_applied_on_two_threads_is_the_same_bits(monkeypatch, height, 
     import threading
 
     import m2n2.threads as threads
-    import m2n2.upsample as upsample
     guide = torch.from_numpy(np.array(resize_rgb(data.chelsea(), (width, height)))).permute(2, 0, 1)
     guide = guide.float().div_(255.0).contiguous()
     table = jbu_table(guide, (9, 7), 1.0, 0.1)
     low = torch.from_numpy(np.random.default_rng(height).random((2, 9, 7), dtype=np.float32) * 300)
     lent = []
-    beside = upsample.beside
-    monkeypatch.setattr(upsample, "beside", lambda fn, *args: lent.append(args[-2:]) or beside(
+    beside = threads.beside  # split_rows, which the upsampling uses, takes it from there
+    monkeypatch.setattr(threads, "beside", lambda fn, *args: lent.append(args[-2:]) or beside(
         lambda *a: (lent.append(threading.current_thread().name), fn(*a))[1], *args))
-    monkeypatch.setattr(upsample, "joined", lambda pending, fn, *a: pending.result() if pending else fn(*a))
+    monkeypatch.setattr(threads, "joined", lambda pending, fn, *a: pending.result() if pending else fn(*a))
     with threads.using_threads(1):
         one = apply_jbu_table(table, low)
     assert lent == [(height // 2, height)]  # offered, but not taken
