@@ -222,7 +222,7 @@ def wire(demo: gr.Blocks, ui: UI, c: SimpleNamespace, handlers: Handlers, concur
     # A click's marker and "waiting" show at once, drawn by the page (static/page.js) with no request, so the
     # click's own event leaves at once; it waits its turn (none is dropped) and its end takes them away.
     clicked = ui.image.select(clicks.click_only, [state, c.mode], ui.core, trigger_mode="multiple", **gpu, **quiet)
-    clicked.then(page.share_views, state, ui.share, queue=False, show_progress="hidden", api_visibility="private")
+    clicked.then(page.after_click, state, ui.after_click, queue=False, show_progress="hidden", api_visibility="private")
     clicked.then(None, js=CLICK_ANSWERED)
     clicked.failure(None, js=CLICK_ANSWERED)  # (Gradio runs .then only after a success)
     c.undo.click(clicks.undo, state, outputs, trigger_mode="multiple", **gpu, **quiet)

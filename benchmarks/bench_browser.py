@@ -9,7 +9,9 @@ then makes a fixed list of clicks (``--clicks``, 20 by default) ``--interval`` s
 
 - the click (a capturing ``click`` listener),
 - every change of the canvas picture (its ``src``) and every ``load`` of it,
-- every change of the status line.
+- every change of the status line,
+- every change of the heatmap (it comes with the score curve: with the click's result, or in the
+  event after it).
 
 Per click it reports
 
@@ -17,6 +19,7 @@ Per click it reports
   line says "k clicks" without "waiting", and the picture set with it has decoded): what the
   issue's target is about (p50 <= 0.4 s, p95 <= 0.6 s);
 - **status**: click -> the status line shows the result;
+- **plots**: click -> the heatmap of the click's result is shown (the score curve comes with it);
 - **marker**: click -> the click's marker: the page's own marker element where the page draws it
   (static/page.js), else the first new picture (the marker drawn on the server by an event that
   skips the queue: the round trip of a light event, i.e. transport plus one overlay);
@@ -24,7 +27,7 @@ Per click it reports
   segmentation and commit, not the pictures);
 
 and, from Gradio's own traces (the apps run with ``GRADIO_PROFILING=1``), the median phases of
-the click's events on the server (the queued ``click_only``, the ``share_views`` after it, and
+the click's events on the server (the queued ``click_only``, the ``after_click`` after it (``share_views`` before 2026-12-03), and
 the marker's ``mark`` where a checkout has one: before 2026-12-02 it counted the click as waiting): time waiting in the queue, preprocessing, the handler (which
 includes the views' drawing), postprocessing (encoding the pictures and caching files).
 
@@ -97,6 +100,13 @@ RECORDER = """() => {
         }
     }
   }).observe(canvas, {subtree: true, attributes: true, attributeFilter: ["src"], childList: true});
+  // The heatmap's picture: a new one, or (Gradio patches an HTML component's nodes in place) a new src.
+  new MutationObserver(records => {
+    const picture = n => n.tagName === "IMG" || (n.querySelector && n.querySelector("img"));
+    if (records.some(r => (r.type === "attributes" && r.target.tagName === "IMG")
+                          || [...r.addedNodes].some(picture))) log.push({t: now(), kind: "plots"});
+  }).observe(document.getElementById("heatmap"), {subtree: true, childList: true, attributes: true,
+                                                  attributeFilter: ["src"]});
   const status = document.getElementById("status");
   let last = status.innerText;
   new MutationObserver(() => {
@@ -237,6 +247,8 @@ def analyse(log: list[dict], count: int) -> list[dict]:
         # segmentation, so a later count (without "waiting") shows this click's mask too.
         status = next((e for e in after if e["kind"] == "status" and shown_clicks(e["text"]) >= k), None)
         row = {"click": k, "marker_s": None if marker is None else (marker - t_click) / 1000}
+        plots = next((e["t"] for e in after if e["kind"] == "plots"), None)
+        row["plots_s"] = None if plots is None else (plots - t_click) / 1000
         if status is not None:
             row["status_s"] = (status["t"] - t_click) / 1000
             match = re.search(r"click (\d+\.\d+) s", status["text"])
@@ -348,7 +360,7 @@ print(json.dumps({{k: statistics.median(v) for k, v in times.items()}}))
 
 
 #: The events of a click (the click, the object list after it, an older checkout's marker) whose server phases are reported.
-CLICK_EVENTS = ("mark", "click_only", "share_views")
+CLICK_EVENTS = ("mark", "click_only", "share_views", "after_click")
 PHASES = ("queue_wait_ms", "preprocess_ms", "fn_call_ms", "postprocess_ms", "total_ms",
           # within postprocess: the picture's PNG into the cache, the values a deep link keeps, the files
           "postprocess_save_pil_to_cache_ms", "postprocess_update_state_in_config_ms", "postprocess_move_to_cache_ms")
@@ -379,7 +391,7 @@ def percentile(values, q: float) -> float | None:
 
 def summarise(rows: list[dict]) -> dict:
     out = {"clicks": len(rows), "missing": sum(1 for r in rows if r.get("mask_s") is None)}
-    for key in ("mask_s", "status_s", "marker_s", "server_s"):
+    for key in ("mask_s", "status_s", "marker_s", "plots_s", "server_s"):
         values = [r.get(key) for r in rows]
         out[key] = {"p50": percentile(values, 50), "p95": percentile(values, 95)}
     return out
@@ -415,11 +427,12 @@ def show(result: dict) -> None:
     def fmt(v):
         return "   -  " if v is None else f"{v:6.3f}"
     print(f"\n== {result['app']}", flush=True)
-    print(f"{'':12s} {'mask p50':>9s} {'p95':>7s} {'status p50':>11s} {'marker p50':>11s} {'server p50':>11s} missing")
+    print(f"{'':12s} {'mask p50':>9s} {'p95':>7s} {'status p50':>11s} {'marker p50':>11s} {'plots p50':>10s} "
+          f"{'server p50':>11s} missing")
     for name, s in [*result["per_image"].items(), ("all", result["all"])]:
         print(f"{name:12s} {fmt(s['mask_s']['p50']):>9s} {fmt(s['mask_s']['p95']):>7s} "
-              f"{fmt(s['status_s']['p50']):>11s} {fmt(s['marker_s']['p50']):>11s} {fmt(s['server_s']['p50']):>11s}"
-              f" {s['missing']}")
+              f"{fmt(s['status_s']['p50']):>11s} {fmt(s['marker_s']['p50']):>11s} {fmt(s['plots_s']['p50']):>10s} "
+              f"{fmt(s['server_s']['p50']):>11s} {s['missing']}")
     for name, used in (result.get("cpu_s_per_click") or {}).items():
         if used:
             print(f"CPU s per click, {name} (the clicks' span / clicks):", json.dumps(used))

@@ -23,7 +23,8 @@ OPTIONS = app.Options(backbone="color", resolution=16, max_side=256)
 # One app for the module; its components are the keys of every handler's dict.
 DEMO, HANDLERS = app.build(OPTIONS, serving.start(OPTIONS, CountingBackbone))
 UI = HANDLERS.ui
-STATE, IMAGE, HEATMAP, SCORES, MASK, CUTOUT, SLIDER, AUTOMATIC, STATUS = UI.core  # what a click updates
+STATE, IMAGE, MASK, CUTOUT, SLIDER, AUTOMATIC, STATUS = UI.core  # what a click's own event updates
+HEATMAP, SCORES = UI.plots  # they follow it
 FOREGROUND, BACKGROUND = 1, 0  # the labels the "Next click is" switch gives (m2n2.studio.ui.MODES)
 
 
@@ -466,7 +467,7 @@ def test_the_exports_of_every_object_are_offered_once_there_is_one(handlers, loa
     fresh = handlers.page.render(session)
     assert all(not fresh[button].interactive for button in buttons)
     clicked = handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))
-    shared = handlers.page.share_views(clicked[STATE])          # what follows a click
+    shared = handlers.page.after_click(clicked[STATE])          # what follows a click
     assert all(shared[button].interactive and shared[button].value == button.value for button in buttons)
     reset = handlers.clicks.reset(session)
     assert all(not reset[button].interactive for button in buttons)
@@ -640,9 +641,40 @@ def test_a_clicks_own_event_leaves_the_shared_views_to_the_event_after_it(handle
     monkeypatch.setattr(handlers.page, "render_shared", lambda *a, **k: drawn.append(1) or render_shared(*a, **k))
     out = handlers.clicks.click_only(session, FOREGROUND, select(*centre_of(truth)))
     assert drawn == [] and set(out) <= set(UI.core) and IMAGE in out   # the object list and recipe: not drawn
-    shared = handlers.page.share_views(session)
+    shared = handlers.page.after_click(session)
     assert drawn == [1] and UI.objects in shared and UI.recipe_text in shared
     assert handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))[UI.objects] is not None
+
+
+def test_a_clicks_plots_follow_its_mask_in_the_event_after_it(handlers, loaded):
+    """The heatmap and score curve (about 0.1 MB of HTML) are left out of a click's own event and
+    sent by the one after it: the plots of that click, the same as a full update draws them."""
+    session, truth = loaded
+    out = handlers.clicks.click_only(session, FOREGROUND, select(*centre_of(truth)))
+    assert HEATMAP not in out and SCORES not in out and "1 click" in out[STATUS]
+    following = handlers.page.after_click(out[STATE])
+    assert set(following) == set(UI.after_click)
+    heatmap, scores = following[HEATMAP], following[SCORES]
+    assert "m2n2-heatmap" in heatmap and "<svg" in scores and "scores of click 1 " in scores
+    # a full update of the same session (undo's, the threshold's) draws the same plots
+    again = handlers.clicks.apply(out[STATE], out[STATE].clicks, None, "click")
+    assert (again[HEATMAP], again[SCORES]) == (heatmap, scores)
+    # a second click's follow-up sends the second click's plots
+    second = handlers.clicks.click_only(out[STATE], BACKGROUND, select(3, 3))
+    assert "scores of click 2 " in handlers.page.after_click(second[STATE])[SCORES]
+
+
+def test_a_refused_click_leaves_the_plots_shown_and_a_reset_clears_them(handlers, loaded):
+    session, truth = loaded
+    shown = handlers.page.after_click(handlers.clicks.click_only(session, FOREGROUND, select(*centre_of(truth)))[STATE])
+    with pytest.warns(UserWarning):
+        refused = handlers.clicks.click_only(session, 7, select(*centre_of(truth)))   # no such label
+    after = handlers.page.after_click(refused[STATE])
+    assert (after[HEATMAP], after[SCORES]) == (shown[HEATMAP], shown[SCORES])   # the plots still match the mask
+    reset = handlers.clicks.reset(session)
+    assert reset[HEATMAP] is None and reset[SCORES] is None
+    after = handlers.page.after_click(reset[STATE])
+    assert after[HEATMAP] is None and after[SCORES] is None
 
 
 def test_the_queue_looks_for_events_200_times_a_second_not_1000():

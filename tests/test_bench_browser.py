@@ -39,3 +39,21 @@ def test_cpu_per_click_counts_the_servers_cpu_and_chromiums_by_process_kind(tmp_
     assert used["steal"] >= 0
     assert bench_browser.cpu_per_click(before, None, 2) is None and bench_browser.cpu_per_click(before, after, 0) is None
     assert bench_browser._process_cpu_s(server.pid) == 0.0  # gone: nothing to count
+
+
+def test_analyse_times_each_clicks_mask_status_and_plots_from_the_pages_log():
+    # Two clicks; the first's plots come after its mask (the event after the click), the second's
+    # with its status; the second's picture loads after its status line.
+    log = [{"t": 1000.0, "kind": "click"}, {"t": 1001.0, "kind": "marker"},
+           {"t": 1400.0, "kind": "src", "src": "a"}, {"t": 1410.0, "kind": "status", "text": "1 click, click 0.30 s"},
+           {"t": 1420.0, "kind": "load", "src": "a"}, {"t": 1480.0, "kind": "plots"},
+           {"t": 3000.0, "kind": "click"}, {"t": 3300.0, "kind": "plots"},
+           {"t": 3300.0, "kind": "status", "text": "2 clicks (+1 waiting)"},
+           {"t": 3350.0, "kind": "src", "src": "b"}, {"t": 3360.0, "kind": "status", "text": "2 clicks, click 0.25 s"},
+           {"t": 3390.0, "kind": "load", "src": "b"}]
+    first, second = bench_browser.analyse(log, 2)
+    assert first == {"click": 1, "marker_s": 0.001, "plots_s": 0.48, "status_s": 0.41, "server_s": 0.30,
+                     "mask_s": 0.42}
+    assert second["plots_s"] == 0.3 and second["status_s"] == 0.36 and second["mask_s"] == 0.39
+    summary = bench_browser.summarise([first, second])
+    assert summary["plots_s"]["p50"] == 0.39 and summary["missing"] == 0

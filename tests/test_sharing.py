@@ -249,7 +249,7 @@ def test_a_deep_link_replays_the_recipe_it_carries(two_objects, handlers):
 
 def test_a_deep_link_reproduces_an_uploaded_image_from_the_copy_it_carries(two_objects, handlers):
     session, path, _ = two_objects
-    carried = handlers.page.share_views(session)[UI.recipe_text].value
+    carried = handlers.page.after_click(session)[UI.recipe_text].value
     assert "example" not in json.loads(carried)["image"]  # an upload: no example can stand in
     original = handlers.page.original_view(session)[UI.original]
     assert original == path                               # the hidden copy is the uploaded file
@@ -270,9 +270,9 @@ def test_a_deep_link_reproduces_an_uploaded_image_from_the_copy_it_carries(two_o
 def test_a_click_updates_the_core_views_then_the_object_list_follows(handlers, square_file):
     session = handlers.images.set_image({"path": square_file[0]}, None)[UI.state]
     out = handlers.clicks.click_only(session, FOREGROUND, select(*display(session, 40, 30)))
-    assert UI.image in out and not set(out) & set(handlers.ui.share)
-    views = handlers.page.share_views(session)
-    assert set(views) == set(handlers.ui.share)
+    assert UI.image in out and not set(out) & set(handlers.ui.after_click)
+    views = handlers.page.after_click(session)
+    assert set(views) == set(handlers.ui.after_click)
     assert recipes.Recipe.from_json(views[UI.recipe_text].value) == handlers.page.recipe_of(session)
 
 

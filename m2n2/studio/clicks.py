@@ -110,12 +110,13 @@ class ClickHandlers:
         return out
 
     def click_only(self, session: Session | None, label: int, evt: gr.SelectData, request: gr.Request = None):
-        """A click, updating the core views only: more outputs on this rapid event let the browser drop
-        clicks made while the picture reloads (measured with tests/test_browser.py); the object list
-        and recipe follow in :meth:`Page.share_views`."""
+        """A click, updating what shows its mask only (:attr:`UI.core`): more outputs on this rapid
+        event let the browser drop clicks made while the picture reloads (measured with
+        tests/test_browser.py), and the plots' HTML delays the picture; the plots, object list and
+        recipe follow in :meth:`Page.after_click`."""
         out = self.click(session, label, evt, request, shared=False)
-        share = self.page.ui.share
-        return {key: value for key, value in out.items() if key not in share}
+        following = self.page.ui.after_click
+        return {key: value for key, value in out.items() if key not in following}
 
     def undo(self, session: Session | None, request: gr.Request = None):
         """Remove the latest click (and any threshold override)."""

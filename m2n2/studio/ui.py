@@ -42,15 +42,26 @@ class UI:
 
     @property
     def core(self) -> list:
-        """What a click updates at once: the state, the picture, the plots, the buttons, the status."""
-        return [self.state, self.image, self.heatmap, self.scores, self.mask_button, self.cutout_button,
-                self.threshold, self.automatic, self.status]
+        """What a click updates at once: the state, the picture, the buttons, the status."""
+        return [self.state, self.image, self.mask_button, self.cutout_button, self.threshold, self.automatic,
+                self.status]
+
+    @property
+    def plots(self) -> list:
+        """The latest click's heatmap and score curve (they follow a click in a second event)."""
+        return [self.heatmap, self.scores]
 
     @property
     def share(self) -> list:
         """The object list, recipe box, example link and the exports of every object (they follow a
         click in a second event)."""
         return [c for c in (self.objects, self.recipe_text, self.link, *self.export_buttons) if c is not None]
+
+    @property
+    def after_click(self) -> list:
+        """What the event that follows a click updates: the plots, then the object list, recipe, link
+        and exports."""
+        return self.plots + self.share
 
     @property
     def export_buttons(self) -> list:
@@ -60,4 +71,4 @@ class UI:
     @property
     def outputs(self) -> list:
         """Every component a full update touches (the files are written only when asked for)."""
-        return self.core + self.share
+        return self.core + self.plots + self.share
