@@ -16,8 +16,8 @@ exactly while ``min rank of its 4-neighbours <= k < its own rank``, so boundary 
 cumulative sums over the sort.
 
 :func:`threshold_curves` and :func:`score_thresholds` take the arrays they are given and pick
-the kernel: numpy arrays (the CPU path: the sort packs value and index into one 64-bit key, the
-boundary pass is compiled with numba) or torch tensors, kept on their device (the GPU path). Both
+the kernel: numpy arrays (the CPU path: a compiled radix sort of the values' bits and a compiled
+boundary pass) or torch tensors, kept on their device (the GPU path). Both
 kernels equal the plain per-candidate definitions (tests); the score product and the choice are
 shared.
 """
@@ -126,19 +126,54 @@ def quantised_gradient(image: np.ndarray) -> np.ndarray:
 def stable_order(values: np.ndarray) -> np.ndarray:
     """``np.argsort(values, kind="stable")`` of a flat array, faster for float32.
 
-    A float32's bits, made order-preserving (sign flipped, negatives inverted), and its index
-    form one 64-bit key; an unstable sort of those keys (numpy's SIMD sort) gives the stable
-    order about 5x faster than the stable argsort. Other dtypes, and NaN, take the argsort.
+    A float32's bits, made order-preserving (sign flipped, negatives inverted), are sorted by a
+    least-significant-digit radix sort (three passes of 11 bits, compiled), which is stable by
+    construction: 2 ms for a 512 x 512 map against 18 ms for the stable argsort (2-core AVX2 box).
+    Other dtypes, and NaN, take the argsort.
     """
     values = np.asarray(values).ravel()
-    if values.dtype != np.float32 or values.size >= 2 ** 32 or np.isnan(values).any():
+    if values.dtype != np.float32 or values.size >= 2 ** 31 or np.isnan(values).any():
         return np.argsort(values, kind="stable")
-    bits = (values + np.float32(0.0)).view(np.uint32)  # + 0 turns -0.0 into 0.0: they tie
-    negative = bits >= np.uint32(0x80000000)
-    bits = np.where(negative, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
-    keys = (bits << np.uint64(32)) | np.arange(values.size, dtype=np.uint64)
-    keys.sort()
-    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    return _radix_order(values.view(np.uint32))
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix_order(bits):  # pragma: no cover - compiled
+    """Stable ascending order of float32 values given as their bits (no NaN)."""
+    n = bits.size
+    sign = np.uint32(0x80000000)
+    keys = np.empty(n, np.uint32)
+    for i in range(n):
+        b = bits[i]
+        if b == sign:  # -0.0 ties with 0.0
+            b = np.uint32(0)
+        keys[i] = ~b if b >= sign else b | sign
+    counts = np.zeros((3, 2049), np.int64)  # every pass's digit counts, from one read
+    for i in range(n):
+        k = keys[i]
+        counts[0, (k & np.uint32(0x7FF)) + 1] += 1
+        counts[1, ((k >> np.uint32(11)) & np.uint32(0x7FF)) + 1] += 1
+        counts[2, (k >> np.uint32(22)) + 1] += 1
+    order = np.arange(n)
+    spare_order = np.empty(n, np.int64)
+    spare_keys = np.empty(n, np.uint32)
+    for p in range(3):
+        start = counts[p]
+        if start.max() == n:  # one digit for every key: this pass would keep the order
+            continue
+        for d in range(1, 2049):
+            start[d] += start[d - 1]
+        shift = np.uint32(11 * p)
+        for i in range(n):
+            k = keys[i]
+            d = (k >> shift) & np.uint32(0x7FF)
+            j = start[d]
+            start[d] = j + 1
+            spare_order[j] = order[i]
+            spare_keys[j] = k
+        order, spare_order = spare_order, order
+        keys, spare_keys = spare_keys, keys
+    return order
 
 
 def stable_ranks(markov_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
