@@ -646,14 +646,19 @@ def test_a_clicks_own_event_leaves_the_shared_views_to_the_event_after_it(handle
     assert handlers.clicks.click(session, FOREGROUND, select(*centre_of(truth)))[UI.objects] is not None
 
 
-def test_a_clicks_plots_follow_its_mask_in_the_event_after_it(handlers, loaded):
-    """The heatmap and score curve (about 0.1 MB of HTML) are left out of a click's own event and
-    sent by the one after it: the plots of that click, the same as a full update draws them."""
+def test_a_clicks_plots_follow_its_mask_in_the_event_after_it(handlers, loaded, monkeypatch):
+    """The heatmap and score curve (about 0.1 MB of HTML) are left out of a click's own event, and
+    drawn and sent by the one after it: the plots of that click, the same as a full update draws them."""
+    from m2n2.studio import views
+    drawn, heatmap_view = [], views.heatmap_view
+    monkeypatch.setattr(views, "heatmap_view", lambda *a: drawn.append(a) or heatmap_view(*a))
     session, truth = loaded
     out = handlers.clicks.click_only(session, FOREGROUND, select(*centre_of(truth)))
     assert HEATMAP not in out and SCORES not in out and "1 click" in out[STATUS]
+    assert not drawn                                 # nothing drawn on the mask's path
     following = handlers.page.after_click(out[STATE])
-    assert set(following) == set(UI.after_click)
+    assert set(following) == set(UI.after_click) and len(drawn) == 1
+    assert handlers.page.after_click(out[STATE])[HEATMAP] == following[HEATMAP] and len(drawn) == 1  # kept
     heatmap, scores = following[HEATMAP], following[SCORES]
     assert "m2n2-heatmap" in heatmap and "<svg" in scores and "scores of click 1 " in scores
     # a full update of the same session (undo's, the threshold's) draws the same plots

@@ -112,8 +112,7 @@ class Page:
         """Every view of the session; ``last`` is the latest click's PointResult (None: no clicks).
 
         ``shared=False`` (a click's own event) leaves out the plots and the object list, recipe and
-        link: :meth:`after_click` sends them once the mask is shown. The plots drawn here are kept
-        in ``session.plots`` for it."""
+        link: :meth:`after_click` draws and sends them once the mask is shown (``session.plots``)."""
         ui = self.ui
         # Every change of a session is drawn: count its arrays against the memory budget here.
         self.serving.store.note_session(session.id, tensor_bytes(session))
@@ -122,21 +121,20 @@ class Page:
         session.plots = None
         if clicked:
             point = session.geometry.original_to_display([(session.clicks[-1].x, session.clicks[-1].y)])[0]
-
-            def click_views():
-                # HTML the browser draws (no figure drawn or encoded here: docs/performance.md).
-                return views.heatmap_view(last.markov_map, tuple(point), last.label), views.score_view(
-                    last, len(session.clicks))
-
-            # With a click's threads, the helper draws these while this thread draws the picture.
-            with using_threads(self.options.click_threads):
-                pending = beside(click_views)
-                try:
-                    out[ui.image] = self.overlay(session)
-                except BaseException:
-                    abandoned(pending)
-                    raise
-                session.plots = joined(pending, click_views)
+            plots = views.ClickPlots(last, tuple(point), len(session.clicks))
+            if shared:
+                # With a click's threads, the helper draws the plots while this thread draws the picture.
+                with using_threads(self.options.click_threads):
+                    pending = beside(plots)
+                    try:
+                        out[ui.image] = self.overlay(session)
+                    except BaseException:
+                        abandoned(pending)
+                        raise
+                    joined(pending, plots)
+            else:  # off the mask's path: after_click draws them (15 ms of a core, 512 x 512)
+                out[ui.image] = self.overlay(session)
+            session.plots = plots
         else:
             out[ui.image] = self.overlay(session)
         out[ui.mask_button] = gr.Button(interactive=clicked)
@@ -150,8 +148,9 @@ class Page:
         return out
 
     def plot_views(self, session: Session | None) -> dict:
-        """The latest click's heatmap and score curve as drawn by :meth:`render` (empty without one)."""
-        heatmap, scores = (session.plots if session is not None else None) or (None, None)
+        """The latest click's heatmap and score curve, drawn now if no event has yet (empty without one)."""
+        plots = session.plots if session is not None else None
+        heatmap, scores = plots() if plots is not None else (None, None)
         return {self.ui.heatmap: heatmap, self.ui.scores: scores}
 
     def render_shared(self, session: Session | None, rendered: dict | None = None) -> dict:

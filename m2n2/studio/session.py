@@ -12,6 +12,7 @@ Every method here is a state change without computation: the handlers do the com
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,9 +85,10 @@ class Session:
     example: str | None = None  # the example's name when the image is one (recipes and links name it)
     image_sha256: str | None = None  # recipe.image_hash of ``image``, computed once per image
     source: str | None = None  # the uploaded file the image came from (a deep link carries it)
-    # The latest click's heatmap and score curve as drawn (HTML): a click's own event leaves them
-    # to the event that follows it (Page.after_click), so that its mask is shown sooner.
-    plots: tuple[str, str] | None = None
+    # The latest click's heatmap and score curve (HTML), drawn on the first call and kept: a
+    # click's own event leaves drawing and sending them to the event that follows it
+    # (Page.after_click), so that its mask is shown sooner.
+    plots: Callable[[], tuple[str, str]] | None = None
 
     # ------------------------------------------------------------------ the current object
     @property

@@ -494,6 +494,31 @@ svg.m2n2-scores {display: block; height: auto}
 """
 
 
+class ClickPlots:
+    """A click's heatmap and score curve (:func:`heatmap_view`, :func:`score_view`), drawn on the
+    first call and kept: HTML the browser draws (no figure drawn or encoded on the server).
+
+    Parameters
+    ----------
+    point : PointResult
+        The click's result (its Markov-map and score curves).
+    point_xy : tuple of float
+        The click in the displayed picture's pixels.
+    click_number : int
+        How many clicks the object has (the curve's title).
+    """
+
+    def __init__(self, point, point_xy: tuple[float, float], click_number: int):
+        self.point, self.point_xy, self.click_number = point, point_xy, click_number
+        self._drawn: tuple[str, str] | None = None
+
+    def __call__(self) -> tuple[str, str]:
+        if self._drawn is None:  # two events asking at once both draw the same HTML
+            self._drawn = (heatmap_view(self.point.markov_map, self.point_xy, self.point.label),
+                           score_view(self.point, self.click_number))
+        return self._drawn
+
+
 def status_line(*, backbone: str | None, resolution: int, reason: str | None = None, name: str | None = None,
                 image_seconds: float | None = None, action: tuple[str, float] | None = None,
                 clicks: int | None = None, mask_fraction: float | None = None,
