@@ -298,9 +298,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
 
 
 def at_start(handlers: Handlers, options: Options, examples: bool) -> None:
-    """Work done once, in the background: the click's compiled kernels (else the first visitor's
-    first click compiles them: seconds on a fresh install), then the examples, clickable at once."""
-    seconds = warm_up(options.config)
+    """Work done once, in the background: the click's compiled kernels, the library's and the
+    picture's (else the first visitor's first click compiles them: seconds on a fresh install),
+    then the examples, clickable at once."""
+    seconds = warm_up(options.config) + views.warm_up()
     logging.getLogger("m2n2.studio").info("compiled the click's kernels in %.1f s", seconds)
     if examples:
         handlers.images.prepare_examples()

@@ -722,10 +722,11 @@ def test_a_clicks_heatmap_and_score_curve_are_drawn_beside_its_picture_the_same(
 def test_at_start_compiles_the_click_kernels_then_prepares_the_examples(monkeypatch):
     calls = []
     monkeypatch.setattr(app, "warm_up", lambda config: calls.append(("warm_up", config)) or 0.5)
+    monkeypatch.setattr(app.views, "warm_up", lambda: calls.append("views") or 0.1)
     handlers = SimpleNamespace(images=SimpleNamespace(prepare_examples=lambda: calls.append("examples")))
     options = SimpleNamespace(config=M2N2Config.fast())
     app.at_start(handlers, options, True)
-    assert calls == [("warm_up", M2N2Config.fast()), "examples"]
+    assert calls == [("warm_up", M2N2Config.fast()), "views", "examples"]
     calls.clear()
     app.at_start(handlers, options, False)                   # --no-prepare-examples: the kernels still
-    assert calls == [("warm_up", M2N2Config.fast())]
+    assert calls == [("warm_up", M2N2Config.fast()), "views"]

@@ -281,6 +281,48 @@ def test_a_second_objects_outline_shows_on_the_coffee_photo(example_results):
     assert np.mean(ratios >= 3.0) >= 0.97
 
 
+
+def plain_tint(out, mask, colour, alpha):
+    """The tint as numpy's float32 lines write it (the whole picture, copied where the mask is)."""
+    tinted = out * np.float32(1.0 - alpha)
+    tinted += alpha * np.array(colour, dtype=np.float32)
+    np.copyto(out, tinted, where=mask[..., None])
+
+
+def plain_band_extremes(luminance, side, band, width_px):
+    """Darkest and lightest strip pixel around each band pixel: scipy's minimum and maximum filters
+    of the strip's luminance (the compiled kernel looks only around the band)."""
+    from scipy import ndimage
+    size = 2 * width_px + 3
+    lowest = ndimage.minimum_filter(np.where(side, luminance, np.inf), size=size)[band]
+    highest = ndimage.maximum_filter(np.where(side, luminance, -np.inf), size=size)[band]
+    unseen = ~np.isfinite(lowest)
+    lowest[unseen] = highest[unseen] = luminance[band][unseen]
+    return lowest.astype(np.float32), highest.astype(np.float32)
+
+
+def test_the_compiled_overlay_kernels_equal_their_plain_numpy_restatements(example_results):
+    rng = np.random.default_rng(4)
+    for (name, xy), (image, mask, _) in example_results.items():
+        picture = image.astype(np.float32) + rng.normal(0, 0.3, image.shape).astype(np.float32)  # off the integers
+        ours, plain = picture.copy(), picture.copy()
+        views._tint(ours, mask, (30, 144, 255), 0.45)
+        plain_tint(plain, mask, (30, 144, 255), 0.45)
+        np.testing.assert_array_equal(ours.view(np.uint32), plain.view(np.uint32))
+        index = np.clip(np.rint(ours), 0, 255).astype(np.intp)
+        table = views._LUMINANCE_TABLE
+        luminance = table[index[..., 0], 0] + table[index[..., 1], 1] + table[index[..., 2], 2]
+        np.testing.assert_array_equal(views.relative_luminance(ours), luminance)
+        for width_px in (1, 2, 3):
+            band = mask & ~np.roll(mask, width_px, axis=0)           # any thin set near the border
+            side = mask & ~band
+            # a strip that misses part of the band too, so that some band pixels see no strip pixel
+            side[:, : image.shape[1] // 2] = False
+            rows, cols = np.nonzero(band)
+            got = views._reach_extremes(luminance, side, rows, cols, width_px + 1)
+            for got_one, plain_one in zip(got, plain_band_extremes(luminance, side, band, width_px)):
+                np.testing.assert_array_equal(got_one, plain_one)
+
 def test_the_heatmap_spreads_its_colours_on_the_example_photos(example_results):
     """A click in a large region leaves most of its map within 1e-4 of 1: min-max scaling painted
     56 to 94 % of the astronaut and coffee maps one colour; the percentiles spread them."""
@@ -368,3 +410,16 @@ def test_the_tint_is_the_masked_blend_exactly():
         got = picture.copy()
         views._tint(got, mask, (30, 144, 255), 0.45)
         assert np.array_equal(got, expected) and np.array_equal(got[~mask], picture[~mask])
+
+
+def test_warm_up_compiles_every_kernel_a_click_s_overlay_uses(example_results):
+    """What the server compiles at start is what a click's overlay needs: drawing one afterwards
+    compiles no new variant (a different dtype would, on the first visitor's click)."""
+    kernels = (views._tint_pixels, views._picture_luminance, views._reach_extremes)
+    assert views.warm_up() >= 0
+    compiled = [list(kernel.signatures) for kernel in kernels]
+    assert all(compiled)
+    image, mask, _ = example_results["coffee", (300, 200)]
+    _, second, _ = example_results["coffee", (50, 50)]
+    overlay(image, mask, [(300.0, 200.0), (5.0, 5.0)], [1, 0], others=[(second, (255, 140, 0))])
+    assert [list(kernel.signatures) for kernel in kernels] == compiled
