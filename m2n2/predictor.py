@@ -628,9 +628,10 @@ class M2N2Predictor:
         are (numpy on the CPU; tensors on the device, from which only the mask and what ``keep``
         asks for come back: see :meth:`predict`)."""
         t0 = time.perf_counter()
-        maps = _stack([self._maps[k].markov_map for k in keys])
-        values = maps[:, _like(pixels[:, 0], maps), _like(pixels[:, 1], maps)]  # values[k, j] = M_k(p_j)
-        same_label = _like(labels[:, None] == labels[None, :], maps)
+        maps = [self._maps[k].markov_map for k in keys]  # not stacked: merge_maps takes them as they are
+        rows, cols = _like(pixels[:, 0], maps[0]), _like(pixels[:, 1], maps[0])
+        values = _stack([m[rows, cols] for m in maps])  # values[k, j] = M_k(p_j)
+        same_label = _like(labels[:, None] == labels[None, :], values)
         kept = _kept_points(keep, len(keys))
         # Only the kept points' curves are returned: the others need their choice alone.
         scores = [(score_thresholds if k in kept else choose_threshold)(
@@ -638,7 +639,7 @@ class M2N2Predictor:
             for k, key in enumerate(keys)]
         thresholds = [float(threshold) if threshold is not None and k == len(keys) - 1 else sc.threshold
                       for k, sc in enumerate(scores)]
-        _wait(maps)
+        _wait(values)
         timings["scores"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -658,7 +659,7 @@ class M2N2Predictor:
                                                                   len(keys))))
         timings["results"] = time.perf_counter() - t0  # the maps and curves brought back (if on a device)
         host_bytes = 0
-        if isinstance(maps, torch.Tensor):
+        if isinstance(maps[0], torch.Tensor):
             host_bytes = mask.nbytes + sum(a.nbytes for a in (distance, nearest) if a is not None) + sum(
                 r.markov_map.nbytes + sum(getattr(r, n).nbytes for n in _CURVES) for r in results
                 if r.markov_map is not None)

@@ -42,3 +42,24 @@ def test_merge_on_a_shared_pixel_takes_the_later_label_in_both_paths():
     for labels in ([1, 0], [0, 1]):
         assert merge_maps(maps, [0.5, 0.5], labels, pixels)[0][1, 1] == bool(labels[1])
         assert bool(merge_maps(torch.from_numpy(maps), [0.5, 0.5], labels, pixels)[0][1, 1]) == bool(labels[1])
+
+
+def test_merge_of_unstacked_maps_on_two_threads_equals_the_stacked_merge_on_one():
+    """The predictor hands its maps over as a list (no stacked copy) and a click may give the merge
+    two threads (the rows split between them): the same mask, distances and nearest points."""
+    from m2n2.threads import using_threads
+    rng = np.random.default_rng(5)
+    maps = (np.round(rng.random((5, 37, 23)) * 6) / 6).astype(np.float32)   # ties between maps
+    maps[2, 3, 4] = np.nan
+    thresholds, labels = np.array([0.5, 0.2, 0.0, 1.0, 0.33], np.float32), np.array([1, 0, 1, 1, 0])
+    pixels = rng.integers(0, (37, 23), size=(5, 2))
+    stacked = merge_maps(maps, thresholds, labels, pixels)
+    np.testing.assert_array_equal(stacked[0], plain_merge(maps, thresholds, labels, pixels))
+    for threads in (1, 2):
+        with using_threads(threads):
+            listed = merge_maps(list(maps), thresholds, labels, pixels)
+        for ours, theirs in zip(listed, stacked):
+            np.testing.assert_array_equal(ours, theirs)
+    maps[2, 3, 4] = 0.5  # (torch's min passes a NaN on where the compiled pass keeps the first map's)
+    on_device = merge_maps([torch.from_numpy(m) for m in maps], thresholds, labels, pixels)
+    np.testing.assert_array_equal(on_device[1].numpy(), merge_maps(maps, thresholds, labels, pixels)[1])
