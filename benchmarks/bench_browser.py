@@ -225,9 +225,11 @@ def clicks_pattern(count: int) -> re.Pattern:
 
 
 def shown_clicks(text: str) -> int:
-    """The click count of a status line showing a result; -1 while a click is still waiting."""
-    match = re.search(r"\b(\d+) clicks?\b( \(\+)?", text)
-    return -1 if match is None or match.group(2) else int(match.group(1))
+    """The count of clicks applied that a status line shows (-1 without one). Clicks still waiting
+    follow it as " (+n waiting)" (static/page.js): a result that comes while later clicks wait
+    shows its own count with theirs after it, so the count alone says which clicks it includes."""
+    match = re.search(r"\b(\d+) clicks?\b", text)
+    return -1 if match is None else int(match.group(1))
 
 
 def analyse(log: list[dict], count: int) -> list[dict]:
