@@ -659,6 +659,7 @@ def test_a_clicks_plots_follow_its_mask_in_the_event_after_it(handlers, loaded, 
     following = handlers.page.after_click(out[STATE])
     assert set(following) == set(UI.after_click) and len(drawn) == 1
     assert handlers.page.after_click(out[STATE])[HEATMAP] == following[HEATMAP] and len(drawn) == 1  # kept
+    assert out[STATE].plots.point is None            # the click's map and curves (7 MB at 512 px) let go
     heatmap, scores = following[HEATMAP], following[SCORES]
     assert "m2n2-heatmap" in heatmap and "<svg" in scores and "scores of click 1 " in scores
     # a full update of the same session (undo's, the threshold's) draws the same plots

@@ -576,9 +576,11 @@ class ClickPlots:
         self._drawn: tuple[str, str] | None = None
 
     def __call__(self) -> tuple[str, str]:
+        point = self.point
         if self._drawn is None:  # two events asking at once both draw the same HTML
-            self._drawn = (heatmap_view(self.point.markov_map, self.point_xy, self.point.label),
-                           score_view(self.point, self.click_number))
+            self._drawn = (heatmap_view(point.markov_map, self.point_xy, point.label),
+                           score_view(point, self.click_number))
+            self.point = None  # its map and curves (megabytes) are not kept once drawn
         return self._drawn
 
 
