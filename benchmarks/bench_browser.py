@@ -16,8 +16,8 @@ then makes a fixed list of clicks (``--clicks``, 20 by default) ``--interval`` s
 Per click it reports
 
 - **mask**: click -> the picture that comes with the click's result has loaded (the status
-  line says "k clicks" without "waiting", and the picture set with it has decoded): what the
-  issue's target is about (p50 <= 0.4 s, p95 <= 0.6 s);
+  line counts k clicks applied, whatever later clicks still wait after that count, and the
+  picture set with it has decoded): what the issue's target is about (p50 <= 0.4 s, p95 <= 0.6 s);
 - **status**: click -> the status line shows the result;
 - **plots**: click -> the heatmap of the click's result is shown (the score curve comes with it);
 - **marker**: click -> the click's marker: the page's own marker element where the page draws it

@@ -242,7 +242,6 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, points, labels, alpha: f
     return out
 
 
-
 def warm_up() -> float:
     """Compile the overlay's kernels (or load them from numba's cache) on a tiny picture; returns
     the seconds it took. A server calls this at start with :func:`m2n2.predictor.warm_up`."""
@@ -251,6 +250,7 @@ def warm_up() -> float:
     mask[20:28, 24:40] = True  # the outline looks at a box inside the picture (a strided view), as a click's
     overlay(np.full((48, 64, 3), 128, dtype=np.uint8), mask, [(30.0, 24.0)], [1], others=[(~mask, (255, 140, 0))])
     return time.perf_counter() - start
+
 
 #: The canvas picture's encoding: JPEG at quality 95 without chroma subsampling.
 CANVAS_FORMAT = "jpeg"
