@@ -435,6 +435,75 @@ def test_examples_prepared_at_start_are_clickable_without_the_backbone(handlers)
     assert backbone.calls == calls and out[STATE].has_image
 
 
+def the_map_of(handlers, session) -> np.ndarray:
+    """The Markov-map of the session's latest click, as its predictor made it (cached, not recomputed)."""
+    predictor = handlers.serving.store.get(session.key)
+    return predictor.predict(*session.points, keep="last").points[-1].markov_map
+
+
+def test_an_example_is_segmented_with_its_whole_preparation_and_an_upload_with_the_preset_s_early_map(
+        handlers, tmp_path):
+    # A kept example has its leap and table built: its first map takes them (early_maps = 0), as
+    # the library makes it with that setting; an upload's first map goes without them (the preset's 1).
+    from m2n2 import M2N2Predictor
+    from m2n2.image import read_image
+    assert OPTIONS.config.early_maps == 1
+    handlers.images.prepare_examples()
+    index = app.EXAMPLES.index(next(p for p in app.EXAMPLES if "astronaut" in p))
+    image = read_image(app.EXAMPLES[index])
+    example = handlers.images.load_example(index, None)[STATE]
+    handlers.clicks.click(example, FOREGROUND, select(120, 80))
+    assert example.config == OPTIONS.config.replace(early_maps=0)
+    assert handlers.page.recipe_of(example).config.early_maps == 0         # a replay makes the same maps
+    backbone = handlers.serving.backbones.get(OPTIONS.attention_resolution)
+    reference = {}
+    for early_maps in (0, 1):
+        predictor = M2N2Predictor(backbone, OPTIONS.config.replace(early_maps=early_maps))
+        predictor.set_image(image)
+        reference[early_maps] = predictor.predict(*example.points, keep="last")
+    np.testing.assert_array_equal(the_map_of(handlers, example), reference[0].points[-1].markov_map)
+    np.testing.assert_array_equal(example.shown.mask, reference[0].mask)
+    assert not np.array_equal(reference[0].points[-1].markov_map, reference[1].points[-1].markov_map)
+
+    # The same pixels uploaded: the preset's setting again, and the upload's first map.
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(image).save(path)
+    upload = handlers.images.set_image({"path": str(path)}, example)[STATE]
+    handlers.clicks.click(upload, FOREGROUND, select(120, 80))
+    assert upload.config == OPTIONS.config
+    np.testing.assert_array_equal(the_map_of(handlers, upload), reference[1].points[-1].markov_map)
+
+
+def test_an_example_not_kept_yet_gives_the_maps_of_a_kept_one(handlers):
+    # Chosen before the start-up preparation reached it: prepared with the same setting, so the
+    # result does not depend on when it was chosen.
+    index = app.EXAMPLES.index(next(p for p in app.EXAMPLES if "coffee" in p))
+    backbone = handlers.serving.backbones.get(OPTIONS.attention_resolution)
+    fresh = handlers.images.load_example(index, None)[STATE]
+    assert backbone.calls == 1                                          # prepared for this choice
+    handlers.images.example_keeping.join()
+    lent = handlers.images.load_example(index, None)[STATE]
+    assert backbone.calls == 1                                          # lent
+    maps = []
+    for session in (fresh, lent):
+        handlers.clicks.click(session, FOREGROUND, select(120, 80))
+        assert session.config.early_maps == 0
+        maps.append(the_map_of(handlers, session))
+    np.testing.assert_array_equal(maps[0], maps[1])
+
+
+def test_the_api_segments_an_example_as_the_page_does(handlers):
+    import json
+    handlers.images.prepare_examples()
+    index = app.EXAMPLES.index(next(p for p in app.EXAMPLES if "chelsea" in p))
+    session = handlers.images.load_example(index, None)[STATE]
+    handlers.clicks.click(session, FOREGROUND, select(120, 80))
+    click = session.clicks[-1]
+    mask, summary = handlers.api.segment(app.EXAMPLES[index], json.dumps([[click.x, click.y, 1]]))
+    np.testing.assert_array_equal(mask > 0, session.shown.mask)
+    assert "preparation_wait" not in summary["timings"]
+
+
 def test_the_click_switch_gives_the_label_not_its_display_text():
     radio = next(block for block in DEMO.blocks.values() if getattr(block, "elem_id", None) == "mode")
     assert radio.choices == [("Foreground (green)", 1), ("Background (red)", 0)] and radio.value == 1

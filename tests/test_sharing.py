@@ -208,6 +208,20 @@ def test_the_example_link_opens_the_example_with_its_clicks(handlers):
     assert f"?example={name}&clicks=250,120,1;60,400,0&clicks=400,450,1" in out[UI.link].value
 
 
+def test_an_example_link_lends_the_kept_example_and_segments_it_as_the_page_does(handlers):
+    handlers.images.prepare_examples()
+    backbone = handlers.serving.backbones.get(OPTIONS.attention_resolution)
+    calls = backbone.calls
+    name = Path(handlers.page.examples[0]).stem
+    linked = handlers.sharing.open_link(None, "", None, FakeRequest(f"example={name}&clicks=250,120,1"))[UI.state]
+    assert backbone.calls == calls                                  # lent: no attention, no operator
+    assert linked.config.early_maps == 0 and handlers.page.recipe_of(linked).config.early_maps == 0
+    chosen = handlers.images.load_example(0, None)[UI.state]
+    handlers.clicks.click(chosen, FOREGROUND, select(*display(chosen, 250, 120)))
+    assert chosen.clicks == linked.clicks
+    np.testing.assert_array_equal(chosen.shown.mask, linked.shown.mask)
+
+
 def test_a_bad_link_is_reported(handlers):
     with pytest.warns(UserWarning, match="no example called 'nope'.*astronaut"):
         out = handlers.sharing.open_link(None, "", None, FakeRequest("example=nope&clicks=1,1,1"))

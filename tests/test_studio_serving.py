@@ -167,6 +167,7 @@ def test_exports_are_full_size_and_end_session_removes_them(started):
     from PIL import Image
 
     from m2n2.studio.clicks import ClickHandlers
+    from m2n2.studio.images import ImageHandlers
     from m2n2.studio.page import Page
     from m2n2.studio.session import Session, Shown
     from m2n2.studio.sharing import SharingHandlers
@@ -175,7 +176,7 @@ def test_exports_are_full_size_and_end_session_removes_them(started):
     ui = UI(**{name: name for name in ("state", "image", "heatmap", "scores", "mask_button", "cutout_button",
                                         "threshold", "automatic", "status", "mask_file", "cutout_file")})
     page = Page(started, ui)
-    sharing = SharingHandlers(page, ClickHandlers(page))
+    sharing = SharingHandlers(page, ClickHandlers(page), ImageHandlers(page))
     image, truth = square_image()
     session = Session(16, FAST)
     session.set_image(image, (60, 80), 16, seconds=0.1)

@@ -25,6 +25,7 @@ from ..image import check_aspect, read_image
 from ..predictor import Prediction
 from ..prompts import as_arrays, check_clicks, parse_clicks
 from . import gpu
+from .examples import example_config
 from .limits import check_recipe_limits, log_user_error
 from .page import Page
 from .priority import run_heavy
@@ -114,10 +115,12 @@ class ApiHandlers:
         except M2N2Error as error:
             log_user_error("/segment", str(error))
             raise gpu.user_error(error) from None
-        resolution, config = options.attention_resolution, options.config
+        resolution, config, hashed = options.attention_resolution, options.config, recipes.image_hash(array)
+        if self._example_of(hashed) is not None:
+            config = example_config(config)  # as the page segments an example
         try:
             prediction, description = run_heavy(gpu.segment_image, serving, array, xy, labels, resolution, config,
-                                                options.job_seconds, self._key(array, resolution, config))
+                                                options.job_seconds, self._key(array, resolution, config, hashed))
         except gr.Error as error:
             log_user_error("/segment", error.message)
             raise

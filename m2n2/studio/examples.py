@@ -7,6 +7,12 @@ predictor shares its prepared tensors with the sessions' copies
 state. The kept examples count against the memory budget (as one more "session" of the
 :class:`~m2n2.studio.serving.PredictorStore`) and may take at most :data:`BUDGET_SHARE` of it;
 past that an example is prepared per choice, as before.
+
+An example is segmented with ``early_maps`` = 0 (:func:`example_config`): the server keeps it
+prepared (the leap and the table built), so none of its maps needs to go without them, and its
+first click is as quick as the next ones. The rule depends on the image only: an example that is
+not kept yet (chosen before the start-up preparation reached it, or over the share) is prepared
+with that setting too, before it can be clicked.
 """
 
 from __future__ import annotations
@@ -28,6 +34,16 @@ BUDGET_SHARE = 0.5
 STORE_KEY = "examples"
 
 
+def example_config(config: M2N2Config) -> M2N2Config:
+    """The settings an example is segmented with: ``config`` with ``early_maps`` = 0.
+
+    ``early_maps`` lets an image's first maps go without the parts of its preparation that are
+    still being built; a kept example has them all, so its first map takes the leap and the
+    table like every later one (about 0.3 s instead of 1.5 to 2 s for the astronaut on a CPU).
+    """
+    return config.replace(early_maps=0)
+
+
 class ExampleCache:
     """Prepared example images by (path, R, settings).
 
@@ -44,13 +60,18 @@ class ExampleCache:
 
     @staticmethod
     def _key(path: str, resolution: int, config: M2N2Config) -> tuple:
-        return str(path), int(resolution), config
+        # A kept example is fully prepared, whatever ``early_maps`` its maps are made with.
+        return str(path), int(resolution), example_config(config)
 
     def lend(self, path: str, resolution: int, config: M2N2Config) -> M2N2Predictor | None:
-        """A session's own copy of the prepared example, or None when it is not kept."""
+        """A session's own copy of the prepared example (with ``config``), or None when it is not kept."""
         with self._lock:
             item = self._items.get(self._key(path, resolution, config))
-        return item[0].shared_copy() if item is not None else None
+        if item is None:
+            return None
+        copy = item[0].shared_copy()
+        copy.set_config(config)  # at most ``early_maps`` differs: nothing is recomputed
+        return copy
 
     def keep(self, path: str, resolution: int, config: M2N2Config, predictor: M2N2Predictor) -> bool:
         """Keep a prepared example (waits for its background preparation); False when over the share."""

@@ -40,7 +40,7 @@ class Handlers:
         self.page = Page(serving, ui, examples)
         self.images = ImageHandlers(self.page)
         self.clicks = ClickHandlers(self.page)
-        self.sharing = SharingHandlers(self.page, self.clicks)
+        self.sharing = SharingHandlers(self.page, self.clicks, self.images)
         self.settings = SettingsHandlers(self.page, self.clicks)
         self.api = ApiHandlers(self.page, self.images)
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from ..config import M2N2Config
 from ..errors import M2N2Error
 from ..image import check_aspect, read_image
 from . import gpu
-from .examples import ExampleCache
+from .examples import ExampleCache, example_config
 from .page import Page
 from .priority import run_heavy
 from .serving import end_session
@@ -51,22 +52,24 @@ class ImageHandlers:
             self._example_cache = ExampleCache(store)
         return self._example_cache
 
-    def _prepare(self, key: str, array: np.ndarray, session: Session, example: str | None) -> gpu.Prepared:
-        """Prepare ``array`` under ``key``: a copy of the kept example when there is one, else
-        from scratch (an example is then kept for the next choice, off this request)."""
+    def prepare(self, key: str, array: np.ndarray, resolution: int, config: M2N2Config,
+                example: str | None = None) -> gpu.Prepared:
+        """Prepare ``array`` under ``key`` at R = ``resolution`` with ``config``: a copy of the kept
+        example (the path ``example``) when there is one, else from scratch (an example is then
+        kept for the next choice, off this request)."""
         serving, cache = self.page.serving, self.example_cache
         if example is None or cache is None:
-            return run_heavy(gpu.prepare, serving, key, array, session.resolution, session.config)
+            return run_heavy(gpu.prepare, serving, key, array, resolution, config)
         start = time.perf_counter()
-        predictor = cache.lend(example, session.resolution, session.config)
+        predictor = cache.lend(example, resolution, config)
         if predictor is not None:
             serving.store.put(key, predictor)
             return gpu.Prepared(tuple(predictor.image.shape[:2]), predictor.resolution,
                                 time.perf_counter() - start, serving.store.update_size(key))
-        prepared = run_heavy(gpu.prepare, serving, key, array, session.resolution, session.config)
+        prepared = run_heavy(gpu.prepare, serving, key, array, resolution, config)
         if key in serving.store:
             self.example_keeping = threading.Thread(
-                target=cache.keep, args=(example, session.resolution, session.config, serving.store.get(key)),
+                target=cache.keep, args=(example, resolution, config, serving.store.get(key)),
                 name="m2n2-keep-example", daemon=True)
             self.example_keeping.start()
         return prepared
@@ -79,7 +82,7 @@ class ImageHandlers:
             return {}
         serving = self.page.serving
         options, store, examples = serving.options, serving.store, self.page.examples
-        resolution, config = options.attention_resolution, options.config
+        resolution, config = options.attention_resolution, example_config(options.config)
 
         def prepared(path):
             key = f"example-start/{Path(path).stem}"
@@ -118,12 +121,17 @@ class ImageHandlers:
                 return page.rejected(session, f"The model cannot be loaded: {error}", restore_image=True)
         progress(0.3, desc="Extracting attention and preparing the operator…")
         key = session.next_key
+        # The preset's early maps for an upload, none for an example (kept prepared: .examples).
+        config = session.config.replace(early_maps=page.options.config.early_maps)
+        if example is not None:
+            config = example_config(config)
         try:
-            prepared = self._prepare(key, array, session, example)
+            prepared = self.prepare(key, array, session.resolution, config, example)
         except gr.Error as error:
             return page.rejected(session, f"This image cannot be used: {error.message}", restore_image=True)
         progress(0.9, desc="Drawing…")
         session.set_image(array, prepared.working, prepared.resolution, prepared.seconds)
+        session.config = config
         session.source = str(path) if path else None
         session.memory_bytes = prepared.memory_bytes
         page.track(session, request)

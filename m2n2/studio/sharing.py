@@ -27,6 +27,8 @@ from ..image import read_image
 from ..prompts import check_clicks, parse_clicks
 from . import gpu, objects
 from .clicks import NO_IMAGE, ClickHandlers
+from .examples import example_config
+from .images import ImageHandlers
 from .limits import check_recipe_limits, log_user_error
 from .page import Page
 from .priority import run_heavy
@@ -65,10 +67,12 @@ class SharingHandlers:
         The app's serving state, components and views.
     clicks : ClickHandlers
         Recomputes the object made current.
+    images : ImageHandlers
+        Prepares a recipe's image (a kept example is lent, not prepared again).
     """
 
-    def __init__(self, page: Page, clicks: ClickHandlers):
-        self.page, self.clicks = page, clicks
+    def __init__(self, page: Page, clicks: ClickHandlers, images: ImageHandlers):
+        self.page, self.clicks, self.images = page, clicks, images
 
     def check_recipe_limits(self, recipe: recipes.Recipe) -> None:
         """:func:`check_recipe_limits` with this server's limits."""
@@ -141,8 +145,8 @@ class SharingHandlers:
             if key != session.key:
                 if progress is not None:
                     progress(0.3, desc="Preparing the recipe's image…")
-                prepared = run_heavy(gpu.prepare, page.serving, key, image, recipe.backbone.resolution,
-                                     recipe.config)
+                prepared = self.images.prepare(key, image, recipe.backbone.resolution, recipe.config,
+                                               page.example_named(example))
             # The image goes along: a GPU process that lacks it prepares it again within the call.
             results = run_heavy(gpu.segment_objects, page.serving, key, wanted, recipe.config, image,
                                 recipe.backbone.resolution) if wanted else []
@@ -213,7 +217,7 @@ class SharingHandlers:
             backbone = page.serving.backbones.get(page.options.attention_resolution)
         except M2N2Error as error:
             return page.rejected(session, f"The link's example {name!r} cannot be opened: {error}")
-        config = (session or page.new_session()).config
+        config = example_config((session or page.new_session()).config)
         try:
             objects_clicks = link_clicks(texts, image.shape[:2], page.options.max_points)
         except InputError as error:
