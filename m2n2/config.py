@@ -98,12 +98,19 @@ class M2N2Config:
         seconds of ``set_image`` on one CPU thread. (Beyond the paper: a faster evaluation.)
     early_maps : int
         The first this many Markov-maps of an image (its first points, in click order) are
-        computed with single Markov steps and the dense filter, so that ``set_image`` returns
-        once the operator is ready: the leap (``markov_leap``) and the table (``jbu_table``) are
-        then built in a background thread, and only later maps wait for them. The rule depends
+        computed with single Markov steps and the dense filter (see ``early_table``), so that
+        ``set_image`` returns once the operator is ready: the leap (``markov_leap``) and the
+        table (``jbu_table``) are then built in a background thread, and only later maps wait
+        for them. The rule depends
         on the click order only, never on timing. 0 builds both before ``set_image`` returns.
         (Beyond the paper: a shorter wait for the first mask; the fast preset's agreement is
         measured with it.)
+    early_table : bool
+        With ``jbu_table`` and ``early_maps``: the early maps are upsampled through the table as
+        well (it is built first in the background, beside the operator; an early map that is
+        ready before it waits for it, or builds it when the background has not begun), so that
+        only the leap is left out of them. False upsamples them with the dense filter. (Beyond
+        the paper: the dense filter costs a first map about as much as its whole chain.)
     """
 
     temperature: float = 0.65
@@ -125,6 +132,7 @@ class M2N2Config:
     markov_leap_after: int = 48
     jbu_table: bool = False
     early_maps: int = 0
+    early_table: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -142,6 +150,7 @@ class M2N2Config:
              and not self.markov_leap & (self.markov_leap - 1), "markov_leap must be a power of two (1, 2, 4, ...)"),
             (self.markov_leap_after >= 0, "markov_leap_after must be >= 0"),
             (isinstance(self.early_maps, int) and self.early_maps >= 0, "early_maps must be an integer >= 0"),
+            (isinstance(self.early_table, bool), "early_table must be True or False"),
         ]
         for ok, message in checks:
             if not ok:
@@ -150,14 +159,15 @@ class M2N2Config:
     @classmethod
     def fast(cls, **changes) -> "M2N2Config":
         """The interactive preset: fp16 operator storage, Markov leaps of 8 steps after the
-        first 48, and the precomputed upsampling table, both built in the background while the
-        image's first map is computed without them (``early_maps`` = 1).
+        first 48, and the precomputed upsampling table, both built in the background; the
+        image's first map takes single steps and waits for the table only (``early_maps`` = 1,
+        ``early_table``).
 
         Not bit-identical to the exact preset (fp16 storage of the operator, late crossings placed
         within a leap, another summation order in the upsampling); ``python -m m2n2.evaluate
         --agreement`` measures the masks' agreement with the exact preset over the click protocol."""
         return cls(**{"operator_dtype": "float16", "markov_leap": 8, "jbu_table": True, "early_maps": 1,
-                      **changes})
+                      "early_table": True, **changes})
 
     @classmethod
     def preset(cls, name: str, **changes) -> "M2N2Config":

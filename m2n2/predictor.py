@@ -120,9 +120,9 @@ class _Superseded(Exception):
 
 @dataclass
 class _Finishing:
-    """The background part of an image's preparation (see ``early_maps``): the dense filter's
-    weight sums and the table (from the image alone, while the operator is computed), then the
-    leap (once the operator is ready)."""
+    """The background part of an image's preparation (see ``early_maps``): the table, or the
+    dense filter's weight sums and then the table (from the image alone, while the operator is
+    computed), then the leap (once the operator is ready)."""
 
     done: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)  # a newer image, or a failure
@@ -130,6 +130,8 @@ class _Finishing:
     operator: TransitionOperator | None = None
     sums_lock: threading.Lock = field(default_factory=threading.Lock)  # whoever comes first sums
     weight_sums: torch.Tensor | None = None
+    table_lock: threading.Lock = field(default_factory=threading.Lock)  # whoever comes first builds
+    table: JBUTable | None = None  # (early_table) what the early maps are upsampled through
     error: BaseException | None = None
     run: Callable[[], None] | None = None  # the work itself, when it runs in the caller's thread
 
@@ -342,8 +344,9 @@ class M2N2Predictor:
         return torch.from_numpy(np.array(work)).to(self.device).permute(2, 0, 1).float().div_(255.0).contiguous()
 
     def _start_finishing(self, guide: torch.Tensor, n: int) -> _Finishing:
-        """Start the background thread: the weight sums and the table from ``guide``, then the leap
-        of the operator handed over in ``operator_ready``; installed when done, if still current."""
+        """Start the background thread: the table (after the dense filter's weight sums, unless
+        ``early_table``) from ``guide``, then the leap of the operator handed over in
+        ``operator_ready``; installed when done, if still current."""
         config, resolution = self.config, int(round(n ** 0.5))
         finishing = _Finishing()
         inherited = current_pause_hook()  # a server's priority hook applies to this work as well
@@ -367,17 +370,24 @@ class M2N2Predictor:
                 # caller's threads.
                 with full_fp32(), denormals_flushed(config.flush_denormals), \
                         using_threads(allowed_threads(), group="background"):
-                    t0 = time.perf_counter()
-                    with finishing.sums_lock:  # what the first map's filter needs
-                        if finishing.weight_sums is None:
-                            finishing.weight_sums = weight_sums(guide, resolution, config)
-                    timings["weight_sums"] = time.perf_counter() - t0
                     table = None
-                    if config.jbu_table:
+                    if _early_table(config):  # what the first maps need: the table
                         t0 = time.perf_counter()
-                        table = jbu_table(guide, (resolution, resolution), config.sigma_spatial, config.sigma_range)
-                        _synchronise(guide.device)
+                        with finishing.table_lock:
+                            if finishing.table is None:
+                                finishing.table = _table_of(guide, resolution, config)
+                        table = finishing.table
                         timings["jbu_table"] = time.perf_counter() - t0
+                    else:
+                        t0 = time.perf_counter()
+                        with finishing.sums_lock:  # what the first map's filter needs
+                            if finishing.weight_sums is None:
+                                finishing.weight_sums = weight_sums(guide, resolution, config)
+                        timings["weight_sums"] = time.perf_counter() - t0
+                        if config.jbu_table:
+                            t0 = time.perf_counter()
+                            table = _table_of(guide, resolution, config)
+                            timings["jbu_table"] = time.perf_counter() - t0
                     finishing.operator_ready.wait()
                     pause()
                     t0 = time.perf_counter()
@@ -567,7 +577,7 @@ class M2N2Predictor:
             if any(getattr(old, f) != getattr(config, f) for f in upsampling):
                 with full_fp32():
                     self._prepare_upsampling()
-            markov = ("rho", "max_steps", "markov_leap_after", "flood_fill", "early_maps")
+            markov = ("rho", "max_steps", "markov_leap_after", "flood_fill", "early_maps", "early_table")
             if any(getattr(old, f) != getattr(config, f) for f in (*markov, *upsampling)):
                 self._maps.clear()
 
@@ -704,8 +714,9 @@ class M2N2Predictor:
         return points, labels
 
     def _compute_maps(self, keys: list[tuple[int, int]], timings: dict[str, float]) -> None:
-        """Compute the maps of new points: the image's first ``early_maps`` without the leap and
-        the table (single steps, the dense filter), the others with them once they are ready."""
+        """Compute the maps of new points: the image's first ``early_maps`` without the leap
+        (single steps; the dense filter, or the table with ``early_table``), the others with the
+        leap and the table once they are ready."""
         early = max(0, min(len(keys), self.config.early_maps - self._maps_made))
         if early:
             self._compute_map_group(keys[:early], timings, early=True)
@@ -730,8 +741,10 @@ class M2N2Predictor:
 
         t0 = time.perf_counter()
         finishing = self._finishing
-        if self._jbu is not None and not early:
+        if self._jbu is not None and (not early or _early_table(config)):
             upsampled = apply_jbu_table(self._jbu, steps)
+        elif early and _early_table(config):
+            upsampled = apply_jbu_table(self._table_for_early_maps(timings), steps)
         elif self._weight_sums is None and finishing is not None:
             # The background thread's sums (the same bits); if it has not begun them, this filter's
             # own sums serve it too, so that nobody sums the weights twice.
@@ -764,6 +777,19 @@ class M2N2Predictor:
             _wait(final)
             timings["curves"] += time.perf_counter() - t0
 
+    def _table_for_early_maps(self, timings: dict[str, float]) -> JBUTable:
+        """The background's table (``early_table``): waited for while it is being built, built
+        here when the background has not begun it (the same bits either way)."""
+        finishing = self._finishing
+        start = time.perf_counter()
+        with finishing.table_lock:
+            if finishing.table is None:
+                with full_fp32(), denormals_flushed(self.config.flush_denormals):
+                    finishing.table = _table_of(self._guide, self._operator.resolution, self.config)
+            table = finishing.table
+        timings["preparation_wait"] = timings.get("preparation_wait", 0.0) + time.perf_counter() - start
+        return table
+
     @property
     def upsampling_table(self) -> JBUTable | None:
         """The current image's upsampling table (None unless ``config.jbu_table``)."""
@@ -777,6 +803,18 @@ class M2N2Predictor:
         rows, cols = geometry.original_pixels(points).T
         mask[rows, cols] = labels.astype(bool)  # every prompt pixel keeps its own label
         return mask
+
+
+def _early_table(config: M2N2Config) -> bool:
+    """Whether the early maps (``early_maps``) are upsampled through the table (``early_table``)."""
+    return config.early_table and config.jbu_table and config.early_maps > 0
+
+
+def _table_of(guide: torch.Tensor, resolution: int, config: M2N2Config) -> JBUTable:
+    """The upsampling table of an image for maps of R x R, ready on the guide's device."""
+    table = jbu_table(guide, (resolution, resolution), config.sigma_spatial, config.sigma_range)
+    _synchronise(guide.device)
+    return table
 
 
 def weight_sums(guide: torch.Tensor, resolution: int, config: M2N2Config) -> torch.Tensor:

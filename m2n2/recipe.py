@@ -29,8 +29,9 @@ from .prompts import Click, as_arrays, check_clicks, check_threshold, parse_clic
 FORMAT = "m2n2-recipe"
 #: The format version this code writes; it reads this one and older ones. Version 2 added the
 #: backbone's registry key (version 1 named Stable Diffusion 2 or the colour fallback by name) and
-#: the config's ``early_maps`` (absent in version 1: 0, as those recipes were made).
-VERSION = 2
+#: the config's ``early_maps`` (absent in version 1: 0, as those recipes were made). Version 3 added
+#: ``early_table`` (absent before: False, the dense filter those recipes' first maps were made with).
+VERSION = 3
 
 
 def image_hash(image: np.ndarray) -> str:

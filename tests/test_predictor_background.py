@@ -1,4 +1,5 @@
-"""The fast preset's background preparation (``early_maps``): results never depend on timing.
+"""The fast preset's background preparation (``early_maps``, ``early_table``): results never
+depend on timing.
 
 Each test forces a path by holding the background thread (``before_finishing``) on an event,
 not by sleeping.
@@ -38,40 +39,119 @@ def _masks(predictor, clicks=CLICKS):
             for k in range(1, len(clicks) + 1)]
 
 
-def test_the_first_mask_does_not_wait_for_the_background_and_masks_never_depend_on_timing(scene):
+@pytest.mark.parametrize("early_table", [True, False])
+def test_the_first_mask_does_not_wait_for_the_leap_and_masks_never_depend_on_timing(scene, early_table):
     image, attention = scene
-    held, gate = _held(M2N2Config.fast())
+    held, gate = _held(M2N2Config.fast(early_table=early_table))
     held.set_attention(image, attention)
     first = held.predict([CLICKS[0][0]], [1])
-    assert not held.is_prepared and held.operator.leap is None  # the first map was made without them
+    assert not held.is_prepared and held.operator.leap is None  # the first map was made without the leap
+    built_by_the_click = held._finishing.table
     gate.set()
     rest = _masks(held)[1:]
     assert held.is_prepared and held.operator.leap is not None and held.upsampling_table is not None
 
-    free = M2N2Predictor(config=M2N2Config.fast())
+    free = M2N2Predictor(config=M2N2Config.fast(early_table=early_table))
     free.set_attention(image, attention)
     free.wait_prepared()  # everything ready before the first click: the same masks
     assert free.is_prepared
     for ours, theirs in zip([first.mask, *rest], _masks(free)):
         np.testing.assert_array_equal(ours, theirs)
-    # the dense filter's weight sums: summed by the first click (held) or by the background thread
-    assert torch.equal(held._weight_sums, free._weight_sums)
+    if early_table:
+        # the table: built by the first click (the background had not begun) and then used by
+        # the background instead of building another
+        assert built_by_the_click is not None and held.upsampling_table is built_by_the_click
+        assert held._weight_sums is None and free._weight_sums is None  # no map used the dense filter
+        torch.testing.assert_close(held.upsampling_table.coefficients, free.upsampling_table.coefficients,
+                                   rtol=0, atol=0)
+    else:
+        assert built_by_the_click is None
+        # the dense filter's weight sums: summed by the first click (held) or by the background thread
+        assert torch.equal(held._weight_sums, free._weight_sums)
 
 
-def test_the_first_map_takes_single_steps_and_the_dense_filter_and_later_ones_the_leap_and_table(scene):
+class _ContendedLock:
+    """A lock that says when someone had to wait for it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.contended = threading.Event()
+
+    def __enter__(self):
+        if not self._lock.acquire(blocking=False):
+            self.contended.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
+def test_a_first_map_ready_before_the_table_waits_for_the_background_to_finish_it(monkeypatch, scene):
+    """The other order: the background has begun the table when the first chain ends; the click
+    waits for it (nobody builds it twice) and gets the masks of a free run."""
+    import m2n2.predictor as module
     image, attention = scene
-    fast = M2N2Predictor(config=M2N2Config.fast())
+    locks, builders = [], []
+    real_finishing, real_table_of = module._Finishing, module._table_of
+
+    def finishing():
+        made = real_finishing()
+        made.table_lock = _ContendedLock()
+        locks.append(made.table_lock)
+        return made
+
+    def table_of(*args):
+        builders.append(threading.current_thread().name)
+        assert locks[-1].contended.wait(timeout=60), "the click never came for the table"
+        return real_table_of(*args)
+
+    monkeypatch.setattr(module, "_Finishing", finishing)
+    monkeypatch.setattr(module, "_table_of", table_of)
+    held = M2N2Predictor(config=M2N2Config.fast())
+    held.set_attention(image, attention)
+    first = held.predict([CLICKS[0][0]], [1])
+    assert builders == ["m2n2-finish-preparation"] and "preparation_wait" in first.timings
+    rest = _masks(held)[1:]
+    monkeypatch.undo()
+
+    free = M2N2Predictor(config=M2N2Config.fast())
+    free.set_attention(image, attention)
+    free.wait_prepared()
+    for ours, theirs in zip([first.mask, *rest], _masks(free)):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_first_map_takes_single_steps_and_the_table_and_later_ones_the_leap_too(scene):
+    image, attention = scene
+    soon = 2  # leaps after two steps: this small scene's chains end before the preset's 48
+    fast = M2N2Predictor(config=M2N2Config.fast(markov_leap_after=soon))
     fast.set_attention(image, attention)
     maps = [fast.predict([p], [1]).points[0].markov_map for p, _ in CLICKS[:2]]
 
-    early = M2N2Predictor(config=M2N2Config.fast(markov_leap=1, jbu_table=False, early_maps=0))
+    early = M2N2Predictor(config=M2N2Config.fast(markov_leap=1, early_maps=0))
     early.set_attention(image, attention)
-    late = M2N2Predictor(config=M2N2Config.fast(early_maps=0))
+    late = M2N2Predictor(config=M2N2Config.fast(markov_leap_after=soon, early_maps=0))
     late.set_attention(image, attention)
     np.testing.assert_array_equal(maps[0], early.predict([CLICKS[0][0]], [1]).points[0].markov_map)
     np.testing.assert_array_equal(maps[1], late.predict([CLICKS[1][0]], [1]).points[0].markov_map)
     # the two paths differ on this map: the test could tell them apart
     assert not np.array_equal(maps[1], early.predict([CLICKS[1][0]], [1]).points[0].markov_map)
+
+
+def test_without_early_table_the_first_map_takes_the_dense_filter(scene):
+    """``early_table`` = False (the fast preset before it, which older recipes replay)."""
+    image, attention = scene
+    fast = M2N2Predictor(config=M2N2Config.fast(early_table=False))
+    fast.set_attention(image, attention)
+    first = fast.predict([CLICKS[0][0]], [1]).points[0].markov_map
+
+    dense = M2N2Predictor(config=M2N2Config.fast(markov_leap=1, jbu_table=False, early_maps=0))
+    dense.set_attention(image, attention)
+    np.testing.assert_array_equal(first, dense.predict([CLICKS[0][0]], [1]).points[0].markov_map)
+    table = M2N2Predictor(config=M2N2Config.fast(markov_leap=1, early_maps=0))
+    table.set_attention(image, attention)
+    assert not np.array_equal(first, table.predict([CLICKS[0][0]], [1]).points[0].markov_map)
 
 
 def test_a_new_image_drops_the_background_work_of_the_previous_one(scene):
@@ -117,10 +197,12 @@ def test_the_exact_preset_prepares_everything_before_set_image_returns(scene):
     assert predictor.is_prepared and predictor.operator.leap is not None and predictor.upsampling_table is not None
 
 
-def test_early_maps_is_validated():
+def test_early_maps_and_early_table_are_validated():
     from m2n2 import InputError
     with pytest.raises(InputError, match="early_maps"):
         M2N2Config(early_maps=-1)
+    with pytest.raises(InputError, match="early_table"):
+        M2N2Config(early_table=1)
 
 
 def test_settings_can_change_after_the_background_failed(scene):

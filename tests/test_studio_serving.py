@@ -301,6 +301,8 @@ def test_the_budget_counts_the_sessions_own_arrays(started):
     prepared(started, "s/1")
     prepared(started, "t/1")
     one, two = started.store.get("s/1"), started.store.get("t/1")
+    for predictor in (one, two):  # their sizes grow until the background preparation has finished
+        predictor.wait_prepared()
     size = tensor_bytes(one)
     store = PredictorStore(budget_bytes=int(2.5 * size))
     store.put("s/1", one)
