@@ -217,17 +217,24 @@ class M2N2Predictor:
         if self.backbone is None:
             raise NotReadyError("this predictor has no backbone: use set_attention(), or pass a backbone")
         original, work = self._working_copy(image)
-        start = time.perf_counter()
-        # The learned backbones resize the original themselves, as the authors do; the colour
-        # backbone gets the working copy.
-        attention = self.backbone.extract(original if getattr(self.backbone, "wants_original", False) else work)
-        _synchronise(attention.device)
-        elapsed = time.perf_counter() - start
-        start = time.perf_counter()
-        flat, moved = self._normalised(self._validated_attention(attention))
-        del attention  # the backbone's tensor: freed here unless the backbone keeps it
-        with full_fp32():  # the operator's values feed every threshold: no TF32 products on CUDA
-            self._prepare(original, work, flat, moved, start, attention=None)
+        # What needs the image only (the table) starts now, beside the backbone.
+        early = self._start_early(work)
+        try:
+            start = time.perf_counter()
+            # The learned backbones resize the original themselves, as the authors do; the colour
+            # backbone gets the working copy.
+            attention = self.backbone.extract(original if getattr(self.backbone, "wants_original", False) else work)
+            _synchronise(attention.device)
+            elapsed = time.perf_counter() - start
+            start = time.perf_counter()
+            flat, moved = self._normalised(self._validated_attention(attention))
+            del attention  # the backbone's tensor: freed here unless the backbone keeps it
+            with full_fp32():  # the operator's values feed every threshold: no TF32 products on CUDA
+                self._prepare(original, work, flat, moved, start, attention=None, early=early)
+        except BaseException:
+            if early is not None:
+                early[1].cancel()  # the previous image and its background work stay as they were
+            raise
         self.image_timings = {"attention": elapsed, **self.image_timings}
 
     def set_attention(self, image, attention) -> None:
@@ -289,15 +296,35 @@ class M2N2Predictor:
             return flat / row_sums, moved
         return flat.div_(row_sums), moved  # a copy already (another device or dtype): reuse it
 
+    def _uses_background(self) -> bool:
+        """Whether the image's preparation ends in the background (``early_maps``)."""
+        config = self.config
+        return config.early_maps > 0 and (config.markov_leap > 1 or config.jbu_table)
+
+    def _start_early(self, work: np.ndarray) -> tuple[torch.Tensor, _Finishing, int] | None:
+        """Start the background thread before the backbone runs, when the attention's size is
+        known beforehand (the backbone's ``resolution``): its guide, its work and N."""
+        resolution = getattr(self.backbone, "resolution", None)
+        if not (self.background and self._uses_background() and isinstance(resolution, int) and resolution > 0):
+            return None
+        guide = self._guide_of(work)
+        return guide, self._start_finishing(guide, resolution * resolution), resolution * resolution
+
     def _prepare(self, original: np.ndarray, work: np.ndarray, flat: torch.Tensor, moved: int, start: float,
-                 attention: torch.Tensor | None) -> None:
+                 attention: torch.Tensor | None, early: tuple | None = None) -> None:
         """Prepare the operator from ``flat`` (our own normalised matrix, written in place) and
-        install the image; ``attention`` is kept when the caller gave it (for :meth:`set_config`)."""
+        install the image; ``attention`` is kept when the caller gave it (for :meth:`set_config`).
+        ``early``: the background thread :meth:`_start_early` started for this image."""
         n = flat.shape[0]
-        background = self.config.early_maps > 0 and (self.config.markov_leap > 1 or self.config.jbu_table)
-        # What needs the image only starts at once, beside the operator (a second thread).
-        guide = self._guide_of(work) if background else None
-        finishing = self._start_finishing(guide, n) if background else None
+        background = self._uses_background()
+        if early is not None and early[2] == n:
+            guide, finishing = early[0], early[1]
+        else:
+            if early is not None:  # the attention is not of the size announced: start again
+                early[1].cancel()
+            # What needs the image only starts at once, beside the operator (a second thread).
+            guide = self._guide_of(work) if background else None
+            finishing = self._start_finishing(guide, n) if background else None
         try:
             with denormals_flushed(self.config.flush_denormals):
                 operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,

@@ -253,3 +253,75 @@ def test_the_background_work_may_use_the_threads_its_caller_allows(monkeypatch, 
         predictor.set_attention(image, attention)
     predictor.wait_prepared()
     assert leaps_of(predictor) == [("m2n2-finish-preparation", count)]
+
+
+class _GivenBackbone:
+    """A backbone that returns a given attention; ``during`` runs inside ``extract``."""
+
+    def __init__(self, attention, resolution=None, during=None):
+        self.attention, self.during = attention, during
+        self.resolution = attention.shape[0] if resolution is None else resolution
+        self.device = torch.device("cpu")
+        self.name = self.description = "given"
+        self.reason = None
+
+    def extract(self, image):
+        if self.during is not None:
+            self.during()
+        return self.attention.clone()
+
+
+def test_set_image_starts_the_background_before_the_backbone_runs(scene):
+    """What needs the image only (the table) begins while the backbone computes the attention."""
+    image, attention = scene
+    began = threading.Event()
+    backbone = _GivenBackbone(attention, during=lambda: began.wait(timeout=60))
+    predictor = M2N2Predictor(backbone, M2N2Config.fast())
+    predictor.before_finishing = began.set  # the background thread's first act
+    predictor.set_image(image)
+    assert began.is_set()
+    ours = _masks(predictor)
+
+    free = M2N2Predictor(config=M2N2Config.fast())
+    free.set_attention(image, attention)
+    for a, b in zip(ours, _masks(free)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_backbone_of_another_size_than_announced_still_gives_the_masks(scene):
+    image, attention = scene
+    predictor = M2N2Predictor(_GivenBackbone(attention, resolution=8), M2N2Config.fast())
+    predictor.set_image(image)
+    free = M2N2Predictor(config=M2N2Config.fast())
+    free.set_attention(image, attention)
+    for a, b in zip(_masks(predictor), _masks(free)):
+        np.testing.assert_array_equal(a, b)
+    assert predictor.upsampling_table.low_shape == (16, 16)
+
+
+def test_a_failing_backbone_stops_the_early_background_and_keeps_the_previous_image(scene):
+    image, attention = scene
+    predictor = M2N2Predictor(_GivenBackbone(attention), M2N2Config.fast())
+    predictor.set_image(image)
+    before = _masks(predictor)
+    threads, began = [], threading.Event()
+
+    def begin():
+        threads.append(threading.current_thread())
+        began.set()
+
+    def fail():
+        began.wait(timeout=60)  # the new image's background has begun
+        raise MemoryError("no room for the attention")
+
+    predictor.before_finishing = begin
+
+    predictor.backbone = _GivenBackbone(random_attention(16, seed=9), during=fail)
+    with pytest.raises(MemoryError, match="no room"):
+        predictor.set_image(255 - image)
+    assert len(threads) == 1
+    threads[0].join(timeout=60)
+    assert not threads[0].is_alive()  # cancelled: it stopped instead of waiting for an operator
+    predictor.clear_cache()
+    for a, b in zip(_masks(predictor), before):
+        np.testing.assert_array_equal(a, b)
