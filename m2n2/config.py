@@ -101,8 +101,8 @@ class M2N2Config:
         computed with single Markov steps and the dense filter (see ``early_table``), so that
         ``set_image`` returns once the operator is ready: the leap (``markov_leap``) and the
         table (``jbu_table``) are then built in a background thread, and only later maps wait
-        for them. The rule depends
-        on the click order only, never on timing. 0 builds both before ``set_image`` returns.
+        for them. The rule depends on the click order only, never on timing. 0 builds both
+        before ``set_image`` returns.
         (Beyond the paper: a shorter wait for the first mask; the fast preset's agreement is
         measured with it.)
     early_table : bool

@@ -808,6 +808,10 @@ class M2N2Predictor:
         """The background's table (``early_table``): waited for while it is being built, built
         here when the background has not begun it (the same bits either way)."""
         finishing = self._finishing
+        if finishing is None:  # no background part (settings changed since): built here, kept
+            with full_fp32():
+                self._prepare_upsampling()
+            return self._jbu
         start = time.perf_counter()
         with finishing.table_lock:
             if finishing.table is None:
