@@ -807,11 +807,7 @@ class M2N2Predictor:
     def _table_for_early_maps(self, timings: dict[str, float]) -> JBUTable:
         """The background's table (``early_table``): waited for while it is being built, built
         here when the background has not begun it (the same bits either way)."""
-        finishing = self._finishing
-        if finishing is None:  # no background part (settings changed since): built here, kept
-            with full_fp32():
-                self._prepare_upsampling()
-            return self._jbu
+        finishing = self._finishing  # there is one: without it set_image or set_config built self._jbu
         start = time.perf_counter()
         with finishing.table_lock:
             if finishing.table is None:
