@@ -164,8 +164,10 @@ def compare(args, argv) -> None:
         for name, results in runs.items():
             row[f"{name}_prepare_stages_s"] = results[-1]["presets"][preset]["prepare_stages_s"]
             row[f"{name}_first_click_stages_s"] = results[-1]["presets"][preset]["first_click_stages_s"]
+        for name, results in runs.items():  # the last round's, at most over the photos
+            row[f"{name}_preparation_finished_after_first_mask_s"] = \
+                results[-1]["presets"][preset]["preparation_finished_after_first_mask_s"]
         current = runs["current"][-1]["presets"][preset]
-        row["current_preparation_finished_after_first_mask_s"] = current["preparation_finished_after_first_mask_s"]
         row["current_clicks_before_preparation_finished"] = current["clicks_before_preparation_finished"]
         row["current_later_click_max_s"] = current["later_click_max_s"]
         summary[preset] = row

@@ -36,6 +36,8 @@ def test_bench_first_mask_compares_with_a_baseline_checkout_in_the_same_run():
     assert row["baseline_first_mask_s"] > 0 and row["current_first_mask_s"] > 0
     assert row["speedup_first_mask_s"] == row["baseline_first_mask_s"] / row["current_first_mask_s"]
     assert "operator" in row["baseline_prepare_stages_s"]
+    assert row["baseline_preparation_finished_after_first_mask_s"] >= 0  # both sides say when theirs ended
+    assert row["current_preparation_finished_after_first_mask_s"] >= 0
 
 
 def test_bench_first_mask_measures_the_apps_setting_with_two_threads_allowed():
