@@ -858,7 +858,8 @@ def warm_up(config: M2N2Config | None = None) -> float:
     kernels are compiled on the first call in a process, several seconds on a fresh install and
     about 0.4 s to load them from the cache (docs/first-mask.md). A random 48 x 64 picture with
     R = 8 attention goes through both paths of ``config`` (the first map and, once the background
-    preparation is done, the later ones). Results are thrown away; nothing is kept.
+    preparation is done, the later ones), and through the dense filter where ``config`` itself
+    does not use it. Results are thrown away; nothing is kept.
 
     Parameters
     ----------
@@ -879,6 +880,8 @@ def warm_up(config: M2N2Config | None = None) -> float:
     predictor.predict(np.array([[10.0, 10.0]]), np.array([1]))
     predictor.wait_prepared()
     predictor.predict(np.array([[10.0, 10.0], [50.0, 30.0]]), np.array([1, 0]))
+    if predictor.config.jbu_table:  # the dense filter too: an older recipe's first map (early_table) uses it
+        predictor.prepare_weight_sums()
     return time.perf_counter() - start
 
 
