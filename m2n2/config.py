@@ -199,6 +199,17 @@ class M2N2Config:
         return dataclasses.replace(self, **changes)
 
     @property
+    def early_maps_use_table(self) -> bool:
+        """Whether the early maps (``early_maps``) are upsampled through the table (``early_table``)."""
+        return self.early_table and self.jbu_table and self.early_maps > 0
+
+    @property
+    def uses_dense_filter(self) -> bool:
+        """Whether some map is upsampled with the dense filter: every map without the table, the
+        early ones unless they go through it."""
+        return not self.jbu_table or (self.early_maps > 0 and not self.early_table)
+
+    @property
     def operator_fields(self) -> tuple:
         """The settings the transition operator depends on (a change means re-preparing it)."""
         return (self.temperature, self.ipf_iterations, self.operator_dtype, self.flush_denormals, self.markov_leap)

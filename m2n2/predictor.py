@@ -398,7 +398,7 @@ class M2N2Predictor:
                 with full_fp32(), denormals_flushed(config.flush_denormals), \
                         using_threads(allowed_threads(), group="background"):
                     table = None
-                    if _early_table(config):  # what the first maps need: the table
+                    if config.early_maps_use_table:  # what the first maps need: the table
                         t0 = time.perf_counter()
                         with finishing.table_lock:
                             if finishing.table is None:
@@ -768,9 +768,9 @@ class M2N2Predictor:
 
         t0 = time.perf_counter()
         finishing = self._finishing
-        if self._jbu is not None and (not early or _early_table(config)):
+        if self._jbu is not None and (not early or config.early_maps_use_table):
             upsampled = apply_jbu_table(self._jbu, steps)
-        elif early and _early_table(config):
+        elif early and config.early_maps_use_table:
             upsampled = apply_jbu_table(self._table_for_early_maps(timings), steps)
         elif self._weight_sums is None and finishing is not None:
             # The background thread's sums (the same bits); if it has not begun them, this filter's
@@ -832,11 +832,6 @@ class M2N2Predictor:
         return mask
 
 
-def _early_table(config: M2N2Config) -> bool:
-    """Whether the early maps (``early_maps``) are upsampled through the table (``early_table``)."""
-    return config.early_table and config.jbu_table and config.early_maps > 0
-
-
 def _table_of(guide: torch.Tensor, resolution: int, config: M2N2Config) -> JBUTable:
     """The upsampling table of an image for maps of R x R, ready on the guide's device."""
     table = jbu_table(guide, (resolution, resolution), config.sigma_spatial, config.sigma_range)
@@ -880,8 +875,7 @@ def warm_up(config: M2N2Config | None = None) -> float:
     predictor.predict(np.array([[10.0, 10.0]]), np.array([1]))
     predictor.wait_prepared()
     predictor.predict(np.array([[10.0, 10.0], [50.0, 30.0]]), np.array([1, 0]))
-    if predictor.config.jbu_table:  # the dense filter too: an older recipe's first map (early_table) uses it
-        predictor.prepare_weight_sums()
+    predictor.prepare_weight_sums()  # the dense filter too, where the preset does not use it: an older recipe's does
     return time.perf_counter() - start
 
 

@@ -91,3 +91,14 @@ def test_help_names_the_presets_and_the_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--preset {exact,fast}" in text and "(default: the recipe's settings)" in text
     assert "deprecated: use --preset fast" in text and "deprecated: use --preset exact" in text
+
+
+def test_which_maps_use_the_dense_filter_and_the_table():
+    from m2n2 import M2N2Config
+    fast = M2N2Config.fast()
+    assert fast.early_maps_use_table and not fast.uses_dense_filter
+    assert M2N2Config().uses_dense_filter and not M2N2Config().early_maps_use_table  # exact: no table
+    older = M2N2Config.fast(early_table=False)  # a version-2 recipe's fast preset: its first map
+    assert older.uses_dense_filter and not older.early_maps_use_table
+    example = M2N2Config.fast(early_maps=0)  # every map through the table, none early
+    assert not example.uses_dense_filter and not example.early_maps_use_table

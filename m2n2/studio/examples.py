@@ -81,8 +81,7 @@ class ExampleCache:
             log.warning("example %s not kept: %s", path, error)
             return False
         template.backbone = None  # the store never keeps the model
-        config_ = template.config
-        if not config_.jbu_table or (config_.early_maps and not config_.early_table):
+        if template.config.uses_dense_filter:
             template.prepare_weight_sums()  # for the maps made with the dense filter
         size = tensor_bytes(template)
         with self._lock:
