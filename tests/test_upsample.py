@@ -196,23 +196,31 @@ def test_the_dense_filter_split_between_two_threads_is_the_same_bits(monkeypatch
 
 
 @pytest.mark.parametrize("flush", [False, True])
+@pytest.mark.parametrize("band", [None, 7])  # the default bands (one here), or bands of 7 rows, fewer than pad_y
 @pytest.mark.parametrize("size, low_shape, sigma_s", [((72, 56), (7, 9), 1.0), ((61, 83), (8, 5), 0.75)])
-def test_the_compiled_table_is_the_torch_loops_bits(monkeypatch, flush, size, low_shape, sigma_s):
-    """The CPU's one-pass table sums against the torch loop they follow (the device path), on a photo."""
+def test_the_compiled_table_is_the_torch_loops_bits(monkeypatch, flush, band, size, low_shape, sigma_s):
+    """The CPU's one-pass table sums, summed in bands of rows, against the torch loop they follow
+    (the device path, the whole image at once), on a photo."""
     import m2n2.upsample as upsample
     from m2n2.numerics import denormals_flushed
 
     assert upsample._addcmul_is_fma()  # else the compiled sums are never taken here
     guide = torch.from_numpy(np.array(resize_rgb(data.astronaut(), size))).permute(2, 0, 1)
     guide = guide.float().div_(255.0).contiguous()
-    taken = []
-    compiled = upsample._table_sums_compiled
+    taken, bands = [], []
+    compiled, weight_pairs = upsample._table_sums_compiled, upsample._weight_pairs
     monkeypatch.setattr(upsample, "_table_sums_compiled", lambda *a: taken.append(1) or compiled(*a))
+    monkeypatch.setattr(upsample, "_weight_pairs", lambda *a: bands.append(a[3:]) or weight_pairs(*a))
+    if band is not None:
+        monkeypatch.setattr(upsample, "_TABLE_BAND_PER_PAD", 0)
+        monkeypatch.setattr(upsample, "_TABLE_BAND_MIN", band)
     with denormals_flushed(flush):
         fast = jbu_table(guide, low_shape, sigma_s, 0.1)
         monkeypatch.setattr(upsample, "_addcmul_is_fma", lambda: False)
         loop = jbu_table(guide, low_shape, sigma_s, 0.1)
     assert taken == [1]
+    height = size[1]
+    assert len(bands) == (1 if band is None else -(-height // band)) + 1  # the torch loop's call last
     assert torch.equal(fast.coefficients, loop.coefficients)
     assert torch.equal(fast.rows, loop.rows) and torch.equal(fast.cols, loop.cols)
     assert int((fast.coefficients != 0).sum()) > fast.coefficients[0, 0].numel()
