@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .pausing import pause_point
-from .threads import allowed_threads, beside, joined, split_rows
+from .threads import SharedRows, beside, joined
 
 _ROW_CHUNK = 2048  # rows per chunk: bounds the temporaries at R = 128 to a few hundred MiB
 _IPF_BLOCK = 256  # rows per block in IPF: small enough to stay in cache between its two uses
@@ -237,6 +237,9 @@ _SPLIT_MIN_ENTRIES = 2 ** 21
 # Where the halves meet: FBGEMM sums each block of 32 output entries (AVX2) in its own way, so a
 # cut inside a block changes that block's bits (measured); at a multiple of 64 none change.
 _SPLIT_ALIGN = 64
+# Rows per block of the leap's squarings (a multiple of 64): 8 blocks at N = 4096, each about
+# 0.2 s on one thread, so a helper joins soon; the blocks cost about 3 % over the whole product.
+_LEAP_BLOCK = 512
 # Bytes of the fp16 operator's rows widened to fp32 at a time, by device (index: is it the CPU).
 # The CPU: about 1 MiB, so the block stays in the core's cache between its conversion and its
 # product. A GPU: 32 MiB, within an H100's or H200's L2 cache (50 MB and more), in few launches.
@@ -305,12 +308,14 @@ def prepare_operator(attention: torch.Tensor, temperature: float, ipf_iterations
     return TransitionOperator(transposed, scale, resolution)
 
 
-def with_leap(operator: TransitionOperator, steps: int) -> TransitionOperator:
+def with_leap(operator: TransitionOperator, steps: int, shared: SharedRows | None = None) -> TransitionOperator:
     """The operator with its power P^steps attached, for :func:`~m2n2.markov.markov_map`'s leaps.
 
     The power is computed in fp32 by repeated squaring (``steps`` a power of two: log2(steps)
-    N x N products, about 0.8 s each at N = 4096 on one CPU thread) and stored like P (same dtype
-    and scale). ``steps`` = 1 returns the operator without a leap.
+    N x N products, 0.8 to 1.6 s each at N = 4096 on one CPU thread) and stored like P (same dtype
+    and scale). ``steps`` = 1 returns the operator without a leap. On the CPU the squarings run in
+    blocks of rows through ``shared`` (a private one if None), which threads waiting for the leap
+    may help with (:meth:`~m2n2.threads.SharedRows.help`).
     """
     if steps < 1 or steps & (steps - 1):
         raise ValueError(f"leap steps must be a power of two, got {steps}")
@@ -322,7 +327,7 @@ def with_leap(operator: TransitionOperator, steps: int) -> TransitionOperator:
     power = operator.transposed.float() / operator.scale
     for _ in range(steps.bit_length() - 1):
         pause_point()
-        power = _squared(power)
+        power = _squared(power, shared)
     leap = TransitionOperator((power * operator.scale).to(operator.dtype).contiguous(), operator.scale,
                               operator.resolution, steps)
     del power
@@ -330,23 +335,24 @@ def with_leap(operator: TransitionOperator, steps: int) -> TransitionOperator:
     return result
 
 
-def _squared(matrix: torch.Tensor) -> torch.Tensor:
-    """``matrix @ matrix``; on the CPU, where two threads are allowed (:mod:`m2n2.threads`) but
-    torch has one, in two halves of its rows, the second on the helper thread: one thread's
-    product is compute bound, so two cores take about half the time.
+def _squared(matrix: torch.Tensor, shared: SharedRows | None = None) -> torch.Tensor:
+    """``matrix @ matrix``; on the CPU, where torch has one thread, in blocks of
+    :data:`_LEAP_BLOCK` rows taken by this thread, its helper where two threads are allowed
+    (:mod:`m2n2.threads`) and any thread helping ``shared``: one thread's product is compute
+    bound, so two cores take about half the time.
 
-    Each output row is one row of the left factor times the whole right one, so the halves' rows
+    Each output row is one row of the left factor times the whole right one, so the blocks' rows
     are the same bits as the whole product's (MKL's kernels sum each entry's products in an order
     set by the inner dimension alone; ``tests/test_operator.py`` checks it), whichever thread
     computes them.
     """
-    n = matrix.shape[0]
-    half = n // 2 // _SPLIT_ALIGN * _SPLIT_ALIGN
     # With torch's own threads (more than one), its product already uses the cores.
-    if matrix.device.type != "cpu" or half == 0 or allowed_threads() < 2 or torch.get_num_threads() > 1:
+    if matrix.device.type != "cpu" or torch.get_num_threads() > 1:
         return matrix @ matrix
+    n = matrix.shape[0]
     out = torch.empty_like(matrix)
-    split_rows(lambda first, stop: _product_into(matrix[first:stop], matrix, out[first:stop]), half, n)
+    (shared or SharedRows()).run(lambda first, stop: _product_into(matrix[first:stop], matrix, out[first:stop]),
+                                 n, _LEAP_BLOCK)
     return out
 
 

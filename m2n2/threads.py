@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from .numerics import denormals_flushed, flushing_denormals
+
 _threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("m2n2_threads", default=None)
 _group: contextvars.ContextVar[str | None] = contextvars.ContextVar("m2n2_helper_group", default=None)
 
@@ -82,6 +84,85 @@ def abandoned(pending: Future | None) -> None:
     """Stop waiting for ``pending`` (the caller failed): cancel it, or wait until it ends."""
     if pending is not None and not pending.cancel():
         pending.exception()
+
+
+class SharedRows:
+    """Work over output rows, in blocks that several threads take in turn: the owner runs it
+    (:meth:`run`, with its helper where two threads are allowed), and a thread that would
+    otherwise only wait for the result takes blocks too (:meth:`help`): a click waiting for its
+    image's leap computes part of it instead of idling.
+
+    Each block is computed as it would be alone, so the result is the same bits whoever computes
+    which block. A block runs with the owner's subnormal mode (:mod:`m2n2.numerics`), on any thread.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._rows = None  # rows(first, stop) of the work in progress, or None between works
+        self._height = self._block = self._next = self._done = self._active = 0
+        self._flush = False
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def run(self, rows, height: int, block: int) -> None:
+        """``rows(first, stop)`` over output rows ``0`` to ``height`` in blocks of ``block``
+        (the last one shorter); returns when every block is done, raising what a block raised."""
+        with self._cond:
+            self._rows, self._height, self._block = rows, height, block
+            self._next = self._done = 0
+            self._error = None
+            self._flush = flushing_denormals()
+            self._cond.notify_all()
+        pending = beside(self._take)
+        self._take()
+        if pending is not None and not pending.cancel():
+            pending.result()
+        with self._cond:
+            while self._active or (self._done < self._height and self._error is None):
+                self._cond.wait()
+            error, self._rows = self._error, None
+        if error is not None:
+            raise error
+
+    def help(self, until: threading.Event) -> None:
+        """Take blocks of the works in progress until ``until`` is set or :meth:`close` is called
+        (a block's error is left to the owner)."""
+        while not until.is_set():
+            with self._cond:
+                if self._closed:
+                    return
+                if self._rows is None or self._next >= self._height:
+                    self._cond.wait(0.05)  # ``until`` cannot wake this: look again now and then
+                    continue
+            self._take()
+
+    def close(self) -> None:
+        """No more work: the threads in :meth:`help` return."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _take(self) -> None:
+        while True:
+            with self._cond:
+                if self._rows is None or self._next >= self._height:
+                    return
+                rows, first, flush = self._rows, self._next, self._flush
+                stop = self._next = min(first + self._block, self._height)
+                self._active += 1
+            failed = None
+            try:
+                with denormals_flushed(flush):
+                    rows(first, stop)
+            except BaseException as error:  # the owner raises it
+                failed = error
+            with self._cond:
+                self._active -= 1
+                if failed is None:
+                    self._done += stop - first
+                elif self._error is None:
+                    self._error, self._next = failed, self._height  # no more blocks
+                self._cond.notify_all()
 
 
 class _Helper:

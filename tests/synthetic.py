@@ -108,8 +108,8 @@ def record_leap_threads(monkeypatch):
     from m2n2.threads import allowed_threads
     seen = []
 
-    def recorded(operator, steps):
-        result = with_leap(operator, steps)
+    def recorded(operator, steps, *shared):
+        result = with_leap(operator, steps, *shared)
         seen.append((threading.current_thread().name, allowed_threads(), result))
         return result
 

@@ -136,8 +136,8 @@ def test_the_leap_is_the_operators_power_stored_like_it(dtype):
         with_leap(operator, 6)
 
 
-@pytest.mark.parametrize("n", [200, 333])  # halves cut at a multiple of 64: 128 + 72, 128 + 205
-def test_the_leaps_squaring_in_two_halves_is_the_whole_products_bits_on_one_thread_or_two(monkeypatch, n):
+@pytest.mark.parametrize("n", [200, 333])  # blocks of 64 rows: the last 8 or 13 rows long
+def test_the_leaps_squaring_in_blocks_is_the_whole_products_bits_on_one_thread_or_two(monkeypatch, n):
     import threading
 
     import m2n2.operator as operator_module
@@ -146,28 +146,31 @@ def test_the_leaps_squaring_in_two_halves_is_the_whole_products_bits_on_one_thre
     torch.manual_seed(n)
     matrix = torch.rand(n, n) ** 8
     expected = matrix @ matrix
-    threads = []
+    blocks = []
     product = operator_module._product_into
 
     def recorded(left, right, out):
-        threads.append((threading.current_thread().name, left.shape[0]))
+        blocks.append((threading.current_thread().name, out.data_ptr(), left.shape[0]))
         if threading.current_thread().name == "MainThread":
-            time.sleep(0.05)  # the caller's half takes long enough for the helper to start its own
+            time.sleep(0.05)  # the caller's block takes long enough for the helper to start its own
         return product(left, right, out)
 
     monkeypatch.setattr(operator_module, "_product_into", recorded)
+    monkeypatch.setattr(operator_module, "_LEAP_BLOCK", 64)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # torch's own product on one thread
-    with using_threads(2):
-        assert torch.equal(_squared(matrix), expected)
-    assert sorted(rows for _, rows in threads) == sorted([n // 2 // 64 * 64, n - n // 2 // 64 * 64])
-    assert sorted(name.startswith("m2n2-helper") for name, _ in threads) == [False, True]
-    # With one thread allowed, or torch's own threads, the whole product (the halves would gain nothing)
-    for allowed, torch_threads in ((1, 1), (2, 2)):
-        threads.clear()
-        monkeypatch.setattr(torch, "get_num_threads", lambda: torch_threads)
+    whole_blocks = [64] * (n // 64) + [n % 64]
+    for allowed in (2, 1):
+        blocks.clear()
         with using_threads(allowed):
             assert torch.equal(_squared(matrix), expected)
-        assert threads == []
+        # every row once: the blocks' starts are distinct and their lengths add up to the rows
+        assert len({ptr for _, ptr, _ in blocks}) == len(blocks) and sorted(rows for *_, rows in blocks) == sorted(whole_blocks)
+        helpers = {name.startswith("m2n2-helper") for name, *_ in blocks}
+        assert helpers == ({False, True} if allowed == 2 else {False})
+    # With torch's own threads, the whole product (the blocks would gain nothing)
+    blocks.clear()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert torch.equal(_squared(matrix), expected) and blocks == []
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     # The leap itself: the plain squarings' bits
     operator = prepare_operator(random_attention(12, seed=5), 0.65, 50, dtype=torch.float16)

@@ -255,6 +255,45 @@ def test_the_background_work_may_use_the_threads_its_caller_allows(monkeypatch, 
     assert leaps_of(predictor) == [("m2n2-finish-preparation", count)]
 
 
+def test_a_click_waiting_for_the_leap_computes_part_of_it_and_gets_the_same_masks(monkeypatch, scene):
+    """The second click comes while the background squares the operator: instead of idling, the
+    click's thread takes blocks of the squarings (m2n2.threads.SharedRows); the masks are the bits
+    of a predictor that had everything ready."""
+    import m2n2.operator as operator_module
+    image, attention = scene
+    free = M2N2Predictor(config=M2N2Config.fast())
+    free.set_attention(image, attention)
+    free.wait_prepared()
+    expected = _masks(free)
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the app's jobs: torch on one thread
+    monkeypatch.setattr(operator_module, "_LEAP_BLOCK", 64)  # N = 256: 4 blocks per squaring
+    click_took = threading.Event()
+    blocks = []
+    product = operator_module._product_into
+
+    def recorded(left, right, out):
+        name = threading.current_thread().name
+        blocks.append(name)
+        if name == "MainThread":
+            click_took.set()
+        else:  # the background's blocks wait until the click has taken one: it must be waiting
+            assert click_took.wait(10)
+        return product(left, right, out)
+
+    monkeypatch.setattr(operator_module, "_product_into", recorded)
+    predictor = M2N2Predictor(config=M2N2Config.fast())
+    predictor.set_attention(image, attention)
+    first = predictor.predict([CLICKS[0][0]], [1])  # the first map takes single steps: no leap needed
+    assert not predictor.is_prepared and "MainThread" not in blocks  # the leap is held at its first block
+    rest = _masks(predictor)[1:]  # the second click waits for the leap, and helps
+    assert predictor.is_prepared
+    assert "MainThread" in blocks and "m2n2-finish-preparation" in blocks
+    assert len(blocks) == 3 * 4  # three squarings of 4 blocks, each block computed once
+    for ours, theirs in zip([first.mask, *rest], expected):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 class _GivenBackbone:
     """A backbone that returns a given attention; ``during`` runs inside ``extract``."""
 
