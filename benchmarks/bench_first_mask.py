@@ -167,9 +167,14 @@ def compare(args, argv) -> None:
         for name, results in runs.items():  # the last round's, at most over the photos
             row[f"{name}_preparation_finished_after_first_mask_s"] = \
                 results[-1]["presets"][preset]["preparation_finished_after_first_mask_s"]
-        current = runs["current"][-1]["presets"][preset]
-        row["current_clicks_before_preparation_finished"] = current["clicks_before_preparation_finished"]
-        row["current_later_click_max_s"] = current["later_click_max_s"]
+        for name, results in runs.items():  # every round's clicks, over the photos
+            photos = [photo for r in results for photo in r["presets"][preset]["per_photo"].values()]
+            early = [t for photo in photos for t in photo["clicks_before_preparation_finished_s"]]
+            row[f"{name}_clicks_before_preparation_finished"] = {
+                "count": len(early), "p50_s": statistics.median(early) if early else None,
+                "max_s": max(early) if early else None}
+            later = [photo["later_click_max_s"] for photo in photos if photo["later_click_max_s"] is not None]
+            row[f"{name}_later_click_max_s"] = max(later) if later else None
         summary[preset] = row
     print(json.dumps({"baseline": str(args.baseline), "rounds": args.rounds, "args": rest, "comparison": summary},
                      indent=2))

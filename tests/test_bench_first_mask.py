@@ -38,6 +38,10 @@ def test_bench_first_mask_compares_with_a_baseline_checkout_in_the_same_run():
     assert "operator" in row["baseline_prepare_stages_s"]
     assert row["baseline_preparation_finished_after_first_mask_s"] >= 0  # both sides say when theirs ended
     assert row["current_preparation_finished_after_first_mask_s"] >= 0
+    for name in ("baseline", "current"):  # both sides report their early clicks and their slowest click
+        early = row[f"{name}_clicks_before_preparation_finished"]
+        assert (early["count"] == 0) == (early["p50_s"] is None) == (early["max_s"] is None)
+        assert row[f"{name}_later_click_max_s"] >= row[f"{name}_later_click_median_s"] > 0
 
 
 def test_bench_first_mask_measures_the_apps_setting_with_two_threads_allowed():
