@@ -195,7 +195,9 @@ def wire(demo: gr.Blocks, ui: UI, c: SimpleNamespace, handlers: Handlers, concur
     """Connect the page's events to the handlers (inside the ``gr.Blocks``)."""
     page, images, clicks = handlers.page, handlers.images, handlers.clicks
     sharing, settings, api = handlers.sharing, handlers.settings, handlers.api
-    ui.state.delete_callback = page.release_state
+    # Gradio deep-copies its config, this callback included, on every page load (GET /config): a
+    # function is copied as itself, a bound method with its page and all that the page holds.
+    ui.state.delete_callback = lambda session: page.release_state(session)
     state, outputs = ui.state, ui.outputs
     # Three queues, so that one user's heavy work never holds another's click: per-image work (a new
     # image, settings), per-click work (clicks, undo, threshold; a user's clicks run in order) and the API.

@@ -240,6 +240,21 @@ def test_closing_the_tab_frees_the_prepared_image(handlers, square_file):
     assert session.key not in handlers.serving.store
 
 
+def test_a_page_load_copies_the_config_without_the_apps_state(square_file):
+    """Gradio deep-copies the app's config on every page load (GET /config). The state's delete
+    callback is in it: it must be copied as itself, not with the page, its store and the prepared
+    images (which took seconds per page load, under the GIL, and then failed on a lock)."""
+    import copy
+    session = HANDLERS.images.set_image(square_file[0], None)[STATE]  # the app's store holds an image
+    HANDLERS.clicks.click(session, FOREGROUND, select(*centre_of(square_file[1])))
+    assert session.key in HANDLERS.serving.store
+    copied = copy.deepcopy(DEMO.config)  # raised TypeError (a lock) when the callback was a bound method
+    callbacks = [c["props"]["delete_callback"] for c in copied["components"] if "delete_callback" in c.get("props", {})]
+    assert len(callbacks) == 1 and callbacks[0] is STATE.delete_callback
+    STATE.delete_callback(session)  # and it still releases the session's prepared image
+    assert session.key not in HANDLERS.serving.store
+
+
 def test_clicks_are_applied_in_order_and_each_picture_draws_the_applied_ones(handlers, loaded):
     session, truth = loaded
     spots = [(centre_of(truth), FOREGROUND), ((3, 3), BACKGROUND), ((70, 50), BACKGROUND)]
