@@ -255,8 +255,10 @@ def run_user(url: str, name: str, image: str, mask: np.ndarray, clicks: int, thi
     line shows it applied (a refusal changes only the state). Returns the open app unless ``close``."""
     rng = np.random.default_rng(seed)
     app = None
+    step = "connecting"  # named in an error, so that a failure says which request it was
     try:
         app = App(url)
+        step = "upload"
         start = time.perf_counter()
         outputs = app.upload(image)
         result.upload_s = time.perf_counter() - start
@@ -280,7 +282,7 @@ def run_user(url: str, name: str, image: str, mask: np.ndarray, clicks: int, thi
                 continue
             result.clicks.append(seconds)
     except Exception as error:  # noqa: BLE001
-        result.errors.append(f"{type(error).__name__}: {error}")
+        result.errors.append(f"{step}: {type(error).__name__}: {error}")
     finally:
         if app is not None and close:
             app.close()

@@ -27,3 +27,21 @@ def test_the_load_test_uploads_clicks_and_reports(tmp_path):
     examples = report["examples"]
     assert examples["choices"] == 5 and examples["errors"] == []     # the fifth chooses the first one again
     assert "prepared 4 of 4" in report["examples_prepared_at_start"]  # the start-up cost is reported
+
+
+def test_a_users_error_names_the_request_that_failed(tmp_path):
+    """A user who cannot even connect is reported as such (not as an anonymous timeout)."""
+    import time
+
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import load_test
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    result = load_test.UserResult("nobody")
+    url = f"http://127.0.0.1:{load_test.free_port()}/"  # nothing listens there
+    load_test.run_user(url, "nobody", str(tmp_path / "none.png"), np.ones((4, 4), bool), 1, (0, 0), 0,
+                       time.monotonic() + 30, result)
+    assert len(result.errors) == 1 and result.errors[0].startswith("connecting: ")
+    assert result.upload_s is None and result.clicks == []
