@@ -463,8 +463,9 @@ class M2N2Predictor:
             return 0.0
         start = time.perf_counter()
         # A click that would only wait computes blocks of the leap's squarings meanwhile (the
-        # same bits whoever computes them): the wait takes about half as long on two cores.
-        finishing.leap_rows.help(finishing.done)
+        # same bits whoever computes them): the wait takes about half as long on two cores. The
+        # background closes them just before it is done.
+        finishing.leap_rows.help()
         finishing.done.wait()
         if finishing.error is not None:
             raise finishing.error

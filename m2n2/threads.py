@@ -124,16 +124,15 @@ class SharedRows:
         if error is not None:
             raise error
 
-    def help(self, until: threading.Event) -> None:
-        """Take blocks of the works in progress until ``until`` is set or :meth:`close` is called
-        (a block's error is left to the owner)."""
-        while not until.is_set():
+    def help(self) -> None:
+        """Take blocks of the works in progress until :meth:`close` is called (a block's error is
+        left to the owner)."""
+        while True:
             with self._cond:
+                while not self._closed and (self._rows is None or self._next >= self._height):
+                    self._cond.wait()  # a new work or close() wakes this
                 if self._closed:
                     return
-                if self._rows is None or self._next >= self._height:
-                    self._cond.wait(0.05)  # ``until`` cannot wake this: look again now and then
-                    continue
             self._take()
 
     def close(self) -> None:

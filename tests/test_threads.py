@@ -12,8 +12,8 @@ from m2n2.numerics import denormals_flushed, flushing_denormals
 from m2n2.threads import SharedRows
 
 
-def _helping(shared: SharedRows, until: threading.Event) -> threading.Thread:
-    thread = threading.Thread(target=shared.help, args=(until,), name="waiting-click")
+def _helping(shared: SharedRows) -> threading.Thread:
+    thread = threading.Thread(target=shared.help, name="waiting-click")
     thread.start()
     return thread
 
@@ -35,14 +35,14 @@ def _each_takes_one_at_first(work, taken):
 
 
 def test_a_waiting_thread_takes_blocks_and_every_row_is_computed_once():
-    shared, done = SharedRows(), threading.Event()
-    helper = _helping(shared, done)
+    shared = SharedRows()
+    helper = _helping(shared)
     out = torch.zeros(10, dtype=torch.int64)
     taken = []
     rows = _each_takes_one_at_first(lambda first, stop: out[first:stop].add_(1), taken)
 
     shared.run(rows, 10, 3)
-    done.set()
+    shared.close()  # the owner's last work is done: the helper returns
     helper.join(10)
     assert not helper.is_alive()
     assert torch.equal(out, torch.ones(10, dtype=torch.int64))  # every row once
@@ -55,8 +55,8 @@ def test_a_waiting_thread_takes_blocks_and_every_row_is_computed_once():
 
 
 def test_a_helpers_failure_is_raised_by_the_owner_and_no_block_starts_after_it():
-    shared, done, owner_started = SharedRows(), threading.Event(), threading.Event()
-    helper = _helping(shared, done)
+    shared, owner_started = SharedRows(), threading.Event()
+    helper = _helping(shared)
     started = []
 
     def rows(first, stop):
@@ -71,18 +71,18 @@ def test_a_helpers_failure_is_raised_by_the_owner_and_no_block_starts_after_it()
     with pytest.raises(MemoryError, match="no room"):
         shared.run(rows, 100, 10)
     assert len(started) == 2  # the helper's failure stopped the work: 8 blocks never ran
-    shared.close()  # no more work: the helper returns though ``done`` was never set
+    shared.close()  # no more work: the helper returns
     helper.join(10)
     assert not helper.is_alive()
 
 
 def test_blocks_run_with_the_owners_subnormal_mode_on_every_thread():
-    shared, done = SharedRows(), threading.Event()
+    shared = SharedRows()
     modes = {}
     helper_mode_after = []
 
     def help_then_report():
-        shared.help(done)
+        shared.help()
         helper_mode_after.append(flushing_denormals())
 
     helper = threading.Thread(target=help_then_report, name="waiting-click")
@@ -95,7 +95,7 @@ def test_blocks_run_with_the_owners_subnormal_mode_on_every_thread():
         if not flushing_denormals():
             pytest.skip("this CPU cannot flush subnormals")
         shared.run(rows, 6, 2)
-    done.set()
+    shared.close()
     helper.join(10)
     assert modes == {"MainThread": {True}, "waiting-click": {True}}
     assert helper_mode_after == [False]  # the helper's own mode is back after its blocks
