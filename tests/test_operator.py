@@ -148,11 +148,15 @@ def test_the_leaps_squaring_in_blocks_is_the_whole_products_bits_on_one_thread_o
     expected = matrix @ matrix
     blocks = []
     product = operator_module._product_into
+    took = {}  # with two threads, each one's first block waits until the other has one
 
     def recorded(left, right, out):
-        blocks.append((threading.current_thread().name, out.data_ptr(), left.shape[0]))
-        if threading.current_thread().name == "MainThread":
-            time.sleep(0.05)  # the caller's block takes long enough for the helper to start its own
+        name = threading.current_thread().name
+        blocks.append((name, out.data_ptr(), left.shape[0]))
+        mine, other = ("main", "helper") if name == "MainThread" else ("helper", "main")
+        if took and not took[mine].is_set():
+            took[mine].set()
+            assert took[other].wait(10)
         return product(left, right, out)
 
     monkeypatch.setattr(operator_module, "_product_into", recorded)
@@ -161,6 +165,9 @@ def test_the_leaps_squaring_in_blocks_is_the_whole_products_bits_on_one_thread_o
     whole_blocks = [64] * (n // 64) + [n % 64]
     for allowed in (2, 1):
         blocks.clear()
+        took.clear()
+        if allowed == 2:
+            took.update(main=threading.Event(), helper=threading.Event())
         with using_threads(allowed):
             assert torch.equal(_squared(matrix), expected)
         # every row once: the blocks' starts are distinct and their lengths add up to the rows
