@@ -134,30 +134,40 @@ class _HalfProducts:
     """``K @ v`` (:meth:`right`) and ``v @ K`` (:meth:`left`) for K's entries rounded to fp16,
     times fp32 vectors in fp32.
 
-    On the CPU, FBGEMM's packed copies of K and of its transpose (it rounds to fp16 as
-    ``Tensor.half`` does); elsewhere, or without FBGEMM, one fp16 copy widened a block at a time.
+    ``kind`` (by default the device's): ``"packed"``, FBGEMM's copies of K and of its transpose
+    (x86 CPUs; it rounds to fp16 as ``Tensor.half`` does); ``"blocks"``, one fp16 copy widened a
+    block of rows at a time (other CPUs); ``"widened"``, an fp32 copy of the rounded entries, for
+    one product per direction (GPUs, whose memory holds it and which prefer few large launches).
     """
 
-    def __init__(self, matrix: torch.Tensor):
-        self._packed = None
-        if matrix.device.type == "cpu":
+    def __init__(self, matrix: torch.Tensor, kind: str | None = None):
+        cpu = matrix.device.type == "cpu"
+        self._packed = self._half = self._widened = None
+        if kind in (None, "packed") and cpu:
             right = _pack_half_for_cpu(matrix)
             left = _pack_half_for_cpu(matrix.T.contiguous()) if right is not None else None
             if left is not None:
-                n = matrix.shape[0]
-                self._packed, self._zeros = (right, left), torch.zeros(n, dtype=torch.float32)
-        if self._packed is None:
+                self._packed, self._zeros = (right, left), torch.zeros(matrix.shape[0], dtype=torch.float32)
+        if self._packed is not None:
+            return
+        if kind == "widened" or (kind is None and not cpu):
+            self._widened = matrix.half().float()
+        else:
             self._half = matrix.half()
-            self._block_bytes = _HALF_BLOCK_BYTES[matrix.device.type == "cpu"]
+            self._block_bytes = _HALF_BLOCK_BYTES[cpu]
 
     def right(self, vector: torch.Tensor) -> torch.Tensor:
         if self._packed is not None:
             return _packed_product(vector.reshape(1, -1), self._packed[0], self._zeros)[0]
+        if self._widened is not None:
+            return self._widened @ vector
         return _half_step_widened(self._half, vector, self._block_bytes)
 
     def left(self, vector: torch.Tensor) -> torch.Tensor:
         if self._packed is not None:
             return _packed_product(vector.reshape(1, -1), self._packed[1], self._zeros)[0]
+        if self._widened is not None:
+            return vector @ self._widened
         return _half_left_widened(self._half, vector, self._block_bytes)
 
 

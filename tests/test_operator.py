@@ -47,9 +47,30 @@ def test_scaling_vectors_match_the_matrix_rewriting_ipf(iterations):
     torch.testing.assert_close(fast, plain_ipf(k, iterations), rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.parametrize("kind", ["packed", "blocks", "widened"])
+def test_fp16_entries_products_are_fp32_products_of_the_rounded_matrix(kind):
+    # packed: FBGEMM's copies (x86 CPUs); blocks: widened fp16 blocks (other CPUs); widened: GPUs
+    from m2n2.operator import _HalfProducts, _pack_half_for_cpu
+    if kind == "packed" and _pack_half_for_cpu(torch.ones(64, 64)) is None:
+        pytest.skip("this torch build has no FBGEMM (not x86)")
+    torch.manual_seed(7)
+    matrix = torch.rand(300, 300) * 2.0 ** torch.randint(-12, 4, (300, 300)).float()
+    rounded = matrix.half().double()
+    products = _HalfProducts(matrix, kind)
+    assert (products._packed is not None) == (kind == "packed")
+    vector = torch.rand(300)
+    v = vector.double()
+    for got, reference, unrounded in ((products.right(vector), rounded @ v, matrix.double() @ v),
+                                      (products.left(vector), v @ rounded, v @ matrix.double())):
+        assert got.dtype == torch.float32
+        # fp32 sums of the rounded entries, not of the fp32 ones
+        torch.testing.assert_close(got.double(), reference, rtol=1e-5, atol=0)
+        assert not torch.allclose(got.double(), unrounded, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("packed", [True, False])
 def test_ipf_on_fp16_entries_is_the_matrix_rewriting_ipf_of_the_rounded_matrix(monkeypatch, packed):
-    # packed: FBGEMM's copies on an x86 CPU; else the widened fp16 blocks (GPUs, other CPUs)
+    # packed: FBGEMM's copies on an x86 CPU; else the widened fp16 blocks (other CPUs)
     import m2n2.operator as operator_module
     if not packed:
         monkeypatch.setattr(operator_module, "_pack_half_for_cpu", lambda matrix: None)
