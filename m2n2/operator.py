@@ -397,7 +397,7 @@ def prepare_operator(attention: torch.Tensor, temperature: float, ipf_iterations
     resolution = int(round(n ** 0.5))
     flat = attention.reshape(n, n)
     sharpened = apply_temperature(flat, temperature, out=flat if inplace and flat.dtype == torch.float32 else None)
-    if ipf_dtype == torch.float16:
+    if ipf_dtype == torch.float16 and ipf_iterations > 0:  # (with none, r = c = 1 would keep the factor)
         sharpened.mul_(2.0 ** round(math.log2(n)))  # exact: a power of two; the sharpened matrix is ours
     r, c = sinkhorn_scaling(sharpened, ipf_iterations, entries=ipf_dtype)
     scale = float(n) if dtype == torch.float16 else 1.0

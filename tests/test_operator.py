@@ -103,6 +103,9 @@ def test_an_operator_from_fp16_ipf_scales_the_fp32_entries(dtype):
     exact = prepare_operator(attention, 0.65, 200, dtype=dtype)
     assert not torch.equal(operator.transposed, exact.transposed)
     assert ((operator.matrix() - exact.matrix()).abs().max() / exact.matrix().abs().max()) < 2e-3
+    # no IPF at all: the sharpened attention itself, not scaled
+    unbalanced = prepare_operator(attention, 0.65, 0, ipf_dtype=torch.float16)
+    torch.testing.assert_close(unbalanced.matrix(), apply_temperature(attention.reshape(400, 400), 0.65))
 
 
 def test_fp16_storage_stays_close_to_fp32():
