@@ -77,9 +77,7 @@ def sinkhorn_scaling(matrix: torch.Tensor, iterations: int,
     r, c : torch.Tensor
         (N,) fp32 row and column scaling vectors.
     """
-    if entries == torch.float16:
-        return _half_sinkhorn_scaling(matrix, iterations)
-    if entries != torch.float32:
+    if entries not in (torch.float32, torch.float16):
         raise ValueError(f"IPF reads fp32 or fp16 entries, not {entries}")
     n = matrix.shape[0]
     tiny = torch.finfo(torch.float32).tiny
@@ -87,6 +85,8 @@ def sinkhorn_scaling(matrix: torch.Tensor, iterations: int,
     c = torch.ones(n, dtype=torch.float32, device=matrix.device)
     if iterations == 0:
         return r, c
+    if entries == torch.float16:
+        return _half_sinkhorn_scaling(_HalfProducts(matrix), iterations, r)
     block_rows = _IPF_BLOCK if matrix.device.type == "cpu" else n  # GPUs prefer one big product
     col_sums = r @ matrix
     for iteration in range(iterations):
@@ -104,8 +104,10 @@ def sinkhorn_scaling(matrix: torch.Tensor, iterations: int,
     return r, c
 
 
-def _half_sinkhorn_scaling(matrix: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`sinkhorn_scaling` on the matrix's entries rounded to fp16, summed in fp32.
+def _half_sinkhorn_scaling(products: "_HalfProducts", iterations: int,
+                           r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sinkhorn_scaling`'s iterations (at least one) from ``r`` (ones), on a matrix's entries
+    rounded to fp16 and summed in fp32.
 
     The same iterations (columns, then rows; the last step normalises rows), each a product of
     the fp16 entries with an fp32 vector on either side (:class:`_HalfProducts`). On an x86 CPU
@@ -113,13 +115,7 @@ def _half_sinkhorn_scaling(matrix: torch.Tensor, iterations: int) -> tuple[torch
     against 6.4 ms for the fp32 pass, plus 0.35 s for packing both copies (one thread, AVX-512;
     ``benchmarks/bench_first_mask.py`` times the operator).
     """
-    n = matrix.shape[0]
     tiny = torch.finfo(torch.float32).tiny
-    r = torch.ones(n, dtype=torch.float32, device=matrix.device)
-    c = torch.ones(n, dtype=torch.float32, device=matrix.device)
-    if iterations == 0:
-        return r, c
-    products = _HalfProducts(matrix)
     col_sums = products.left(r)
     for iteration in range(iterations):
         pause_point()
