@@ -6,7 +6,7 @@ backbone's current defaults: a sharper kernel makes the Markov chain run more st
 timings should stay comparable across commits. Usage::
 
     python benchmarks/bench_core.py                    # R = 32 and 64, image 480 x 640
-    python benchmarks/bench_core.py --preset fast      # IPF on fp16 entries, fp16 operator, Markov leaps, precomputed upsampling table
+    python benchmarks/bench_core.py --preset fast      # fp16 operator, Markov leaps, precomputed upsampling table
     python benchmarks/bench_core.py --preset fast --baseline /tmp/old   # before/after, same run
 
 ``--baseline DIR`` runs the same benchmark for a checkout of another commit (e.g.
@@ -177,8 +177,7 @@ def main(argv=None) -> None:
     results = [bench(r, *args.size, args.repeats, config, sigmas) for r in args.resolutions]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"preset": preset, "torch_threads": torch.get_num_threads(),
-                      "operator_dtype": config.operator_dtype, "ipf_dtype": config.ipf_dtype,
-                      "jbu_table": config.jbu_table,
+                      "operator_dtype": config.operator_dtype, "jbu_table": config.jbu_table,
                       "attention_sigmas": list(sigmas),
                       "results": results, "peak_rss_mib": peak_mib}, indent=2))
 

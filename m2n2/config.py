@@ -76,12 +76,6 @@ class M2N2Config:
         accumulation stays in fp32. On a GPU fp16 halves the operator's memory; on an x86 CPU
         it also keeps FBGEMM's packed copy (the same 2 bytes per entry again), which makes a
         Markov step about 1.7x faster than fp32. (Beyond the paper.)
-    ipf_dtype : str
-        ``"float32"`` (exact) or ``"float16"``: the entries IPF's sums read, the sharpened
-        attention's own or rounded to fp16 (scaled into fp16's normal range); the sums and the
-        scaling vectors stay fp32, and the operator is stored from the fp32 entries. On an x86
-        CPU the fp16 entries are read through FBGEMM at memory speed: IPF's 200 iterations take
-        about 0.9 s instead of 1.3 s at R = 64 (docs/first-mask.md). (Beyond the paper: speed.)
     flush_denormals : bool
         Run the CPU stages with subnormal floats flushed to zero (FTZ/DAZ). They make up about
         7 % of the operator's entries and make fp32 arithmetic about 5x slower; flushing them
@@ -133,7 +127,6 @@ class M2N2Config:
     use_neg: bool = True
     max_side: int = 1024
     operator_dtype: str = "float32"
-    ipf_dtype: str = "float32"
     flush_denormals: bool = True
     markov_leap: int = 1
     markov_leap_after: int = 48
@@ -153,7 +146,6 @@ class M2N2Config:
             (self.max_side >= 8, "max_side must be >= 8"),
             (self.operator_dtype in ("float32", "float16"),
              "operator_dtype must be 'float32' or 'float16'"),
-            (self.ipf_dtype in ("float32", "float16"), "ipf_dtype must be 'float32' or 'float16'"),
             (isinstance(self.markov_leap, int) and self.markov_leap >= 1
              and not self.markov_leap & (self.markov_leap - 1), "markov_leap must be a power of two (1, 2, 4, ...)"),
             (self.markov_leap_after >= 0, "markov_leap_after must be >= 0"),
@@ -166,15 +158,15 @@ class M2N2Config:
 
     @classmethod
     def fast(cls, **changes) -> "M2N2Config":
-        """The interactive preset: IPF on fp16 entries, fp16 operator storage, Markov leaps of 8 steps after the
+        """The interactive preset: fp16 operator storage, Markov leaps of 8 steps after the
         first 48, and the precomputed upsampling table, both built in the background; the
         image's first map takes single steps and waits for the table only (``early_maps`` = 1,
         ``early_table``).
 
-        Not bit-identical to the exact preset (IPF's sums over fp16 entries, fp16 storage of the operator, late crossings placed
+        Not bit-identical to the exact preset (fp16 storage of the operator, late crossings placed
         within a leap, another summation order in the upsampling); ``python -m m2n2.evaluate
         --agreement`` measures the masks' agreement with the exact preset over the click protocol."""
-        return cls(**{"operator_dtype": "float16", "ipf_dtype": "float16", "markov_leap": 8, "jbu_table": True, "early_maps": 1,
+        return cls(**{"operator_dtype": "float16", "markov_leap": 8, "jbu_table": True, "early_maps": 1,
                       "early_table": True, **changes})
 
     @classmethod
@@ -220,8 +212,7 @@ class M2N2Config:
     @property
     def operator_fields(self) -> tuple:
         """The settings the transition operator depends on (a change means re-preparing it)."""
-        return (self.temperature, self.ipf_iterations, self.ipf_dtype, self.operator_dtype, self.flush_denormals,
-                self.markov_leap)
+        return (self.temperature, self.ipf_iterations, self.operator_dtype, self.flush_denormals, self.markov_leap)
 
 
 _PRESET_HELP = ("exact: M2N2Config(), every Markov step with the fp32 operator and the dense upsampling "

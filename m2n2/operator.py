@@ -4,14 +4,12 @@ The attention matrix A (N x N, rows sum to 1) is sharpened to ``softmax(log(A) /
 and then balanced by iterative proportional fitting so that rows and columns both sum to 1.
 Instead of rewriting the N x N matrix at each of the 200 iterations, the balancing is held as two
 scaling vectors (``P = diag(r) K diag(c)``), which costs two matrix-vector products per iteration
-and touches the matrix only once more at the end. The fast preset's IPF reads K's entries rounded
-to fp16 (``ipf_dtype``), half the bytes per iteration, its sums still in fp32.
+and touches the matrix only once more at the end.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -52,8 +50,7 @@ def apply_temperature(attention: torch.Tensor, temperature: float, out: torch.Te
     return out
 
 
-def sinkhorn_scaling(matrix: torch.Tensor, iterations: int,
-                     entries: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def sinkhorn_scaling(matrix: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaling vectors of IPF: ``diag(r) @ matrix @ diag(c)`` is (nearly) doubly stochastic.
 
     Each iteration normalises the columns, then the rows, of the scaled matrix, exactly as the
@@ -67,26 +64,18 @@ def sinkhorn_scaling(matrix: torch.Tensor, iterations: int,
         (N, N) non-negative fp32 matrix with no all-zero row or column.
     iterations : int
         Number of (column, row) normalisation pairs.
-    entries : torch.dtype
-        ``torch.float32``: the sums read the matrix's own entries. ``torch.float16``: they read
-        its entries rounded to fp16 (scale the matrix so that they sit in fp16's normal range, as
-        :func:`prepare_operator` does), still summed in fp32; see :func:`_half_sinkhorn_scaling`.
 
     Returns
     -------
     r, c : torch.Tensor
         (N,) fp32 row and column scaling vectors.
     """
-    if entries not in (torch.float32, torch.float16):
-        raise ValueError(f"IPF reads fp32 or fp16 entries, not {entries}")
     n = matrix.shape[0]
     tiny = torch.finfo(torch.float32).tiny
     r = torch.ones(n, dtype=torch.float32, device=matrix.device)
     c = torch.ones(n, dtype=torch.float32, device=matrix.device)
     if iterations == 0:
         return r, c
-    if entries == torch.float16:
-        return _half_sinkhorn_scaling(_HalfProducts(matrix), iterations, r)
     block_rows = _IPF_BLOCK if matrix.device.type == "cpu" else n  # GPUs prefer one big product
     col_sums = r @ matrix
     for iteration in range(iterations):
@@ -102,69 +91,6 @@ def sinkhorn_scaling(matrix: torch.Tensor, iterations: int,
                 next_col_sums.addmv_(block.T, r_block)
         col_sums = next_col_sums
     return r, c
-
-
-def _half_sinkhorn_scaling(products: "_HalfProducts", iterations: int,
-                           r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`sinkhorn_scaling`'s iterations (at least one) from ``r`` (ones), on a matrix's entries
-    rounded to fp16 and summed in fp32.
-
-    The same iterations (columns, then rows; the last step normalises rows), each a product of
-    the fp16 entries with an fp32 vector on either side (:class:`_HalfProducts`). On an x86 CPU
-    both go through FBGEMM's packed copies at memory speed: 2.8 ms per iteration at N = 4096
-    against 6.4 ms for the fp32 pass, plus 0.35 s for packing both copies (one thread, AVX-512;
-    ``benchmarks/bench_first_mask.py`` times the operator).
-    """
-    tiny = torch.finfo(torch.float32).tiny
-    col_sums = products.left(r)
-    for iteration in range(iterations):
-        pause_point()
-        c = 1.0 / col_sums.clamp_min(tiny)
-        r = 1.0 / products.right(c).clamp_min(tiny)
-        if iteration < iterations - 1:
-            col_sums = products.left(r)
-    return r, c
-
-
-class _HalfProducts:
-    """``K @ v`` (:meth:`right`) and ``v @ K`` (:meth:`left`) for K's entries rounded to fp16,
-    times fp32 vectors in fp32.
-
-    ``kind`` (by default the device's): ``"packed"``, FBGEMM's copies of K and of its transpose
-    (x86 CPUs; it rounds to fp16 as ``Tensor.half`` does); ``"blocks"``, one fp16 copy widened a
-    block of rows at a time (other CPUs); ``"widened"``, an fp32 copy of the rounded entries, for
-    one product per direction (GPUs, whose memory holds it and which prefer few large launches).
-    """
-
-    def __init__(self, matrix: torch.Tensor, kind: str | None = None):
-        cpu = matrix.device.type == "cpu"
-        self._packed = self._half = self._widened = None
-        if kind in (None, "packed") and cpu:
-            right = _pack_half_for_cpu(matrix)
-            left = _pack_half_for_cpu(matrix.T.contiguous()) if right is not None else None
-            if left is not None:
-                self._packed, self._zeros = (right, left), torch.zeros(matrix.shape[0], dtype=torch.float32)
-        if self._packed is not None:
-            return
-        if kind == "widened" or (kind is None and not cpu):
-            self._widened = matrix.half().float()
-        else:
-            self._half = matrix.half()
-            self._block_bytes = _HALF_BLOCK_BYTES[cpu]
-
-    def right(self, vector: torch.Tensor) -> torch.Tensor:
-        if self._packed is not None:
-            return _packed_product(vector.reshape(1, -1), self._packed[0], self._zeros)[0]
-        if self._widened is not None:
-            return self._widened @ vector
-        return _half_step_widened(self._half, vector, self._block_bytes)
-
-    def left(self, vector: torch.Tensor) -> torch.Tensor:
-        if self._packed is not None:
-            return _packed_product(vector.reshape(1, -1), self._packed[1], self._zeros)[0]
-        if self._widened is not None:
-            return vector @ self._widened
-        return _half_left_widened(self._half, vector, self._block_bytes)
 
 
 @dataclass
@@ -346,24 +272,8 @@ def _half_step_widened(transposed: torch.Tensor, states: torch.Tensor, block_byt
     return out
 
 
-def _half_left_widened(half: torch.Tensor, vector: torch.Tensor, block_bytes: int) -> torch.Tensor:
-    """``vector @ half`` for an fp16 matrix, in fp32: the left-hand twin of :func:`_half_step_widened`."""
-    n = half.shape[0]
-    rows = max(1, min(n, block_bytes // (4 * n)))
-    block = torch.empty((rows, n), dtype=torch.float32, device=half.device)
-    vector = vector.float()
-    out = torch.zeros(half.shape[1], dtype=torch.float32, device=half.device)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        widened = block[:stop - start]
-        widened.copy_(half[start:stop])
-        out.addmv_(widened.T, vector[start:stop])
-    return out
-
-
 def prepare_operator(attention: torch.Tensor, temperature: float, ipf_iterations: int,
-                     dtype: torch.dtype = torch.float32, inplace: bool = False,
-                     ipf_dtype: torch.dtype = torch.float32) -> TransitionOperator:
+                     dtype: torch.dtype = torch.float32, inplace: bool = False) -> TransitionOperator:
     """Temperature, IPF and storage: the per-image cost of M2N2 after the attention itself.
 
     Parameters
@@ -379,11 +289,6 @@ def prepare_operator(attention: torch.Tensor, temperature: float, ipf_iterations
     inplace : bool
         Reuse ``attention``'s memory for the sharpened matrix (it must be fp32 and owned by the
         caller), which saves one N x N buffer at R = 128.
-    ipf_dtype : torch.dtype
-        The entries IPF's sums read (:func:`sinkhorn_scaling`'s ``entries``). With
-        ``torch.float16`` the sharpened matrix is first multiplied by a power of two near N, so
-        that its entries (about 1 / N each) sit in fp16's normal range; IPF's scaling vectors
-        absorb the factor, so P is unchanged by it.
 
     Returns
     -------
@@ -393,9 +298,7 @@ def prepare_operator(attention: torch.Tensor, temperature: float, ipf_iterations
     resolution = int(round(n ** 0.5))
     flat = attention.reshape(n, n)
     sharpened = apply_temperature(flat, temperature, out=flat if inplace and flat.dtype == torch.float32 else None)
-    if ipf_dtype == torch.float16 and ipf_iterations > 0:  # (with none, r = c = 1 would keep the factor)
-        sharpened.mul_(2.0 ** round(math.log2(n)))  # exact: a power of two; the sharpened matrix is ours
-    r, c = sinkhorn_scaling(sharpened, ipf_iterations, entries=ipf_dtype)
+    r, c = sinkhorn_scaling(sharpened, ipf_iterations)
     scale = float(n) if dtype == torch.float16 else 1.0
     transposed = torch.empty((n, n), dtype=dtype, device=flat.device)
     # P.T[j, i] = c[j] * K[i, j] * r[i], written a block of P's columns at a time.

@@ -329,8 +329,7 @@ class M2N2Predictor:
         try:
             with denormals_flushed(self.config.flush_denormals):
                 operator = prepare_operator(flat, self.config.temperature, self.config.ipf_iterations,
-                                            dtype=_DTYPES[self.config.operator_dtype], inplace=True,
-                                            ipf_dtype=_DTYPES[self.config.ipf_dtype])
+                                            dtype=_DTYPES[self.config.operator_dtype], inplace=True)
                 _synchronise(self.device)  # each stage's time its own on a GPU
                 elapsed = time.perf_counter() - start
                 del flat

@@ -31,8 +31,7 @@ FORMAT = "m2n2-recipe"
 #: backbone's registry key (version 1 named Stable Diffusion 2 or the colour fallback by name) and
 #: the config's ``early_maps`` (absent in version 1: 0, as those recipes were made). Version 3 added
 #: ``early_table`` (absent before: False, the dense filter those recipes' first maps were made with).
-#: Version 4 added ``ipf_dtype`` (absent before: "float32", the IPF those recipes' operators had).
-VERSION = 4
+VERSION = 3
 
 
 def image_hash(image: np.ndarray) -> str:

@@ -47,67 +47,6 @@ def test_scaling_vectors_match_the_matrix_rewriting_ipf(iterations):
     torch.testing.assert_close(fast, plain_ipf(k, iterations), rtol=1e-4, atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["packed", "blocks", "widened"])
-def test_fp16_entries_products_are_fp32_products_of_the_rounded_matrix(kind):
-    # packed: FBGEMM's copies (x86 CPUs); blocks: widened fp16 blocks (other CPUs); widened: GPUs
-    from m2n2.operator import _HalfProducts, _pack_half_for_cpu
-    if kind == "packed" and _pack_half_for_cpu(torch.ones(64, 64)) is None:
-        pytest.skip("this torch build has no FBGEMM (not x86)")
-    torch.manual_seed(7)
-    matrix = torch.rand(300, 300) * 2.0 ** torch.randint(-12, 4, (300, 300)).float()
-    rounded = matrix.half().double()
-    products = _HalfProducts(matrix, kind)
-    assert (products._packed is not None) == (kind == "packed")
-    vector = torch.rand(300)
-    v = vector.double()
-    for got, reference, unrounded in ((products.right(vector), rounded @ v, matrix.double() @ v),
-                                      (products.left(vector), v @ rounded, v @ matrix.double())):
-        assert got.dtype == torch.float32
-        # fp32 sums of the rounded entries, not of the fp32 ones
-        torch.testing.assert_close(got.double(), reference, rtol=1e-5, atol=0)
-        assert not torch.allclose(got.double(), unrounded, rtol=1e-5, atol=0)
-
-
-@pytest.mark.parametrize("packed", [True, False])
-def test_ipf_on_fp16_entries_is_the_matrix_rewriting_ipf_of_the_rounded_matrix(monkeypatch, packed):
-    # packed: FBGEMM's copies on an x86 CPU; else the widened fp16 blocks (other CPUs)
-    import m2n2.operator as operator_module
-    if not packed:
-        monkeypatch.setattr(operator_module, "_pack_half_for_cpu", lambda matrix: None)
-    elif operator_module._pack_half_for_cpu(torch.ones(64, 64)) is None:
-        pytest.skip("this torch build has no FBGEMM (not x86)")
-    k = apply_temperature(random_attention(20, seed=2).reshape(400, 400), 0.65) * 512
-    rounded = k.half().float()
-    assert not torch.equal(rounded, k)
-    for iterations in (1, 25):
-        r, c = sinkhorn_scaling(k, iterations, entries=torch.float16)
-        fast = rounded.double() * r.double()[:, None] * c.double()[None, :]
-        torch.testing.assert_close(fast, plain_ipf(rounded, iterations), rtol=1e-4, atol=1e-9)
-    with pytest.raises(ValueError, match="fp32 or fp16"):
-        sinkhorn_scaling(k, 1, entries=torch.bfloat16)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_an_operator_from_fp16_ipf_scales_the_fp32_entries(dtype):
-    # IPF's scaling vectors come from the rounded entries; the operator is stored from the fp32
-    # ones: P = diag(r) K diag(c) = plain IPF of the rounded matrix times K / rounded(K), entry by entry.
-    attention = random_attention(20, seed=4)
-    k = apply_temperature(attention.reshape(400, 400), 0.65) * 512  # 512: the power of two nearest N
-    rounded = k.half().double()
-    # (an entry that rounds to 0 is below fp16's range: in P about 1e-11, inside atol)
-    expected = torch.where(rounded > 0, plain_ipf(rounded, 200) * (k.double() / rounded), 0.0)
-    operator = prepare_operator(attention, 0.65, 200, dtype=dtype, ipf_dtype=torch.float16)
-    tolerance = 1e-4 if dtype == torch.float32 else 2e-3  # fp16 storage rounds each entry once more
-    torch.testing.assert_close(operator.matrix().double(), expected, rtol=tolerance, atol=1e-9)
-    # and the fp32 IPF gives another operator: the rounding is seen
-    exact = prepare_operator(attention, 0.65, 200, dtype=dtype)
-    assert not torch.equal(operator.transposed, exact.transposed)
-    assert ((operator.matrix() - exact.matrix()).abs().max() / exact.matrix().abs().max()) < 2e-3
-    # no IPF at all: the sharpened attention itself, not scaled
-    unbalanced = prepare_operator(attention, 0.65, 0, ipf_dtype=torch.float16)
-    torch.testing.assert_close(unbalanced.matrix(), apply_temperature(attention.reshape(400, 400), 0.65))
-
-
 def test_fp16_storage_stays_close_to_fp32():
     attention = random_attention(10, seed=3)
     p32 = prepare_operator(attention, 0.65, 200).matrix()

@@ -182,35 +182,28 @@ def test_coco_json_decodes_to_the_instance_masks(tmp_path, square):
 def test_a_fast_recipe_from_before_the_background_preparation_replays_as_it_was_made(square, backbone):
     """Version 1 recipes have no ``early_maps``: they replay with every map made with the leap and
     the table (0, as the fast preset then did); version 2 ones have no ``early_table``: their first
-    map is made with the dense filter, as it then was; version 3 ones have no ``ipf_dtype``: their
-    IPF read fp32 entries; recipes written now say all three."""
+    map is made with the dense filter, as it then was; recipes written now say both."""
     image, truth = square
     made = recipes.make(image, backbone, M2N2Config.fast(), two_objects(truth))
     settings = json.loads(made.to_json())["settings"]
-    assert settings["early_maps"] == 1 and settings["early_table"] is True and settings["ipf_dtype"] == "float16"
-    assert made.version == 4
+    assert settings["early_maps"] == 1 and settings["early_table"] is True and made.version == 3
     old = json.loads(made.to_json())
-    old["version"] = 3
-    del old["settings"]["ipf_dtype"]
-    fp32_ipf = recipes.Recipe.from_json(json.dumps(old))
-    assert fp32_ipf.config == M2N2Config.fast(ipf_dtype="float32") != made.config
     old["version"] = 2
     del old["settings"]["early_table"]
     dense_first = recipes.Recipe.from_json(json.dumps(old))
-    assert dense_first.config == M2N2Config.fast(early_table=False, ipf_dtype="float32")
+    assert dense_first.config == M2N2Config.fast(early_table=False) != made.config
     old["version"] = 1
     del old["settings"]["early_maps"]
     before = recipes.Recipe.from_json(json.dumps(old))
-    assert before.config == M2N2Config.fast(early_maps=0, early_table=False, ipf_dtype="float32")
+    assert before.config == M2N2Config.fast(early_maps=0, early_table=False)
 
     def replayed(recipe):
         predictor = M2N2Predictor(backbone, recipe.config)
         predictor.set_image(image)
         return recipes.replay(predictor, recipe)
 
-    for recipe, config in ((before, M2N2Config.fast(early_maps=0, early_table=False, ipf_dtype="float32")),
-                           (dense_first, M2N2Config.fast(early_table=False, ipf_dtype="float32")),
-                           (fp32_ipf, M2N2Config.fast(ipf_dtype="float32")), (made, M2N2Config.fast())):
+    for recipe, config in ((before, M2N2Config.fast(early_maps=0, early_table=False)),
+                           (dense_first, M2N2Config.fast(early_table=False)), (made, M2N2Config.fast())):
         predictor = M2N2Predictor(backbone, config)
         predictor.set_image(image)
         direct = [recipes.replay_object(predictor, obj.points, obj.labels, obj.threshold).mask

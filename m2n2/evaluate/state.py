@@ -17,7 +17,7 @@ from .protocol import InstanceResult
 
 #: Bump when a change of the evaluation or of M2N2 changes per-object results (clicks, IoUs):
 #: ``--resume`` then refuses results written by the older code instead of mixing the two.
-RESULTS_VERSION = 3  # 2: the fast preset's first maps through the table (early_table); 3: its IPF on fp16 entries
+RESULTS_VERSION = 2  # 2: the fast preset's first maps through the table (early_table)
 
 
 class ResumeError(M2N2Error):
