@@ -23,6 +23,18 @@ def test_temperature_equals_softmax_of_log_over_tau():
     torch.testing.assert_close(apply_temperature(a, 0.65).double(), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_temperature_is_the_bits_of_power_then_row_sums(dtype):
+    # The plain form, a whole matrix at once (the function works in chunks of rows, in place)
+    a = random_attention(48, seed=5).reshape(2304, 2304).to(dtype)
+    powered = a.float().pow(1 / 0.65)
+    expected = powered / powered.sum(dim=1, keepdim=True)
+    assert torch.equal(apply_temperature(a, 0.65), expected)
+    if dtype == torch.float32:
+        inplace = a.clone()
+        assert apply_temperature(inplace, 0.65, out=inplace) is inplace and torch.equal(inplace, expected)
+
+
 def test_temperature_below_one_sharpens_rows():
     a = random_attention(6).reshape(36, 36)
     sharp = apply_temperature(a, 0.5)
